@@ -1,0 +1,90 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("test.toml"), text)
+}
+
+const GOOD: &str = r#"
+[[link]]
+name = "wifi"
+interface = "wlan0"
+address = "10.42.1.1/24"
+pools = ["10.42.1.100-10.42.1.199"]
+"#;
+
+#[test]
+fn example_file_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/homespotd.toml");
+    let cfg = Config::load(&path).expect("example config is valid");
+    assert_eq!(cfg.links.len(), 2);
+    assert_eq!(cfg.links[0].reservations.len(), 1);
+}
+
+#[test]
+fn defaults_fill_in() {
+    let cfg = parse(GOOD).expect("valid");
+    let l = &cfg.links[0];
+    assert_eq!(l.router, Ipv4Addr::new(10, 42, 1, 1));
+    assert_eq!(l.wpad_url.as_deref(), Some("http://10.42.1.1/wpad.dat"));
+    assert_eq!(l.lease_time, Duration::from_secs(43200));
+    assert_eq!(l.subnet.to_string(), "10.42.1.0/24");
+}
+
+fn refused(text: &str, key: &str, reason_part: &str) {
+    let e = parse(text).expect_err("must be refused");
+    assert_eq!(e.key, key, "{e}");
+    assert!(e.reason.contains(reason_part), "{e}");
+    assert!(e.to_string().starts_with("test.toml: "), "{e}");
+}
+
+#[test]
+fn pool_outside_subnet() {
+    refused(&GOOD.replace("10.42.1.199", "10.42.2.5"), "link[0].pools[0]", "outside");
+}
+
+#[test]
+fn overlapping_pools() {
+    refused(
+        &GOOD.replace(r#"["10.42.1.100-10.42.1.199"]"#, r#"["10.42.1.100-10.42.1.150", "10.42.1.150-10.42.1.160"]"#),
+        "link[0].pools[1]",
+        "overlaps",
+    );
+}
+
+#[test]
+fn overlapping_subnets_between_links() {
+    let two = format!("{GOOD}{}", GOOD.replace("wifi", "bt").replace("wlan0", "pan0"));
+    refused(&two, "link[1].address", "overlaps");
+}
+
+#[test]
+fn bad_url() {
+    refused(&GOOD.replace("pools", "wpad_url = \"ftp://x/wpad.dat\"\npools"), "link[0].wpad_url", "http");
+}
+
+#[test]
+fn unknown_key_and_syntax() {
+    let e = parse(&GOOD.replace("pools", "colour = 1\npools")).expect_err("unknown key");
+    assert!(e.reason.contains("colour"), "{e}");
+    let e = parse("[[link]\n").expect_err("syntax");
+    assert!(e.key.starts_with("(line"), "{e}");
+}
+
+#[test]
+fn unknown_interface() {
+    let cfg = parse(&GOOD.replace("wlan0", "nosuchif0")).expect("valid file");
+    let e = cfg.check_interfaces(Path::new("test.toml")).expect_err("no such interface");
+    assert_eq!(e.key, "link[0].interface");
+}
+
+#[test]
+fn reservation_needs_one_client_kind() {
+    refused(
+        &format!("{GOOD}[[link.reservations]]\naddress = \"10.42.1.5\"\n"),
+        "link[0].reservations[0]",
+        "exactly one",
+    );
+    let cfg = parse(&format!("{GOOD}[[link.reservations]]\nclient_id = \"01:02:03\"\naddress = \"10.42.1.5\"\n"))
+        .expect("valid");
+    assert_eq!(cfg.links[0].reservations[0].client, ReservedFor::ClientId(vec![1, 2, 3]));
+}

@@ -1,0 +1,515 @@
+//! The DHCP server logic of RFC 2131, sans-IO.
+//!
+//! [`Engine::handle_packet`] takes the bytes of one datagram, the link it arrived on and `now`
+//! (seconds since the Unix epoch), and returns what to send and what to persist. It never
+//! panics on any input: malformed, truncated, oversized or wrong-op packets are dropped and
+//! counted in [`Counters`]. The engine does no I/O; the caller must make `persist` durable
+//! before it sends the reply (see `dhcp::server`).
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::{DhcpOption, HType, Message, MessageType, OptionCode};
+use dhcproto::Decodable;
+
+use super::lease::{ClientKey, Lease, LeaseState, LeaseTable, Secs};
+use super::reply;
+use crate::config::{Config, LinkConfig, ReservedFor};
+
+/// Largest datagram accepted; larger ones are dropped as oversized.
+pub const MAX_PACKET: usize = 4096;
+/// Fixed BOOTP header plus the magic cookie.
+const MIN_PACKET: usize = 240;
+const MAGIC: [u8; 4] = [99, 130, 83, 99];
+
+/// Where a reply goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// 255.255.255.255:68 on the link.
+    Broadcast,
+    /// `addr`:68, a client that already has its address.
+    Unicast(Ipv4Addr),
+    /// `addr`:68 for a client without its address yet: the caller must tell the kernel the
+    /// hardware address first (or broadcast if it cannot).
+    Hardware {
+        /// The address being given.
+        addr: Ipv4Addr,
+        /// The client's Ethernet address.
+        chaddr: [u8; 6],
+    },
+    /// A relay agent, `giaddr`:67.
+    Relay(Ipv4Addr),
+}
+
+/// A reply to send.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The link (index into `Config::links`) to send it on: the one the request came in on.
+    pub link: usize,
+    /// Where to.
+    pub dest: Destination,
+    /// The message.
+    pub message: Message,
+}
+
+/// The result of one datagram.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// What to send, if anything.
+    pub reply: Option<Reply>,
+    /// A lease record that must be durable before `reply` is sent.
+    pub persist: Option<Lease>,
+}
+
+/// What the engine has seen, for logs and the admin panel.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams handed to the engine.
+    pub received: u64,
+    /// Dropped: too short, too long, bad cookie, bad hlen, undecodable.
+    pub malformed: u64,
+    /// Dropped: BOOTREPLY or unknown op.
+    pub wrong_op: u64,
+    /// Dropped: no message type, a type a server does not take, or a request that is not for us.
+    pub ignored: u64,
+    /// Dropped: relayed from a giaddr outside every link.
+    pub unknown_relay: u64,
+    /// DISCOVERs that found no free address.
+    pub exhausted: u64,
+    /// OFFERs sent.
+    pub offers: u64,
+    /// ACKs for REQUESTs sent.
+    pub acks: u64,
+    /// NAKs sent.
+    pub naks: u64,
+    /// INFORMs answered.
+    pub informs: u64,
+    /// RELEASEs taken.
+    pub releases: u64,
+    /// DECLINEs taken (address quarantined).
+    pub declines: u64,
+}
+
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "received={} malformed={} wrong_op={} ignored={} unknown_relay={} exhausted={} \
+             offers={} acks={} naks={} informs={} releases={} declines={}",
+            self.received,
+            self.malformed,
+            self.wrong_op,
+            self.ignored,
+            self.unknown_relay,
+            self.exhausted,
+            self.offers,
+            self.acks,
+            self.naks,
+            self.informs,
+            self.releases,
+            self.declines
+        )
+    }
+}
+
+/// The DHCP server state machine for all links.
+pub struct Engine {
+    links: Vec<LinkConfig>,
+    table: LeaseTable,
+    quarantine: Secs,
+    offer_hold: Secs,
+    counters: Counters,
+    last_prune: Secs,
+}
+
+/// A request after the checks every message gets.
+struct Request<'a> {
+    msg: &'a Message,
+    link: usize,
+    client: ClientKey,
+}
+
+impl Engine {
+    /// An engine with no leases yet.
+    pub fn new(cfg: &Config) -> Engine {
+        Engine {
+            links: cfg.links.clone(),
+            table: LeaseTable::new(&cfg.links),
+            quarantine: cfg.decline_quarantine.as_secs(),
+            offer_hold: cfg.offer_hold.as_secs().max(1),
+            counters: Counters::default(),
+            last_prune: 0,
+        }
+    }
+
+    /// Loads stored leases; returns how many belong to a configured link.
+    pub fn restore(&mut self, leases: Vec<Lease>) -> usize {
+        leases.into_iter().filter(|l| self.table.restore(l.clone())).count()
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The lease table (read-only), for status and tests.
+    pub fn table(&self) -> &LeaseTable {
+        &self.table
+    }
+
+    /// Handles one datagram that arrived on `link` (an index into `Config::links`).
+    pub fn handle_packet(&mut self, now: Secs, link: usize, data: &[u8]) -> Outcome {
+        self.counters.received += 1;
+        if now >= self.last_prune + 60 {
+            self.table.prune_offers(now);
+            self.last_prune = now;
+        }
+        if data.len() < MIN_PACKET || data.len() > MAX_PACKET || data[236..240] != MAGIC {
+            self.counters.malformed += 1;
+            return Outcome::default();
+        }
+        if data[0] != 1 {
+            self.counters.wrong_op += 1;
+            return Outcome::default();
+        }
+        // dhcproto's chaddr() slices by hlen and would panic past 16.
+        if data[2] > 16 {
+            self.counters.malformed += 1;
+            return Outcome::default();
+        }
+        match Message::from_bytes(data) {
+            Ok(msg) => self.handle(now, link, &msg),
+            Err(_) => {
+                self.counters.malformed += 1;
+                Outcome::default()
+            }
+        }
+    }
+
+    /// Handles one decoded BOOTREQUEST. `msg.hlen()` must be at most 16.
+    pub fn handle(&mut self, now: Secs, arrived_on: usize, msg: &Message) -> Outcome {
+        if arrived_on >= self.links.len() {
+            self.counters.ignored += 1;
+            return Outcome::default();
+        }
+        let link = if msg.giaddr().is_unspecified() {
+            arrived_on
+        } else {
+            match self.table.link_of(msg.giaddr()) {
+                Some(l) => l,
+                None => {
+                    self.counters.unknown_relay += 1;
+                    return Outcome::default();
+                }
+            }
+        };
+        let req = Request {
+            msg,
+            link,
+            client: client_key(msg),
+        };
+        let mut out = match msg.opts().msg_type() {
+            Some(MessageType::Discover) => self.discover(now, &req),
+            Some(MessageType::Request) => self.request(now, &req),
+            Some(MessageType::Release) => self.release(now, &req),
+            Some(MessageType::Decline) => self.decline(now, &req),
+            Some(MessageType::Inform) => self.inform(&req),
+            _ => {
+                self.counters.ignored += 1;
+                Outcome::default()
+            }
+        };
+        // Replies leave by the link the request arrived on, relayed or not.
+        if let Some(r) = out.reply.as_mut() {
+            r.link = arrived_on;
+        }
+        out
+    }
+
+    fn reservation(&self, req: &Request) -> Option<Ipv4Addr> {
+        let msg = req.msg;
+        let id = match msg.opts().get(OptionCode::ClientIdentifier) {
+            Some(DhcpOption::ClientIdentifier(id)) => Some(id.as_slice()),
+            _ => None,
+        };
+        self.links[req.link]
+            .reservations
+            .iter()
+            .find(|r| match &r.client {
+                ReservedFor::Mac(mac) => msg.htype() == HType::Eth && msg.chaddr() == mac,
+                ReservedFor::ClientId(c) => id == Some(c.as_slice()),
+            })
+            .map(|r| r.address)
+    }
+
+    /// Whether `addr` may be (re)bound to the client now.
+    fn acceptable(&self, now: Secs, req: &Request, addr: Ipv4Addr) -> bool {
+        match self.reservation(req) {
+            Some(r) => {
+                r == addr && self.table.is_free_for(req.link, addr, &req.client, true, now)
+            }
+            None => self.table.is_free_for(req.link, addr, &req.client, false, now),
+        }
+    }
+
+    fn discover(&mut self, now: Secs, req: &Request) -> Outcome {
+        let requested = requested_addr(req.msg);
+        let addr = self
+            .reservation(req)
+            .filter(|&a| self.acceptable(now, req, a))
+            .or_else(|| {
+                self.table
+                    .address_of(req.link, &req.client)
+                    .filter(|&a| self.acceptable(now, req, a))
+            })
+            .or_else(|| requested.filter(|&a| self.acceptable(now, req, a)))
+            .or_else(|| {
+                if self.reservation(req).is_some() {
+                    None
+                } else {
+                    self.table.allocate(req.link, &req.client, now)
+                }
+            });
+        let Some(addr) = addr else {
+            self.counters.exhausted += 1;
+            return Outcome::default();
+        };
+        self.table
+            .offer(req.link, addr, &req.client, now + self.offer_hold);
+        self.counters.offers += 1;
+        let link = &self.links[req.link];
+        let mut m = reply::header(req.msg, MessageType::Offer, link.address);
+        m.set_yiaddr(addr);
+        reply::add_lease_times(&mut m, link.lease_time);
+        reply::add_link_options(&mut m, req.msg, link);
+        Outcome {
+            reply: Some(self.addressed(req, m, addr)),
+            persist: None,
+        }
+    }
+
+    fn request(&mut self, now: Secs, req: &Request) -> Outcome {
+        let msg = req.msg;
+        let link_addr = self.links[req.link].address;
+        let requested = requested_addr(msg);
+        let server_id = match msg.opts().get(OptionCode::ServerIdentifier) {
+            Some(DhcpOption::ServerIdentifier(s)) => Some(*s),
+            _ => None,
+        };
+        if let Some(sid) = server_id {
+            // SELECTING: the client answers an OFFER, ours or another server's.
+            let Some(addr) = requested.or(nonzero(msg.ciaddr())) else {
+                self.counters.ignored += 1;
+                return Outcome::default();
+            };
+            if sid != link_addr {
+                self.table.withdraw_offer(addr, &req.client);
+                self.counters.ignored += 1;
+                return Outcome::default();
+            }
+            return if self.acceptable(now, req, addr) {
+                self.ack(now, req, addr)
+            } else {
+                self.nak(req)
+            };
+        }
+        // INIT-REBOOT (option 50) or RENEWING/REBINDING (ciaddr).
+        let Some(addr) = requested.or(nonzero(msg.ciaddr())) else {
+            self.counters.ignored += 1;
+            return Outcome::default();
+        };
+        if !self.links[req.link].subnet.contains(&addr) {
+            return self.nak(req);
+        }
+        let ours = self
+            .table
+            .get(addr)
+            .is_some_and(|l| l.client == req.client);
+        if ours && self.acceptable(now, req, addr) {
+            return self.ack(now, req, addr);
+        }
+        let taken = !self.acceptable(now, req, addr);
+        let knows_other = self
+            .table
+            .address_of(req.link, &req.client)
+            .is_some_and(|a| a != addr)
+            || self.reservation(req).is_some_and(|r| r != addr);
+        if taken || knows_other {
+            return self.nak(req);
+        }
+        // RFC 2131 4.3.2: no record of this client: remain silent.
+        self.counters.ignored += 1;
+        Outcome::default()
+    }
+
+    fn ack(&mut self, now: Secs, req: &Request, addr: Ipv4Addr) -> Outcome {
+        let link = &self.links[req.link];
+        let lease = Lease {
+            addr,
+            client: req.client.clone(),
+            expires: now + link.lease_time.as_secs(),
+            state: LeaseState::Bound,
+        };
+        let mut m = reply::header(req.msg, MessageType::Ack, link.address);
+        m.set_yiaddr(addr).set_ciaddr(req.msg.ciaddr());
+        reply::add_lease_times(&mut m, link.lease_time);
+        reply::add_link_options(&mut m, req.msg, link);
+        let reply = self.addressed(req, m, addr);
+        let persist = self.table.put(req.link, lease);
+        self.counters.acks += 1;
+        Outcome {
+            reply: Some(reply),
+            persist: Some(persist),
+        }
+    }
+
+    fn nak(&mut self, req: &Request) -> Outcome {
+        let link = &self.links[req.link];
+        let mut m = reply::header(req.msg, MessageType::Nak, link.address);
+        let giaddr = req.msg.giaddr();
+        let dest = if giaddr.is_unspecified() {
+            Destination::Broadcast
+        } else {
+            m.set_flags(req.msg.flags().set_broadcast());
+            Destination::Relay(giaddr)
+        };
+        self.counters.naks += 1;
+        Outcome {
+            reply: Some(Reply {
+                link: req.link,
+                dest,
+                message: m,
+            }),
+            persist: None,
+        }
+    }
+
+    fn release(&mut self, now: Secs, req: &Request) -> Outcome {
+        let addr = req.msg.ciaddr();
+        match self.table.get(addr) {
+            Some(l) if l.client == req.client && l.state == LeaseState::Bound => {
+                let lease = Lease {
+                    addr,
+                    client: req.client.clone(),
+                    expires: now,
+                    state: LeaseState::Released,
+                };
+                self.counters.releases += 1;
+                Outcome {
+                    reply: None,
+                    persist: Some(self.table.put(req.link, lease)),
+                }
+            }
+            _ => {
+                self.counters.ignored += 1;
+                Outcome::default()
+            }
+        }
+    }
+
+    fn decline(&mut self, now: Secs, req: &Request) -> Outcome {
+        let Some(addr) = requested_addr(req.msg) else {
+            self.counters.ignored += 1;
+            return Outcome::default();
+        };
+        let held = self.table.get(addr).is_some_and(|l| l.client == req.client)
+            || self.table.is_offered_to(addr, &req.client, now);
+        if !held {
+            self.counters.ignored += 1;
+            return Outcome::default();
+        }
+        let lease = Lease {
+            addr,
+            client: Vec::new(),
+            expires: now + self.quarantine,
+            state: LeaseState::Declined,
+        };
+        self.counters.declines += 1;
+        Outcome {
+            reply: None,
+            persist: Some(self.table.put(req.link, lease)),
+        }
+    }
+
+    fn inform(&mut self, req: &Request) -> Outcome {
+        let link = &self.links[req.link];
+        let mut m = reply::header(req.msg, MessageType::Ack, link.address);
+        m.set_ciaddr(req.msg.ciaddr());
+        reply::add_link_options(&mut m, req.msg, link);
+        let giaddr = req.msg.giaddr();
+        let dest = if !giaddr.is_unspecified() {
+            Destination::Relay(giaddr)
+        } else if let Some(c) = nonzero(req.msg.ciaddr()) {
+            Destination::Unicast(c)
+        } else {
+            Destination::Broadcast
+        };
+        self.counters.informs += 1;
+        Outcome {
+            reply: Some(Reply {
+                link: req.link,
+                dest,
+                message: m,
+            }),
+            persist: None,
+        }
+    }
+
+    /// Where an OFFER or ACK for `yiaddr` goes (RFC 2131 section 4.1).
+    fn addressed(&self, req: &Request, message: Message, yiaddr: Ipv4Addr) -> Reply {
+        let msg = req.msg;
+        let dest = if !msg.giaddr().is_unspecified() {
+            Destination::Relay(msg.giaddr())
+        } else if let Some(c) = nonzero(msg.ciaddr()) {
+            Destination::Unicast(c)
+        } else if msg.flags().broadcast() || msg.htype() != HType::Eth {
+            Destination::Broadcast
+        } else {
+            match <[u8; 6]>::try_from(msg.chaddr()) {
+                Ok(chaddr) => Destination::Hardware {
+                    addr: yiaddr,
+                    chaddr,
+                },
+                Err(_) => Destination::Broadcast,
+            }
+        };
+        Reply {
+            link: req.link,
+            dest,
+            message,
+        }
+    }
+}
+
+/// Option 61 if present and non-empty, else htype + chaddr.
+fn client_key(msg: &Message) -> ClientKey {
+    match msg.opts().get(OptionCode::ClientIdentifier) {
+        Some(DhcpOption::ClientIdentifier(id)) if !id.is_empty() => {
+            let mut k = Vec::with_capacity(id.len() + 1);
+            k.push(1);
+            k.extend_from_slice(id);
+            k
+        }
+        _ => {
+            let mut k = Vec::with_capacity(18);
+            k.push(0);
+            k.push(u8::from(msg.htype()));
+            k.extend_from_slice(msg.chaddr());
+            k
+        }
+    }
+}
+
+fn requested_addr(msg: &Message) -> Option<Ipv4Addr> {
+    match msg.opts().get(OptionCode::RequestedIpAddress) {
+        Some(DhcpOption::RequestedIpAddress(a)) => nonzero(*a),
+        _ => None,
+    }
+}
+
+fn nonzero(a: Ipv4Addr) -> Option<Ipv4Addr> {
+    (!a.is_unspecified()).then_some(a)
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

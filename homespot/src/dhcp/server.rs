@@ -1,0 +1,307 @@
+//! The DHCP server's I/O: one UDP socket per link, the engine, and group commit.
+//!
+//! Durability without losing throughput: the engine task hands leases to a writer thread one
+//! batch at a time. While a batch is being committed, new requests are handled and their leases
+//! and replies queue up for the next batch. A reply whose lease is in a batch is sent only after
+//! that batch's commit returned, so every ACK a client sees is on disk.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use dhcproto::Encodable;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::engine::{Counters, Destination, Engine, Reply, MAX_PACKET};
+use super::lease::{Lease, Secs};
+use crate::config::Config;
+use crate::store::{LeaseStore, StoreError};
+
+const SERVER_PORT: u16 = 67;
+const CLIENT_PORT: u16 = 68;
+
+/// The bound sockets, one per configured link, in config order.
+pub struct Sockets {
+    links: Vec<Arc<UdpSocket>>,
+    names: Vec<String>,
+}
+
+impl Sockets {
+    /// Binds 0.0.0.0:67 on each link's interface (SO_BINDTODEVICE), with broadcast allowed.
+    /// Must be called inside a tokio runtime.
+    pub fn bind(cfg: &Config) -> io::Result<Sockets> {
+        let mut links = Vec::new();
+        let mut names = Vec::new();
+        for link in &cfg.links {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_reuse_address(true)?;
+            s.set_broadcast(true)?;
+            s.bind_device(Some(link.interface.as_bytes()))
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", link.interface)))?;
+            s.set_recv_buffer_size(1 << 21)?;
+            s.set_nonblocking(true)?;
+            s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, SERVER_PORT)).into())
+                .map_err(|e| io::Error::new(e.kind(), format!("bind port 67 on {}: {e}", link.interface)))?;
+            links.push(Arc::new(UdpSocket::from_std(s.into())?));
+            names.push(link.interface.clone());
+        }
+        Ok(Sockets { links, names })
+    }
+}
+
+/// A packet from one link.
+struct Datagram {
+    link: usize,
+    data: Vec<u8>,
+}
+
+/// Runs the DHCP server until `shutdown` is cancelled; returns the final counters.
+/// Leases in `store` are loaded first. On shutdown the batch in flight is finished.
+pub async fn run(
+    cfg: Config,
+    sockets: Sockets,
+    store: LeaseStore,
+    shutdown: CancellationToken,
+) -> Result<Counters, StoreError> {
+    let mut engine = Engine::new(&cfg);
+    let loaded = store.load()?;
+    let restored = engine.restore(loaded.leases);
+    info!(
+        leases = restored,
+        undecodable = loaded.undecodable,
+        active = engine.table().active(unix_now()),
+        "lease database loaded"
+    );
+
+    let (pkt_tx, mut pkt_rx) = mpsc::channel::<Datagram>(4096);
+    let recv_stop = CancellationToken::new();
+    for (i, sock) in sockets.links.iter().enumerate() {
+        tokio::spawn(receive(i, sock.clone(), pkt_tx.clone(), recv_stop.clone()));
+    }
+    drop(pkt_tx);
+
+    let (writer, mut done_rx) = Writer::start(store);
+    let mut batch = Batch::default();
+    let mut in_flight: Option<Batch> = None;
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            done = done_rx.recv(), if in_flight.is_some() => {
+                let finished = in_flight.take().unwrap_or_default();
+                finish_batch(&sockets, finished, done).await;
+                if !batch.leases.is_empty() {
+                    in_flight = Some(writer.submit(std::mem::take(&mut batch)));
+                }
+            }
+            pkt = pkt_rx.recv() => {
+                let Some(first) = pkt else { break };
+                let mut next = Some(first);
+                // Drain what is already queued so one wake-up serves many packets.
+                while let Some(d) = next {
+                    handle(&mut engine, &sockets, &mut batch, d).await;
+                    next = pkt_rx.try_recv().ok();
+                }
+                if in_flight.is_none() && !batch.leases.is_empty() {
+                    in_flight = Some(writer.submit(std::mem::take(&mut batch)));
+                }
+            }
+        }
+    }
+    recv_stop.cancel();
+    // Finish what was acknowledged in memory: commit and answer, so clients are not left waiting.
+    if in_flight.is_some() {
+        let done = done_rx.recv().await;
+        finish_batch(&sockets, in_flight.take().unwrap_or_default(), done).await;
+    }
+    if !batch.leases.is_empty() {
+        let last = writer.submit(std::mem::take(&mut batch));
+        let done = done_rx.recv().await;
+        finish_batch(&sockets, last, done).await;
+    }
+    Ok(engine.counters().clone())
+}
+
+async fn handle(engine: &mut Engine, sockets: &Sockets, batch: &mut Batch, d: Datagram) {
+    let out = engine.handle_packet(unix_now(), d.link, &d.data);
+    match (out.persist, out.reply) {
+        (Some(lease), reply) => {
+            batch.leases.push(lease);
+            batch.replies.extend(reply);
+        }
+        (None, Some(reply)) => send(sockets, &reply).await,
+        (None, None) => {}
+    }
+}
+
+async fn finish_batch(sockets: &Sockets, batch: Batch, done: Option<Result<(), StoreError>>) {
+    match done {
+        Some(Ok(())) => {
+            for r in &batch.replies {
+                if r.message.yiaddr() != Ipv4Addr::UNSPECIFIED {
+                    debug!(link = %sockets.names[r.link], addr = %r.message.yiaddr(), "lease acknowledged");
+                }
+                send(sockets, r).await;
+            }
+        }
+        Some(Err(e)) => error!(
+            error = %e,
+            dropped_replies = batch.replies.len(),
+            "lease commit failed; no ACK sent for this batch"
+        ),
+        None => error!("lease writer stopped; no ACK sent for this batch"),
+    }
+}
+
+async fn receive(
+    link: usize,
+    sock: Arc<UdpSocket>,
+    tx: mpsc::Sender<Datagram>,
+    stop: CancellationToken,
+) {
+    // One byte more than accepted, so an oversized datagram is seen as such, not truncated.
+    let mut buf = vec![0u8; MAX_PACKET + 1];
+    loop {
+        let got = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = sock.recv_from(&mut buf) => r,
+        };
+        match got {
+            Ok((n, _src)) => {
+                let d = Datagram {
+                    link,
+                    data: buf[..n].to_vec(),
+                };
+                if tx.send(d).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "receive failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn send(sockets: &Sockets, reply: &Reply) {
+    let Some(sock) = sockets.links.get(reply.link) else {
+        return;
+    };
+    let bytes = match reply.message.to_vec() {
+        Ok(b) => b,
+        Err(e) => {
+            error!(error = %e, "could not encode reply");
+            return;
+        }
+    };
+    let to = match reply.dest {
+        Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
+        Destination::Unicast(a) => SocketAddrV4::new(a, CLIENT_PORT),
+        Destination::Relay(a) => SocketAddrV4::new(a, SERVER_PORT),
+        Destination::Hardware { addr, chaddr } => {
+            match set_arp(sock, &sockets.names[reply.link], addr, chaddr) {
+                Ok(()) => SocketAddrV4::new(addr, CLIENT_PORT),
+                Err(e) => {
+                    debug!(error = %e, "no ARP entry; broadcasting");
+                    SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
+                }
+            }
+        }
+    };
+    if let Err(e) = sock.send_to(&bytes, to).await {
+        debug!(error = %e, %to, "send failed");
+    }
+}
+
+/// Tells the kernel that `addr` is at `mac` on `ifname`, so a unicast reply can reach a client
+/// that cannot answer ARP yet (what dnsmasq and ISC dhcpd do too).
+fn set_arp(sock: &UdpSocket, ifname: &str, addr: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+    // SAFETY: arpreq is plain old data; all-zero is a valid value.
+    let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
+    let pa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in fits in sockaddr (both 16 bytes); we copy its bytes.
+    req.arp_pa = unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(pa) };
+    req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+    for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac) {
+        *d = s as libc::c_char;
+    }
+    req.arp_flags = libc::ATF_COM;
+    for (d, s) in req.arp_dev.iter_mut().zip(ifname.bytes().take(15)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: valid fd, and `req` is a properly initialised arpreq for SIOCSARP.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSARP as _, &req) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Leases to commit together and the replies that wait for them.
+#[derive(Default)]
+struct Batch {
+    leases: Vec<Lease>,
+    replies: Vec<Reply>,
+}
+
+/// The thread that commits batches. One batch at a time, in order.
+struct Writer {
+    tx: std::sync::mpsc::Sender<Vec<Lease>>,
+}
+
+type CommitResults = mpsc::UnboundedReceiver<Result<(), StoreError>>;
+
+impl Writer {
+    /// Starts the thread; the receiver yields one result per submitted batch, in order.
+    fn start(store: LeaseStore) -> (Writer, CommitResults) {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Lease>>();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("lease-writer".into())
+            .spawn(move || {
+                while let Ok(leases) = rx.recv() {
+                    let t = Instant::now();
+                    let r = store.commit(&leases);
+                    debug!(leases = leases.len(), micros = t.elapsed().as_micros() as u64, "batch committed");
+                    if done_tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| error!(error = %e, "cannot start the lease writer"));
+        (Writer { tx }, done_rx)
+    }
+
+    /// Sends the leases of `batch` to be committed; returns the batch to keep its replies.
+    fn submit(&self, mut batch: Batch) -> Batch {
+        let leases = std::mem::take(&mut batch.leases);
+        if self.tx.send(leases).is_err() {
+            error!("lease writer is gone");
+        }
+        batch
+    }
+}
+
+fn unix_now() -> Secs {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,16 @@
+//! homespotd, the service of a HomeSpot access point.
+//!
+//! What it does today: DHCP on every LAN link (RFC 2131/2132, with the WPAD option 252 and
+//! correct DHCPINFORM answers), leases kept durably in redb and acknowledged only once on disk.
+//!
+//! What it does not do yet: the HTTP proxy and PAC serving (issue 3), P-Handoff and Co-Link
+//! (issue 4), the admin panel. It does not configure interface addresses: the OS (netifd on
+//! OpenWrt, the test bed in tests) puts each link's address on its interface.
+//!
+//! Layout: [`config`] reads and validates the TOML file; [`dhcp::engine`] is the sans-IO DHCP
+//! logic (`handle_packet(now, link, bytes)`); [`dhcp::server`] drives it over UDP sockets with
+//! group commit into [`store`].
+
+pub mod config;
+pub mod dhcp;
+pub mod store;

@@ -1,0 +1,109 @@
+//! `homespotd`: binds the sockets, opens the lease database and runs until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use homespot::config::Config;
+use homespot::dhcp::server::{self, Sockets};
+use homespot::store::LeaseStore;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// The HomeSpot access-point service: DHCP with WPAD on every LAN link.
+///
+/// Each link in the config file is a radio or port with its own subnet and address pool.
+/// Leases are written to a redb database before they are acknowledged.
+/// Log detail is set with --log or the RUST_LOG variable (error, warn, info, debug).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML). A commented example: homespot/examples/homespotd.toml
+    #[arg(short, long, default_value = "/etc/homespot/homespotd.toml")]
+    config: PathBuf,
+    /// Check the configuration (and that its interfaces exist), print a summary, and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Log level or filter, e.g. "info" or "homespot=debug".
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match real_main(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("homespotd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
+        .context("bad --log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cfg = Config::load(&args.config)?;
+    cfg.check_interfaces(&args.config)?;
+    if args.check_config {
+        println!("{}: ok", args.config.display());
+        for l in &cfg.links {
+            let size: u64 = l.pools.iter().map(|p| u64::from(u32::from(p.last) - u32::from(p.first)) + 1).sum();
+            println!(
+                "  link {} on {}: {} / {}, {} pool addresses, lease {}, wpad {}",
+                l.name,
+                l.interface,
+                l.address,
+                l.subnet,
+                size,
+                humantime::format_duration(l.lease_time),
+                l.wpad_url.as_deref().unwrap_or("(none)")
+            );
+        }
+        return Ok(());
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        if let Some(dir) = cfg.lease_db.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
+        let store = LeaseStore::open(&cfg.lease_db)
+            .with_context(|| format!("lease database {}", cfg.lease_db.display()))?;
+        let sockets = Sockets::bind(&cfg).context("binding DHCP sockets")?;
+        for l in &cfg.links {
+            info!(link = %l.name, interface = %l.interface, address = %l.address, "serving DHCP");
+        }
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        let counters = server::run(cfg, sockets, store, shutdown).await?;
+        info!(%counters, "stopped");
+        Ok(())
+    })
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,160 @@
+//! Durable lease storage in a redb file.
+//!
+//! One table maps an IPv4 address to its lease record. [`LeaseStore::commit`] writes a batch of
+//! records in one transaction with immediate durability: when it returns `Ok`, the records survive
+//! a crash or `kill -9`. Grouping many clients' leases into one commit is the caller's job
+//! (see `dhcp::server`).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::dhcp::lease::{Lease, LeaseState};
+
+const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases_v1");
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open lease database: {0}")]
+    Open(#[from] redb::DatabaseError),
+    /// A transaction failed to start.
+    #[error("lease database transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    /// A table could not be opened.
+    #[error("lease database table: {0}")]
+    Table(#[from] redb::TableError),
+    /// Reading or writing records failed.
+    #[error("lease database storage: {0}")]
+    Storage(#[from] redb::StorageError),
+    /// The commit did not reach the disk.
+    #[error("lease database commit: {0}")]
+    Commit(#[from] redb::CommitError),
+}
+
+/// The lease database.
+pub struct LeaseStore {
+    db: Database,
+}
+
+/// What [`LeaseStore::load`] found.
+pub struct Loaded {
+    /// Every lease record that decoded.
+    pub leases: Vec<Lease>,
+    /// Records that did not decode (kept on disk, ignored).
+    pub undecodable: usize,
+}
+
+impl LeaseStore {
+    /// Opens the database at `path`, creating it (and nothing else) if missing. After a crash
+    /// redb repairs the file on open.
+    pub fn open(path: &Path) -> Result<LeaseStore, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(LEASES)?;
+        txn.commit()?;
+        Ok(LeaseStore { db })
+    }
+
+    /// Reads every lease.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LEASES)?;
+        let mut leases = Vec::new();
+        let mut undecodable = 0;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            match decode(Ipv4Addr::from(k.value()), v.value()) {
+                Some(l) => leases.push(l),
+                None => undecodable += 1,
+            }
+        }
+        Ok(Loaded {
+            leases,
+            undecodable,
+        })
+    }
+
+    /// Writes `leases` in one durable transaction; a later record for the same address wins.
+    pub fn commit(&self, leases: &[Lease]) -> Result<(), StoreError> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(LEASES)?;
+            let mut buf = Vec::with_capacity(64);
+            for l in leases {
+                buf.clear();
+                encode(l, &mut buf);
+                table.insert(u32::from(l.addr), buf.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+// Record layout, version 1: [1][state u8][expires u64 BE][client key bytes...]
+fn encode(l: &Lease, out: &mut Vec<u8>) {
+    out.push(1);
+    out.push(l.state as u8);
+    out.extend_from_slice(&l.expires.to_be_bytes());
+    out.extend_from_slice(&l.client);
+}
+
+fn decode(addr: Ipv4Addr, v: &[u8]) -> Option<Lease> {
+    let (&version, rest) = v.split_first()?;
+    if version != 1 || rest.len() < 9 {
+        return None;
+    }
+    let state = LeaseState::from_u8(rest[0])?;
+    let expires = u64::from_be_bytes(rest[1..9].try_into().ok()?);
+    Some(Lease {
+        addr,
+        client: rest[9..].to_vec(),
+        expires,
+        state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_then_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("l.redb");
+        let a = Lease {
+            addr: Ipv4Addr::new(10, 0, 0, 5),
+            client: vec![0, 1, 2, 3, 4, 5, 6],
+            expires: 1_700_000_000,
+            state: LeaseState::Bound,
+        };
+        let b = Lease {
+            addr: Ipv4Addr::new(10, 0, 0, 6),
+            client: vec![],
+            expires: 9,
+            state: LeaseState::Declined,
+        };
+        {
+            let s = LeaseStore::open(&path).expect("open");
+            s.commit(&[a.clone(), b.clone()]).expect("commit");
+        }
+        let s = LeaseStore::open(&path).expect("reopen");
+        let mut got = s.load().expect("load").leases;
+        got.sort_by_key(|l| l.addr);
+        assert_eq!(got, vec![a, b]);
+    }
+
+    #[test]
+    fn undecodable_records_are_skipped() {
+        assert!(decode(Ipv4Addr::LOCALHOST, &[]).is_none());
+        assert!(decode(Ipv4Addr::LOCALHOST, &[2, 0, 0]).is_none());
+        assert!(decode(Ipv4Addr::LOCALHOST, &[1, 9, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+    }
+}

@@ -1,0 +1,84 @@
+//! Topologies of DESIGN.md section 7, built from namespaces and veth pairs.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+use crate::Netns;
+
+/// One LAN link between the HomeSpot and the client.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// Interface name in the HomeSpot namespace (`lan0`, `lan1`, ...).
+    pub hs_if: String,
+    /// Interface name in the client namespace (`eth0`, `eth1`, ...).
+    pub client_if: String,
+    /// The HomeSpot's address on the link (10.77.N.1).
+    pub hs_addr: Ipv4Addr,
+    /// The link's prefix length (24).
+    pub prefix: u8,
+}
+
+impl Link {
+    /// The n-th address of the link's /24 (10.77.N.host).
+    pub fn host(&self, host: u8) -> Ipv4Addr {
+        let o = self.hs_addr.octets();
+        Ipv4Addr::new(o[0], o[1], o[2], host)
+    }
+}
+
+/// A HomeSpot with LAN links to one client, and a WAN link to a `net` namespace.
+///
+/// Addresses: link i is 10.77.(i+1).0/24 with the HomeSpot at .1; the client's interfaces have
+/// no address (a DHCP client gives them one). WAN: HomeSpot 10.77.0.1/24, net 10.77.0.2/24.
+pub struct Topology {
+    /// The HomeSpot.
+    pub homespot: Netns,
+    /// The laptop.
+    pub client: Netns,
+    /// The Internet side.
+    pub net: Netns,
+    /// The LAN links, in order.
+    pub links: Vec<Link>,
+}
+
+impl Topology {
+    /// Builds the topology with `lan_links` LAN links (at least 1).
+    pub fn new(lan_links: usize) -> Result<Topology> {
+        let homespot = Netns::new("hs")?;
+        let client = Netns::new("cl")?;
+        let net = Netns::new("net")?;
+        let mut links = Vec::new();
+        for i in 0..lan_links.max(1) {
+            let link = Link {
+                hs_if: format!("lan{i}"),
+                client_if: format!("eth{i}"),
+                hs_addr: Ipv4Addr::new(10, 77, (i + 1) as u8, 1),
+                prefix: 24,
+            };
+            veth(&homespot, &link.hs_if, &client, &link.client_if)?;
+            homespot.run(&["ip", "addr", "add", &format!("{}/24", link.hs_addr), "dev", &link.hs_if])?;
+            homespot.run(&["ip", "link", "set", &link.hs_if, "up"])?;
+            client.run(&["ip", "link", "set", &link.client_if, "up"])?;
+            links.push(link);
+        }
+        veth(&homespot, "wan", &net, "wan")?;
+        homespot.run(&["ip", "addr", "add", "10.77.0.1/24", "dev", "wan"])?;
+        homespot.run(&["ip", "link", "set", "wan", "up"])?;
+        net.run(&["ip", "addr", "add", "10.77.0.2/24", "dev", "wan"])?;
+        net.run(&["ip", "link", "set", "wan", "up"])?;
+        Ok(Topology {
+            homespot,
+            client,
+            net,
+            links,
+        })
+    }
+}
+
+/// A veth pair: `a_if` in `a`, `b_if` in `b`. Created inside `a`, so names need only be unique
+/// within the two namespaces.
+pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
+    a.run(&["ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name()])?;
+    Ok(())
+}
