@@ -186,11 +186,9 @@ impl Config {
             .server
             .lease_db
             .unwrap_or_else(|| PathBuf::from("/var/lib/homespot/leases.redb"));
-        let decline_quarantine = duration(
-            raw.server.decline_quarantine.as_deref(),
-            DEFAULT_QUARANTINE,
-        )
-        .map_err(|r| err("server.decline_quarantine", r))?;
+        let decline_quarantine =
+            duration(raw.server.decline_quarantine.as_deref(), DEFAULT_QUARANTINE)
+                .map_err(|r| err("server.decline_quarantine", r))?;
         let offer_hold = duration(raw.server.offer_hold.as_deref(), DEFAULT_OFFER_HOLD)
             .map_err(|r| err("server.offer_hold", r))?;
 
@@ -206,14 +204,20 @@ impl Config {
                     return Err(err(&at("name"), format!("same name as link[{j}]")));
                 }
                 if other.interface == link.interface {
-                    return Err(err(&at("interface"), format!("same interface as link[{j}]")));
+                    return Err(err(
+                        &at("interface"),
+                        format!("same interface as link[{j}]"),
+                    ));
                 }
                 if other.subnet.contains(&link.subnet.network())
                     || link.subnet.contains(&other.subnet.network())
                 {
                     return Err(err(
                         &at("address"),
-                        format!("subnet {} overlaps link[{j}]'s {}", link.subnet, other.subnet),
+                        format!(
+                            "subnet {} overlaps link[{j}]'s {}",
+                            link.subnet, other.subnet
+                        ),
                     ));
                 }
             }
@@ -264,7 +268,10 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
     let net: Ipv4Net = rl.address.parse().map_err(|_| {
         (
             at("address"),
-            format!("{:?} is not an address with prefix, like 10.42.1.1/24", rl.address),
+            format!(
+                "{:?} is not an address with prefix, like 10.42.1.1/24",
+                rl.address
+            ),
         )
     })?;
     if net.prefix_len() > 30 {
@@ -273,7 +280,10 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
     let address = net.addr();
     let subnet = net.trunc();
     if address == subnet.network() || address == subnet.broadcast() {
-        return Err((at("address"), "is the subnet's network or broadcast address".into()));
+        return Err((
+            at("address"),
+            "is the subnet's network or broadcast address".into(),
+        ));
     }
     if rl.pools.is_empty() {
         return Err((at("pools"), "at least one pool range is needed".into()));
@@ -287,14 +297,19 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
                 format!("{p:?} is not a range like 10.42.1.100-10.42.1.199"),
             )
         })?;
-        let inside = |a: Ipv4Addr| {
-            subnet.contains(&a) && a != subnet.network() && a != subnet.broadcast()
-        };
+        let inside =
+            |a: Ipv4Addr| subnet.contains(&a) && a != subnet.network() && a != subnet.broadcast();
         if !inside(range.first) || !inside(range.last) {
-            return Err((key, format!("range {p} is outside the link's subnet {subnet}")));
+            return Err((
+                key,
+                format!("range {p} is outside the link's subnet {subnet}"),
+            ));
         }
         if range.contains(address) {
-            return Err((key, format!("range {p} contains the HomeSpot's own address")));
+            return Err((
+                key,
+                format!("range {p} contains the HomeSpot's own address"),
+            ));
         }
         for (k, other) in pools.iter().enumerate() {
             if range.first <= other.last && other.first <= range.last {
@@ -303,10 +318,13 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
         }
         pools.push(range);
     }
-    let lease_time =
-        duration(rl.lease_time.as_deref(), DEFAULT_LEASE_TIME).map_err(|r| (at("lease_time"), r))?;
-    if lease_time < Duration::from_secs(60) || lease_time.as_secs() > u64::from(u32::MAX - 1) {
-        return Err((at("lease_time"), "must be between 1 minute and 136 years".into()));
+    let lease_time = duration(rl.lease_time.as_deref(), DEFAULT_LEASE_TIME)
+        .map_err(|r| (at("lease_time"), r))?;
+    if lease_time < Duration::from_secs(10) || lease_time.as_secs() > u64::from(u32::MAX - 1) {
+        return Err((
+            at("lease_time"),
+            "must be between 10 seconds and 136 years".into(),
+        ));
     }
     let wpad_url = match rl.wpad_url {
         None => Some(format!("http://{address}/wpad.dat")),
@@ -317,7 +335,12 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
         }
     };
     if let Some(d) = &rl.domain {
-        if d.is_empty() || d.len() > 253 || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        if d.is_empty()
+            || d.len() > 253
+            || !d
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
             return Err((at("domain"), format!("{d:?} is not a domain name")));
         }
     }
@@ -328,19 +351,38 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
             (Some(m), None) => ReservedFor::Mac(
                 parse_mac(&m).ok_or_else(|| (key("mac"), format!("{m:?} is not a MAC address")))?,
             ),
-            (None, Some(c)) => ReservedFor::ClientId(
-                parse_hex(&c)
-                    .ok_or_else(|| (key("client_id"), format!("{c:?} is not hex bytes like 01:02:0a")))?,
-            ),
-            _ => return Err((at(&format!("reservations[{j}]")), "give exactly one of mac or client_id".into())),
+            (None, Some(c)) => ReservedFor::ClientId(parse_hex(&c).ok_or_else(|| {
+                (
+                    key("client_id"),
+                    format!("{c:?} is not hex bytes like 01:02:0a"),
+                )
+            })?),
+            _ => {
+                return Err((
+                    at(&format!("reservations[{j}]")),
+                    "give exactly one of mac or client_id".into(),
+                ))
+            }
         };
         if !subnet.contains(&r.address) || r.address == address {
-            return Err((key("address"), format!("{} is not a client address of {subnet}", r.address)));
+            return Err((
+                key("address"),
+                format!("{} is not a client address of {subnet}", r.address),
+            ));
         }
-        if reservations.iter().any(|x: &Reservation| x.address == r.address || x.client == client) {
-            return Err((key("address"), "reservation repeats an address or a client".into()));
+        if reservations
+            .iter()
+            .any(|x: &Reservation| x.address == r.address || x.client == client)
+        {
+            return Err((
+                key("address"),
+                "reservation repeats an address or a client".into(),
+            ));
         }
-        reservations.push(Reservation { client, address: r.address });
+        reservations.push(Reservation {
+            client,
+            address: r.address,
+        });
     }
     Ok(LinkConfig {
         name: rl.name,
@@ -361,7 +403,8 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
 fn duration(s: Option<&str>, default: Duration) -> Result<Duration, String> {
     match s {
         None => Ok(default),
-        Some(s) => humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. \"12h\" or \"90s\")")),
+        Some(s) => humantime::parse_duration(s)
+            .map_err(|e| format!("{s:?}: {e} (write e.g. \"12h\" or \"90s\")")),
     }
 }
 
@@ -381,7 +424,11 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
     let v: Option<Vec<u8>> = s
         .split([':', '-'])
-        .map(|p| (p.len() == 2).then(|| u8::from_str_radix(p, 16).ok()).flatten())
+        .map(|p| {
+            (p.len() == 2)
+                .then(|| u8::from_str_radix(p, 16).ok())
+                .flatten()
+        })
         .collect();
     v.filter(|v| !v.is_empty() && v.len() <= 64)
 }

@@ -39,13 +39,20 @@ fn refused(text: &str, key: &str, reason_part: &str) {
 
 #[test]
 fn pool_outside_subnet() {
-    refused(&GOOD.replace("10.42.1.199", "10.42.2.5"), "link[0].pools[0]", "outside");
+    refused(
+        &GOOD.replace("10.42.1.199", "10.42.2.5"),
+        "link[0].pools[0]",
+        "outside",
+    );
 }
 
 #[test]
 fn overlapping_pools() {
     refused(
-        &GOOD.replace(r#"["10.42.1.100-10.42.1.199"]"#, r#"["10.42.1.100-10.42.1.150", "10.42.1.150-10.42.1.160"]"#),
+        &GOOD.replace(
+            r#"["10.42.1.100-10.42.1.199"]"#,
+            r#"["10.42.1.100-10.42.1.150", "10.42.1.150-10.42.1.160"]"#,
+        ),
         "link[0].pools[1]",
         "overlaps",
     );
@@ -53,13 +60,20 @@ fn overlapping_pools() {
 
 #[test]
 fn overlapping_subnets_between_links() {
-    let two = format!("{GOOD}{}", GOOD.replace("wifi", "bt").replace("wlan0", "pan0"));
+    let two = format!(
+        "{GOOD}{}",
+        GOOD.replace("wifi", "bt").replace("wlan0", "pan0")
+    );
     refused(&two, "link[1].address", "overlaps");
 }
 
 #[test]
 fn bad_url() {
-    refused(&GOOD.replace("pools", "wpad_url = \"ftp://x/wpad.dat\"\npools"), "link[0].wpad_url", "http");
+    refused(
+        &GOOD.replace("pools", "wpad_url = \"ftp://x/wpad.dat\"\npools"),
+        "link[0].wpad_url",
+        "http",
+    );
 }
 
 #[test]
@@ -73,7 +87,9 @@ fn unknown_key_and_syntax() {
 #[test]
 fn unknown_interface() {
     let cfg = parse(&GOOD.replace("wlan0", "nosuchif0")).expect("valid file");
-    let e = cfg.check_interfaces(Path::new("test.toml")).expect_err("no such interface");
+    let e = cfg
+        .check_interfaces(Path::new("test.toml"))
+        .expect_err("no such interface");
     assert_eq!(e.key, "link[0].interface");
 }
 
@@ -84,7 +100,12 @@ fn reservation_needs_one_client_kind() {
         "link[0].reservations[0]",
         "exactly one",
     );
-    let cfg = parse(&format!("{GOOD}[[link.reservations]]\nclient_id = \"01:02:03\"\naddress = \"10.42.1.5\"\n"))
-        .expect("valid");
-    assert_eq!(cfg.links[0].reservations[0].client, ReservedFor::ClientId(vec![1, 2, 3]));
+    let cfg = parse(&format!(
+        "{GOOD}[[link.reservations]]\nclient_id = \"01:02:03\"\naddress = \"10.42.1.5\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        cfg.links[0].reservations[0].client,
+        ReservedFor::ClientId(vec![1, 2, 3])
+    );
 }

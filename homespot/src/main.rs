@@ -47,6 +47,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let cfg = Config::load(&args.config)?;
@@ -54,7 +55,11 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     if args.check_config {
         println!("{}: ok", args.config.display());
         for l in &cfg.links {
-            let size: u64 = l.pools.iter().map(|p| u64::from(u32::from(p.last) - u32::from(p.first)) + 1).sum();
+            let size: u64 = l
+                .pools
+                .iter()
+                .map(|p| u64::from(u32::from(p.last) - u32::from(p.first)) + 1)
+                .sum();
             println!(
                 "  link {} on {}: {} / {}, {} pool addresses, lease {}, wpad {}",
                 l.name,
@@ -96,7 +101,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
 
 async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -181,10 +181,16 @@ impl Proc {
                 return Ok(());
             }
             if let Some(st) = self.child.try_wait()? {
-                bail!("exited ({st}) before logging {needle:?}; log:\n{}", self.log());
+                bail!(
+                    "exited ({st}) before logging {needle:?}; log:\n{}",
+                    self.log()
+                );
             }
             if Instant::now() > deadline {
-                bail!("no {needle:?} in the log after {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "no {needle:?} in the log after {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -274,7 +280,8 @@ impl Scratch {
     /// A new empty directory under the system temp dir.
     pub fn new(tag: &str) -> Result<Scratch> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("homespot-{}-{}-{}", tag, std::process::id(), n));
+        let path =
+            std::env::temp_dir().join(format!("homespot-{}-{}-{}", tag, std::process::id(), n));
         std::fs::create_dir_all(&path)?;
         Ok(Scratch { path })
     }

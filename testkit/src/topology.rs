@@ -57,7 +57,14 @@ impl Topology {
                 prefix: 24,
             };
             veth(&homespot, &link.hs_if, &client, &link.client_if)?;
-            homespot.run(&["ip", "addr", "add", &format!("{}/24", link.hs_addr), "dev", &link.hs_if])?;
+            homespot.run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", link.hs_addr),
+                "dev",
+                &link.hs_if,
+            ])?;
             homespot.run(&["ip", "link", "set", &link.hs_if, "up"])?;
             client.run(&["ip", "link", "set", &link.client_if, "up"])?;
             links.push(link);
@@ -79,6 +86,18 @@ impl Topology {
 /// A veth pair: `a_if` in `a`, `b_if` in `b`. Created inside `a`, so names need only be unique
 /// within the two namespaces.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
-    a.run(&["ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name()])?;
+    a.run(&[
+        "ip",
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ])?;
     Ok(())
 }

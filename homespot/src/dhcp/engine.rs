@@ -143,7 +143,10 @@ impl Engine {
 
     /// Loads stored leases; returns how many belong to a configured link.
     pub fn restore(&mut self, leases: Vec<Lease>) -> usize {
-        leases.into_iter().filter(|l| self.table.restore(l.clone())).count()
+        leases
+            .into_iter()
+            .filter(|l| self.table.restore(l.clone()))
+            .count()
     }
 
     /// The counters so far.
@@ -245,9 +248,14 @@ impl Engine {
     fn acceptable(&self, now: Secs, req: &Request, addr: Ipv4Addr) -> bool {
         match self.reservation(req) {
             Some(r) => {
-                r == addr && self.table.is_free_for(req.link, addr, &req.client, true, now)
+                r == addr
+                    && self
+                        .table
+                        .is_free_for(req.link, addr, &req.client, true, now)
             }
-            None => self.table.is_free_for(req.link, addr, &req.client, false, now),
+            None => self
+                .table
+                .is_free_for(req.link, addr, &req.client, false, now),
         }
     }
 
@@ -261,6 +269,7 @@ impl Engine {
                     .address_of(req.link, &req.client)
                     .filter(|&a| self.acceptable(now, req, a))
             })
+            .or_else(|| self.table.offered_to(req.link, &req.client, now))
             .or_else(|| requested.filter(|&a| self.acceptable(now, req, a)))
             .or_else(|| {
                 if self.reservation(req).is_some() {
@@ -320,10 +329,7 @@ impl Engine {
         if !self.links[req.link].subnet.contains(&addr) {
             return self.nak(req);
         }
-        let ours = self
-            .table
-            .get(addr)
-            .is_some_and(|l| l.client == req.client);
+        let ours = self.table.get(addr).is_some_and(|l| l.client == req.client);
         if ours && self.acceptable(now, req, addr) {
             return self.ack(now, req, addr);
         }

@@ -82,6 +82,8 @@ pub struct LeaseTable {
     by_addr: HashMap<Ipv4Addr, Lease>,
     by_client: HashMap<(usize, ClientKey), Ipv4Addr>,
     offers: HashMap<Ipv4Addr, Offer>,
+    /// The last offer to each client, so a repeated DISCOVER gets the same address.
+    offered: HashMap<(usize, ClientKey), Ipv4Addr>,
     subnets: Vec<ipnet::Ipv4Net>,
 }
 
@@ -101,6 +103,7 @@ impl LeaseTable {
             by_addr: HashMap::new(),
             by_client: HashMap::new(),
             offers: HashMap::new(),
+            offered: HashMap::new(),
             subnets: links.iter().map(|l| l.subnet).collect(),
         }
     }
@@ -154,7 +157,10 @@ impl LeaseTable {
                 return false;
             }
         }
-        !self.by_addr.get(&addr).is_some_and(|l| l.blocks(client, now))
+        !self
+            .by_addr
+            .get(&addr)
+            .is_some_and(|l| l.blocks(client, now))
     }
 
     /// Picks an address for a new client on `link`: a never-used one first, else the lease that
@@ -211,7 +217,10 @@ impl LeaseTable {
             }
             let used = self.by_addr.contains_key(&addr)
                 || self.offers.contains_key(&addr)
-                || self.links.get(link).is_some_and(|p| p.reserved.contains(&addr));
+                || self
+                    .links
+                    .get(link)
+                    .is_some_and(|p| p.reserved.contains(&addr));
             if !used && self.is_free_for(link, addr, client, false, now) {
                 return Some(addr);
             }
@@ -232,6 +241,7 @@ impl LeaseTable {
                 until,
             },
         );
+        self.offered.insert((link, client.to_vec()), addr);
     }
 
     /// Drops the offer of `addr` to `client`, if there is one.
@@ -239,6 +249,12 @@ impl LeaseTable {
         if self.offers.get(&addr).is_some_and(|o| o.client == client) {
             self.offers.remove(&addr);
         }
+    }
+
+    /// The address currently offered to `client` on `link`, if any.
+    pub fn offered_to(&self, link: usize, client: &[u8], now: Secs) -> Option<Ipv4Addr> {
+        let addr = *self.offered.get(&(link, client.to_vec()))?;
+        self.is_offered_to(addr, client, now).then_some(addr)
     }
 
     /// Whether `addr` is currently offered to `client`.
@@ -277,6 +293,8 @@ impl LeaseTable {
     /// Forgets offers that lapsed before `now`, so the map does not grow without bound.
     pub fn prune_offers(&mut self, now: Secs) {
         self.offers.retain(|_, o| o.until > now);
+        let offers = &self.offers;
+        self.offered.retain(|_, a| offers.contains_key(a));
     }
 
     /// Number of bound, unexpired leases.

@@ -31,9 +31,8 @@ pub fn add_lease_times(m: &mut Message, lease: Duration) {
     let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX - 1);
     m.opts_mut().insert(DhcpOption::AddressLeaseTime(secs));
     m.opts_mut().insert(DhcpOption::Renewal(secs / 2));
-    m.opts_mut().insert(DhcpOption::Rebinding(
-        (u64::from(secs) * 7 / 8) as u32,
-    ));
+    m.opts_mut()
+        .insert(DhcpOption::Rebinding((u64::from(secs) * 7 / 8) as u32));
 }
 
 /// Adds the link's configuration options. Subnet mask, router, DNS and domain go to every

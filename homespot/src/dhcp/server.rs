@@ -47,7 +47,9 @@ impl Sockets {
             s.set_recv_buffer_size(1 << 21)?;
             s.set_nonblocking(true)?;
             s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, SERVER_PORT)).into())
-                .map_err(|e| io::Error::new(e.kind(), format!("bind port 67 on {}: {e}", link.interface)))?;
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("bind port 67 on {}: {e}", link.interface))
+                })?;
             links.push(Arc::new(UdpSocket::from_std(s.into())?));
             names.push(link.interface.clone());
         }
@@ -146,7 +148,12 @@ async fn finish_batch(sockets: &Sockets, batch: Batch, done: Option<Result<(), S
         Some(Ok(())) => {
             for r in &batch.replies {
                 if r.message.yiaddr() != Ipv4Addr::UNSPECIFIED {
-                    debug!(link = %sockets.names[r.link], addr = %r.message.yiaddr(), "lease acknowledged");
+                    info!(
+                        interface = %sockets.names[r.link],
+                        addr = %r.message.yiaddr(),
+                        chaddr = %Mac(r.message.chaddr()),
+                        "lease acknowledged"
+                    );
                 }
                 send(sockets, r).await;
             }
@@ -278,7 +285,11 @@ impl Writer {
                 while let Ok(leases) = rx.recv() {
                     let t = Instant::now();
                     let r = store.commit(&leases);
-                    debug!(leases = leases.len(), micros = t.elapsed().as_micros() as u64, "batch committed");
+                    debug!(
+                        leases = leases.len(),
+                        micros = t.elapsed().as_micros() as u64,
+                        "batch committed"
+                    );
                     if done_tx.send(r).is_err() {
                         return;
                     }
@@ -296,6 +307,21 @@ impl Writer {
             error!("lease writer is gone");
         }
         batch
+    }
+}
+
+/// Formats a hardware address as aa:bb:cc:...
+struct Mac<'a>(&'a [u8]);
+
+impl std::fmt::Display for Mac<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
     }
 }
 

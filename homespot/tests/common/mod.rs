@@ -72,7 +72,10 @@ impl Bed {
         self.starts += 1;
         let log = self.dir.join(&format!("homespotd.{}.log", self.starts));
         let config = self.config.to_string_lossy().into_owned();
-        let mut p = self.topo.homespot.spawn(&[HOMESPOTD, "--config", &config, "--log", "debug"], &log)?;
+        let mut p = self
+            .topo
+            .homespot
+            .spawn(&[HOMESPOTD, "--config", &config, "--log", "debug"], &log)?;
         p.wait_for_log("lease database loaded", Duration::from_secs(10))?;
         self.daemon = Some(p);
         Ok(())
@@ -96,7 +99,11 @@ impl Bed {
     pub fn counter(log: &str, name: &str) -> Option<u64> {
         let line = log.lines().rev().find(|l| l.contains("stopped"))?;
         let at = line.find(&format!("{name}="))? + name.len() + 1;
-        line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     }
 }
 
@@ -215,7 +222,11 @@ pub fn client_run(bed: &Bed, args: &[String]) -> Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     if !out.status.success() {
-        bail!("{args:?} failed ({}):\n{text}\nhomespotd:\n{}", out.status, bed.log());
+        bail!(
+            "{args:?} failed ({}):\n{text}\nhomespotd:\n{}",
+            out.status,
+            bed.log()
+        );
     }
     Ok(text)
 }
