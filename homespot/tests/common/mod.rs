@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use testkit::{Proc, Scratch, Topology};
 
+pub mod pcap;
+
 pub const HOMESPOTD: &str = env!("CARGO_BIN_EXE_homespotd");
 
 /// Skips the test (with a line saying so) unless the machine can build a test bed.
@@ -53,6 +55,12 @@ impl Bed {
                 l.hs_addr
             );
         }
+        Bed::launch(topo, dir, &cfg)
+    }
+
+    /// Starts homespotd on `topo` with the config text `cfg` (its lease_db must be `dir`/leases.redb).
+    pub fn launch(topo: Topology, dir: Scratch, cfg: &str) -> Result<Bed> {
+        let db = dir.join("leases.redb");
         let config = dir.join("homespotd.toml");
         std::fs::write(&config, cfg)?;
         let mut bed = Bed {
