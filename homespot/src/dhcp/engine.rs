@@ -179,6 +179,10 @@ impl Engine {
             self.counters.malformed += 1;
             return Outcome::default();
         }
+        if !options_well_formed(&data[MIN_PACKET..]) {
+            self.counters.malformed += 1;
+            return Outcome::default();
+        }
         match Message::from_bytes(data) {
             Ok(msg) => self.handle(now, link, &msg),
             Err(_) => {
@@ -484,6 +488,46 @@ impl Engine {
             message,
         }
     }
+}
+
+/// Whether the options area is sound enough to hand to dhcproto: every option fits in the
+/// packet, and the options whose decoders assume a length (and would assert, or underflow,
+/// otherwise) have it. None of those options is one we use; such a packet is dropped.
+fn options_well_formed(mut opts: &[u8]) -> bool {
+    let mut last_code = None;
+    while let Some((&code, rest)) = opts.split_first() {
+        match code {
+            0 => {
+                opts = rest;
+                continue;
+            }
+            255 => return true,
+            _ => {}
+        }
+        let Some((&len, rest)) = rest.split_first() else {
+            return false;
+        };
+        let len = usize::from(len);
+        if rest.len() < len {
+            return false;
+        }
+        let fixed_ok = match code {
+            80 => len == 0,
+            81 => len >= 3,
+            94 => len == 3,
+            151 => len >= 1,
+            152..=155 => len == 4,
+            _ => true,
+        };
+        // Repeats of one code are concatenated (RFC 3396), which would defeat the check above.
+        let constrained = matches!(code, 80 | 81 | 94 | 151..=155);
+        if !fixed_ok || (constrained && last_code == Some(code)) {
+            return false;
+        }
+        last_code = Some(code);
+        opts = &rest[len..];
+    }
+    true
 }
 
 /// Option 61 if present and non-empty, else htype + chaddr.

@@ -164,7 +164,9 @@ impl LeaseTable {
     }
 
     /// Picks an address for a new client on `link`: a never-used one first, else the lease that
-    /// expired longest ago. `None` when the pool is exhausted.
+    /// expired longest ago, else (the pool is full of offers, as in a DISCOVER flood) the oldest
+    /// outstanding offer: an offer is a courtesy, not a lease. `None` when every address is
+    /// leased.
     pub fn allocate(&mut self, link: usize, client: &[u8], now: Secs) -> Option<Ipv4Addr> {
         if let Some(a) = self.next_fresh(link, client, now) {
             return Some(a);
@@ -197,7 +199,21 @@ impl LeaseTable {
                 pool.by_expiry.remove(&s);
             }
         }
-        found
+        found.or_else(|| self.oldest_offer(link, client, now))
+    }
+
+    fn oldest_offer(&self, link: usize, client: &[u8], now: Secs) -> Option<Ipv4Addr> {
+        let pool = self.links.get(link)?;
+        self.offers
+            .iter()
+            .filter(|(a, o)| {
+                o.client != client
+                    && !pool.reserved.contains(a)
+                    && pool.pools.iter().any(|p| p.contains(**a))
+                    && !self.by_addr.get(a).is_some_and(|l| l.blocks(client, now))
+            })
+            .min_by_key(|(a, o)| (o.until, **a))
+            .map(|(a, _)| *a)
     }
 
     fn next_fresh(&mut self, link: usize, client: &[u8], now: Secs) -> Option<Ipv4Addr> {

@@ -1,1 +1,60 @@
+use std::path::Path;
 
+use super::*;
+use crate::config::Config;
+
+fn table() -> LeaseTable {
+    let cfg = Config::parse(
+        Path::new("t.toml"),
+        "[[link]]\nname=\"a\"\ninterface=\"x0\"\naddress=\"10.0.0.1/24\"\n\
+         pools=[\"10.0.0.10-10.0.0.11\", \"10.0.0.20-10.0.0.20\"]\n",
+    )
+    .expect("config");
+    LeaseTable::new(&cfg.links)
+}
+
+fn bound(addr: [u8; 4], client: u8, expires: Secs) -> Lease {
+    Lease {
+        addr: addr.into(),
+        client: vec![0, 1, client],
+        expires,
+        state: LeaseState::Bound,
+    }
+}
+
+#[test]
+fn fresh_addresses_span_every_pool_range() {
+    let mut t = table();
+    let mut got = Vec::new();
+    for c in 0..3u8 {
+        let a = t.allocate(0, &[c], 100).expect("free address");
+        t.put(0, bound(a.octets(), c, 1000));
+        got.push(a.octets()[3]);
+    }
+    assert_eq!(got, vec![10, 11, 20]);
+    assert_eq!(t.allocate(0, &[9], 100), None);
+    assert_eq!(t.active(100), 3);
+}
+
+#[test]
+fn restored_leases_are_not_fresh() {
+    let mut t = table();
+    assert!(t.restore(bound([10, 0, 0, 10], 1, 1000)));
+    assert!(
+        !t.restore(bound([192, 168, 0, 10], 1, 1000)),
+        "outside every link"
+    );
+    assert_eq!(t.allocate(0, &[2], 100), Some([10, 0, 0, 11].into()));
+    assert_eq!(t.address_of(0, &[0, 1, 1]), Some([10, 0, 0, 10].into()));
+}
+
+#[test]
+fn lapsed_offers_come_back() {
+    let mut t = table();
+    for c in 0..3u8 {
+        let a = t.allocate(0, &[c], 100).expect("free");
+        t.offer(0, a, &[c], 160);
+    }
+    t.prune_offers(200);
+    assert!(t.allocate(0, &[7], 200).is_some());
+}
