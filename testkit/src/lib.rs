@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod clients;
 mod topology;
 pub use topology::{veth, Link, Topology};
 
