@@ -13,4 +13,5 @@
 
 pub mod config;
 pub mod dhcp;
+pub mod proxy;
 pub mod store;

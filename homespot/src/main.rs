@@ -6,11 +6,12 @@ use anyhow::Context;
 use clap::Parser;
 use homespot::config::Config;
 use homespot::dhcp::server::{self, Sockets};
+use homespot::proxy;
 use homespot::store::LeaseStore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-/// The HomeSpot access-point service: DHCP with WPAD on every LAN link.
+/// The HomeSpot access-point service: DHCP with WPAD and an HTTP proxy on every LAN link.
 ///
 /// Each link in the config file is a radio or port with its own subnet and address pool.
 /// Leases are written to a redb database before they are acknowledged.
@@ -74,7 +75,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -88,12 +89,20 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         let store = LeaseStore::open(&cfg.lease_db)
             .with_context(|| format!("lease database {}", cfg.lease_db.display()))?;
         let sockets = Sockets::bind(&cfg).context("binding DHCP sockets")?;
+        let listeners = proxy::Listeners::bind(&cfg).context("binding the proxy")?;
         for l in &cfg.links {
             info!(link = %l.name, interface = %l.interface, address = %l.address, "serving DHCP");
         }
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        let counters = server::run(cfg, sockets, store, shutdown).await?;
+        let proxy_cfg = cfg.clone();
+        let proxy_stop = shutdown.clone();
+        let proxy = tokio::spawn(async move { proxy::run(&proxy_cfg, listeners, proxy_stop).await });
+        let counters = server::run(cfg, sockets, store, shutdown.clone()).await;
+        shutdown.cancel();
+        let proxy = proxy.await.context("proxy task")?.context("proxy")?;
+        let counters = counters?;
+        info!(counters = %proxy.counters(), "proxy stopped");
         info!(%counters, "stopped");
         Ok(())
     })

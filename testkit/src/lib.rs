@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod clients;
+pub mod origin;
 mod topology;
 pub use topology::{veth, Link, Topology};
 
@@ -116,6 +117,20 @@ impl Netns {
             Ok(r) => r,
             Err(p) => std::panic::resume_unwind(p),
         }
+    }
+
+    /// Starts `f` on a new thread that has entered this namespace and returns at once.
+    pub fn spawn_thread<T, F>(&self, f: F) -> Result<std::thread::JoinHandle<Result<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let path = PathBuf::from("/run/netns").join(&self.name);
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(std::thread::spawn(move || -> Result<T> {
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+            Ok(f())
+        }))
     }
 
     /// PIDs of processes in the namespace.

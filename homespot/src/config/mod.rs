@@ -11,6 +11,9 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+mod proxy;
+pub use proxy::ProxyConfig;
+
 /// A configuration the daemon refuses, with where and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {reason}")]
@@ -30,6 +33,8 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     link: Vec<RawLink>,
+    #[serde(default)]
+    proxy: proxy::RawProxy,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +83,8 @@ pub struct Config {
     pub offer_hold: Duration,
     /// The LAN links, in file order. At least one.
     pub links: Vec<LinkConfig>,
+    /// The HTTP proxy and PAC server.
+    pub proxy: ProxyConfig,
 }
 
 /// One LAN link (a radio or an Ethernet port) with its own subnet and pool.
@@ -223,11 +230,13 @@ impl Config {
             }
             links.push(link);
         }
+        let proxy = proxy::validate(raw.proxy).map_err(|(k, r)| err(&format!("proxy.{k}"), r))?;
         Ok(Config {
             lease_db,
             decline_quarantine,
             offer_hold,
             links,
+            proxy,
         })
     }
 
@@ -400,7 +409,7 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
     })
 }
 
-fn duration(s: Option<&str>, default: Duration) -> Result<Duration, String> {
+pub(crate) fn duration(s: Option<&str>, default: Duration) -> Result<Duration, String> {
     match s {
         None => Ok(default),
         Some(s) => humantime::parse_duration(s)
@@ -452,5 +461,4 @@ fn check_url(s: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

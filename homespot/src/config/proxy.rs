@@ -1,0 +1,110 @@
+//! The `[proxy]` section: the HTTP proxy and the PAC file it serves.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxy {
+    enabled: Option<bool>,
+    port: Option<u16>,
+    pac_port: Option<u16>,
+    connect_ports: Option<Vec<u16>>,
+    parent: Option<String>,
+    dns: Option<Vec<IpAddr>>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    connect_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
+    max_request_line: Option<usize>,
+    max_header_bytes: Option<usize>,
+}
+
+/// The validated `[proxy]` section.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Whether to run the proxy at all.
+    pub enabled: bool,
+    /// The proxy port on every LAN link address.
+    pub port: u16,
+    /// A second port that serves only the HomeSpot's own pages (`/wpad.dat`); `None` for none.
+    pub pac_port: Option<u16>,
+    /// Ports CONNECT may reach.
+    pub connect_ports: Vec<u16>,
+    /// A parent proxy (`host:port`) that every plain-HTTP request is sent through.
+    pub parent: Option<(String, u16)>,
+    /// DNS servers for upstream names; empty: the system's (/etc/resolv.conf).
+    pub dns: Vec<IpAddr>,
+    /// A request head must be complete within this long, counted from when the proxy starts
+    /// waiting for it; so it is also how long an idle keep-alive client connection is kept.
+    pub header_timeout: Duration,
+    /// How long an idle CONNECT tunnel or pooled upstream connection is kept.
+    pub idle_timeout: Duration,
+    /// Upstream TCP connect timeout (504 after it).
+    pub connect_timeout: Duration,
+    /// Client connections at once, in all.
+    pub max_connections: usize,
+    /// Client connections at once from one address.
+    pub max_connections_per_client: usize,
+    /// Longest request target, in bytes (414 past it).
+    pub max_request_line: usize,
+    /// Largest request head, in bytes (431 past it).
+    pub max_header_bytes: usize,
+}
+
+pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
+    let d = |v: Option<String>, default: u64, key: &str| {
+        duration(v.as_deref(), Duration::from_secs(default)).map_err(|r| (key.to_string(), r))
+    };
+    let port = raw.port.unwrap_or(3128);
+    if port == 0 {
+        return Err(("port".into(), "must not be 0".into()));
+    }
+    let pac_port = match raw.pac_port.unwrap_or(80) {
+        0 => None,
+        p if p == port => return Err(("pac_port".into(), "must differ from port (or be 0 for none)".into())),
+        p => Some(p),
+    };
+    let connect_ports = raw.connect_ports.unwrap_or_else(|| vec![443]);
+    if connect_ports.contains(&0) {
+        return Err(("connect_ports".into(), "0 is not a port".into()));
+    }
+    let parent = match raw.parent {
+        None => None,
+        Some(p) => {
+            let (host, port) = p
+                .rsplit_once(':')
+                .and_then(|(h, port)| Some((h.to_string(), port.parse::<u16>().ok()?)))
+                .filter(|(h, port)| !h.is_empty() && *port != 0)
+                .ok_or_else(|| ("parent".to_string(), format!("{p:?} is not host:port")))?;
+            Some((host, port))
+        }
+    };
+    let limit = |v: Option<usize>, default: usize, min: usize, max: usize, key: &str| {
+        let v = v.unwrap_or(default);
+        if v < min || v > max {
+            return Err((key.to_string(), format!("must be between {min} and {max}")));
+        }
+        Ok(v)
+    };
+    Ok(ProxyConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        port,
+        pac_port,
+        connect_ports,
+        parent,
+        dns: raw.dns.unwrap_or_default(),
+        header_timeout: d(raw.header_timeout, 10, "header_timeout")?,
+        idle_timeout: d(raw.idle_timeout, 300, "idle_timeout")?,
+        connect_timeout: d(raw.connect_timeout, 5, "connect_timeout")?,
+        max_connections: limit(raw.max_connections, 2048, 1, 1 << 20, "max_connections")?,
+        max_connections_per_client: limit(raw.max_connections_per_client, 256, 1, 1 << 20, "max_connections_per_client")?,
+        max_request_line: limit(raw.max_request_line, 8192, 256, 65_000, "max_request_line")?,
+        max_header_bytes: limit(raw.max_header_bytes, 16_384, 1024, 262_144, "max_header_bytes")?,
+    })
+}

@@ -1,0 +1,138 @@
+//! Plain-HTTP forwarding (absolute-form requests): hop-by-hop headers out (RFC 9110 section
+//! 7.6.1), `Via` in, bodies streamed both ways through a pooled upstream client.
+
+use std::error::Error as _;
+use std::io;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+
+use super::connector::Upstream;
+use super::dns::DnsError;
+use super::reply::{error, Body};
+
+/// The pooled upstream client.
+pub type UpstreamClient = Client<Upstream, Body>;
+
+const VIA: &str = "homespot";
+
+/// Forwards `req` (absolute-form, `http://`) and returns the upstream response, or an error
+/// response saying why not.
+pub async fn forward(client: &UpstreamClient, req: Request<Incoming>) -> Response<Body> {
+    let uri = req.uri().clone();
+    if uri.scheme_str() != Some("http") {
+        return error(StatusCode::BAD_REQUEST, "only http:// URLs are proxied this way; use CONNECT for https");
+    }
+    let Some(host) = uri.host().map(str::to_string) else {
+        return error(StatusCode::BAD_REQUEST, "the request URL has no host");
+    };
+    let (mut parts, body) = req.into_parts();
+    let client_version = parts.version;
+    strip_hop_by_hop(&mut parts.headers);
+    // hyper answers `Expect: 100-continue` to the client as soon as the body is read.
+    parts.headers.remove(header::EXPECT);
+    add_via(&mut parts.headers, client_version);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            parts.headers.insert(header::HOST, a);
+        }
+    }
+    parts.version = Version::HTTP_11;
+    let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed());
+    match client.request(upstream).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            let upstream_version = parts.version;
+            strip_hop_by_hop(&mut parts.headers);
+            add_via(&mut parts.headers, upstream_version);
+            Response::from_parts(parts, body.map_err(Into::into).boxed())
+        }
+        Err(e) => upstream_error(&e, &host),
+    }
+}
+
+/// Maps a failed upstream exchange to 502 or 504 with a reason.
+fn upstream_error(e: &hyper_util::client::legacy::Error, host: &str) -> Response<Body> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(d) = s.downcast_ref::<DnsError>() {
+            return error(StatusCode::BAD_GATEWAY, &d.to_string());
+        }
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return match io.kind() {
+                io::ErrorKind::TimedOut => error(StatusCode::GATEWAY_TIMEOUT, &format!("connecting to {host} timed out")),
+                io::ErrorKind::ConnectionRefused => error(StatusCode::BAD_GATEWAY, &format!("{host} refused the connection")),
+                _ => error(StatusCode::BAD_GATEWAY, &format!("{host}: {io}")),
+            };
+        }
+        if s.to_string().contains("timeout") {
+            return error(StatusCode::GATEWAY_TIMEOUT, &format!("connecting to {host} timed out"));
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        return error(StatusCode::BAD_GATEWAY, &format!("cannot connect to {host}"));
+    }
+    error(StatusCode::BAD_GATEWAY, &format!("{host} closed the connection or sent a bad response"))
+}
+
+/// Removes the hop-by-hop headers: those named in `Connection`, and the fixed list.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(n);
+    }
+}
+
+fn add_via(h: &mut HeaderMap, version: Version) {
+    let v = match version {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        _ => "1.1",
+    };
+    if let Ok(val) = HeaderValue::from_str(&format!("{v} {VIA}")) {
+        h.append(header::VIA, val);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        add_via(&mut h, Version::HTTP_10);
+        assert_eq!(h.get(header::VIA).map(|v| v.as_bytes()), Some(&b"1.0 homespot"[..]));
+    }
+}

@@ -1,0 +1,315 @@
+//! The HomeSpot HTTP proxy, on every LAN link address.
+//!
+//! Absolute-form HTTP/1.x requests are forwarded with keep-alive on both sides and a pool of
+//! upstream connections; CONNECT opens tunnels to allowed ports; requests for the HomeSpot
+//! itself (`/wpad.dat`, `/proxy.pac`) are answered locally. Only clients on the LAN subnets are
+//! served. Limits (request line, head size, header timeout, connections per client and in all)
+//! answer with a proper status and a one-line reason.
+
+mod access;
+mod connector;
+pub mod dns;
+mod forward;
+pub mod pac;
+mod reply;
+mod tunnel;
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ipnet::Ipv4Net;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, ProxyConfig};
+use access::{Access, Refusal};
+use dns::{Dns, DnsError};
+use forward::UpstreamClient;
+use reply::{error, full, Body};
+
+/// The bound listening sockets.
+pub struct Listeners {
+    /// (listener, serves only the HomeSpot's own pages)
+    list: Vec<(TcpListener, bool)>,
+}
+
+impl Listeners {
+    /// Binds the proxy port and the page port on every link address. Needs a tokio runtime.
+    pub fn bind(cfg: &Config) -> io::Result<Listeners> {
+        let mut list = Vec::new();
+        if !cfg.proxy.enabled {
+            return Ok(Listeners { list });
+        }
+        for link in &cfg.links {
+            let mut ports = vec![(cfg.proxy.port, false)];
+            ports.extend(cfg.proxy.pac_port.map(|p| (p, true)));
+            for (port, pages_only) in ports {
+                let addr = SocketAddr::from((link.address, port));
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                s.set_reuse_address(true)?;
+                s.set_nonblocking(true)?;
+                s.bind(&addr.into())
+                    .map_err(|e| io::Error::new(e.kind(), format!("proxy: bind {addr}: {e}")))?;
+                s.listen(1024)?;
+                list.push((TcpListener::from_std(s.into())?, pages_only));
+            }
+        }
+        Ok(Listeners { list })
+    }
+}
+
+/// What the proxy has done, for logs.
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Client connections admitted.
+    pub connections: AtomicU64,
+    /// Connections refused: source not on the LAN.
+    pub refused_not_lan: AtomicU64,
+    /// Connections refused: too many.
+    pub refused_busy: AtomicU64,
+    /// Requests forwarded.
+    pub forwarded: AtomicU64,
+    /// CONNECT tunnels opened.
+    pub tunnels: AtomicU64,
+    /// Local pages served (PAC).
+    pub local: AtomicU64,
+    /// Error responses made by the proxy itself.
+    pub errors: AtomicU64,
+}
+
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        write!(
+            f,
+            "connections={} refused_not_lan={} refused_busy={} forwarded={} tunnels={} local={} errors={}",
+            g(&self.connections),
+            g(&self.refused_not_lan),
+            g(&self.refused_busy),
+            g(&self.forwarded),
+            g(&self.tunnels),
+            g(&self.local),
+            g(&self.errors)
+        )
+    }
+}
+
+/// Shared by every connection.
+pub struct State {
+    cfg: ProxyConfig,
+    access: Arc<Access>,
+    dns: Dns,
+    client: UpstreamClient,
+    direct: Vec<Ipv4Net>,
+    own: Vec<Ipv4Addr>,
+    counters: Counters,
+}
+
+/// Runs the proxy until `shutdown`; returns its counters.
+pub async fn run(cfg: &Config, listeners: Listeners, shutdown: CancellationToken) -> Result<Arc<State>, DnsError> {
+    let pc = cfg.proxy.clone();
+    let subnets: Vec<Ipv4Net> = cfg.links.iter().map(|l| l.subnet).collect();
+    let dns = Dns::new(&pc.dns)?;
+    let mut http = HttpConnector::new_with_resolver(dns.clone());
+    http.set_connect_timeout(Some(pc.connect_timeout));
+    http.set_nodelay(true);
+    let parent = pc
+        .parent
+        .as_ref()
+        .and_then(|(h, p)| format!("http://{h}:{p}").parse().ok());
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(pc.idle_timeout)
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector::Upstream::new(http, parent));
+    let state = Arc::new(State {
+        access: Arc::new(Access::new(subnets.clone(), pc.max_connections, pc.max_connections_per_client)),
+        cfg: pc,
+        dns,
+        client,
+        direct: subnets,
+        own: cfg.links.iter().map(|l| l.address).collect(),
+        counters: Counters::default(),
+    });
+    let mut tasks = Vec::new();
+    for (listener, pages_only) in listeners.list {
+        if let Ok(a) = listener.local_addr() {
+            info!(listen = %a, pages_only, "proxy listening");
+        }
+        tasks.push(tokio::spawn(accept(listener, pages_only, state.clone(), shutdown.clone())));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(state)
+}
+
+impl State {
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.access.open()
+    }
+}
+
+async fn accept(listener: TcpListener, pages_only: bool, state: Arc<State>, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let ticket = match state.access.admit(peer.ip()) {
+            Ok(t) => t,
+            Err(why) => {
+                let (status, reason, counter) = match why {
+                    Refusal::NotLan => (StatusCode::FORBIDDEN, "this proxy serves only the HomeSpot's own networks", &state.counters.refused_not_lan),
+                    Refusal::TooManyTotal => (StatusCode::SERVICE_UNAVAILABLE, "the proxy has too many connections; try again", &state.counters.refused_busy),
+                    Refusal::TooManyFromClient => (StatusCode::SERVICE_UNAVAILABLE, "too many connections from your address", &state.counters.refused_busy),
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, ?why, "connection refused");
+                tokio::spawn(refuse(stream, status, reason));
+                continue;
+            }
+        };
+        state.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve(stream, peer, pages_only, state.clone(), Arc::new(ticket)));
+    }
+}
+
+async fn refuse(mut stream: TcpStream, status: StatusCode, reason: &'static str) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.write_all(&reply::raw_error(status, reason))).await;
+}
+
+async fn serve<T: Send + Sync + 'static>(stream: TcpStream, peer: SocketAddr, pages_only: bool, state: Arc<State>, ticket: Arc<T>) {
+    let local = match stream.local_addr() {
+        Ok(SocketAddr::V4(a)) => *a.ip(),
+        _ => Ipv4Addr::UNSPECIFIED,
+    };
+    let svc_state = state.clone();
+    let svc = service_fn(move |req| {
+        let state = svc_state.clone();
+        let hold = ticket.clone();
+        async move { Ok::<_, Infallible>(handle(&state, req, local, pages_only, hold).await) }
+    });
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(state.cfg.header_timeout)
+        .max_header_size(state.cfg.max_header_bytes * 2)
+        .max_buf_size((state.cfg.max_header_bytes * 4).max(64 * 1024))
+        .keep_alive(true);
+    if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
+        debug!(%peer, error = %e, "client connection ended");
+    }
+}
+
+async fn handle<H: Send + Sync + 'static>(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    local: Ipv4Addr,
+    pages_only: bool,
+    hold: Arc<H>,
+) -> Response<Body> {
+    let resp = route(state, req, local, pages_only, hold).await;
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        state.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    resp
+}
+
+async fn route<H: Send + Sync + 'static>(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    local: Ipv4Addr,
+    pages_only: bool,
+    hold: Arc<H>,
+) -> Response<Body> {
+    let cfg = &state.cfg;
+    let target_len = req.uri().to_string().len();
+    if target_len > cfg.max_request_line {
+        return error(StatusCode::URI_TOO_LONG, &format!("request target longer than {} bytes", cfg.max_request_line));
+    }
+    let head = target_len + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+    if head > cfg.max_header_bytes {
+        return error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!("request head larger than {} bytes", cfg.max_header_bytes),
+        );
+    }
+    let proxied = req.method() == Method::CONNECT || (req.uri().scheme().is_some() && !is_self(state, &req));
+    if proxied && pages_only {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("this port serves only the HomeSpot's pages; the proxy is on port {}", cfg.port),
+        );
+    }
+    if req.method() == Method::CONNECT {
+        let r = tunnel::connect(state, req, hold).await;
+        if r.status().is_success() {
+            state.counters.tunnels.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    } else if proxied {
+        state.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        forward::forward(&state.client, req).await
+    } else {
+        local_page(state, &req, local)
+    }
+}
+
+/// An absolute-form request for the HomeSpot itself: one of its link addresses, on one of the
+/// proxy's ports. Served locally rather than looped through the proxy.
+fn is_self(state: &State, req: &Request<Incoming>) -> bool {
+    let Some(IpAddr::V4(host)) = req.uri().host().and_then(|h| h.parse::<IpAddr>().ok()) else {
+        return false;
+    };
+    let port = req.uri().port_u16().unwrap_or(80);
+    (port == state.cfg.port || Some(port) == state.cfg.pac_port) && state.own.contains(&host)
+}
+
+fn local_page(state: &State, req: &Request<Incoming>, local: Ipv4Addr) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD here");
+    }
+    match req.uri().path() {
+        "/wpad.dat" | "/proxy.pac" => {
+            state.counters.local.fetch_add(1, Ordering::Relaxed);
+            let text = pac::pac(local, state.cfg.port, &state.direct);
+            let mut r = Response::new(full(text));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(pac::CONTENT_TYPE));
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+            r
+        }
+        "/" => Response::new(full(format!(
+            "HomeSpot at {local}. Proxy: {local}:{}. Configuration: http://{local}/wpad.dat\n",
+            state.cfg.port
+        ))),
+        _ => error(StatusCode::NOT_FOUND, "no such page on the HomeSpot"),
+    }
+}
