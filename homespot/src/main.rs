@@ -97,7 +97,8 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let proxy_cfg = cfg.clone();
         let proxy_stop = shutdown.clone();
-        let proxy = tokio::spawn(async move { proxy::run(&proxy_cfg, listeners, proxy_stop).await });
+        let proxy =
+            tokio::spawn(async move { proxy::run(&proxy_cfg, listeners, proxy_stop).await });
         let counters = server::run(cfg, sockets, store, shutdown.clone()).await;
         shutdown.cancel();
         let proxy = proxy.await.context("proxy task")?.context("proxy")?;

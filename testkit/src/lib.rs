@@ -128,7 +128,8 @@ impl Netns {
         let path = PathBuf::from("/run/netns").join(&self.name);
         let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         Ok(std::thread::spawn(move || -> Result<T> {
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("setns")?;
             Ok(f())
         }))
     }

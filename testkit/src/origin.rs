@@ -155,7 +155,9 @@ fn route(req: Request<Incoming>, conns: &AtomicU64) -> Response<OriginBody> {
             }
             r
         }
-        (Method::GET, "conns", _) => text(StatusCode::OK, conns.load(Ordering::Relaxed).to_string()),
+        (Method::GET, "conns", _) => {
+            text(StatusCode::OK, conns.load(Ordering::Relaxed).to_string())
+        }
         _ => text(StatusCode::NOT_FOUND, format!("no route for {path}\n")),
     }
 }
@@ -180,7 +182,10 @@ fn bytes(req: &Request<Incoming>, n: u64) -> Response<OriginBody> {
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, (to - from).into());
-    h.insert(header::ACCEPT_RANGES, header::HeaderValue::from_static("bytes"));
+    h.insert(
+        header::ACCEPT_RANGES,
+        header::HeaderValue::from_static("bytes"),
+    );
     if let Ok(v) = header::HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
@@ -220,11 +225,21 @@ struct PatternBody {
 
 impl PatternBody {
     fn new(pos: u64, end: u64, sized: bool) -> PatternBody {
-        PatternBody { pos, end, sized, fixed: None }
+        PatternBody {
+            pos,
+            end,
+            sized,
+            fixed: None,
+        }
     }
 
     fn from_bytes(b: Bytes) -> PatternBody {
-        PatternBody { pos: 0, end: b.len() as u64, sized: true, fixed: Some(b) }
+        PatternBody {
+            pos: 0,
+            end: b.len() as u64,
+            sized: true,
+            fixed: Some(b),
+        }
     }
 }
 
@@ -232,7 +247,10 @@ impl Body for PatternBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if let Some(b) = self.fixed.take() {
             self.pos = self.end;
             return Poll::Ready(Some(Ok(Frame::data(b))));

@@ -67,7 +67,12 @@ pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
     }
     let pac_port = match raw.pac_port.unwrap_or(80) {
         0 => None,
-        p if p == port => return Err(("pac_port".into(), "must differ from port (or be 0 for none)".into())),
+        p if p == port => {
+            return Err((
+                "pac_port".into(),
+                "must differ from port (or be 0 for none)".into(),
+            ))
+        }
         p => Some(p),
     };
     let connect_ports = raw.connect_ports.unwrap_or_else(|| vec![443]);
@@ -103,8 +108,20 @@ pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
         idle_timeout: d(raw.idle_timeout, 300, "idle_timeout")?,
         connect_timeout: d(raw.connect_timeout, 5, "connect_timeout")?,
         max_connections: limit(raw.max_connections, 2048, 1, 1 << 20, "max_connections")?,
-        max_connections_per_client: limit(raw.max_connections_per_client, 256, 1, 1 << 20, "max_connections_per_client")?,
+        max_connections_per_client: limit(
+            raw.max_connections_per_client,
+            256,
+            1,
+            1 << 20,
+            "max_connections_per_client",
+        )?,
         max_request_line: limit(raw.max_request_line, 8192, 256, 65_000, "max_request_line")?,
-        max_header_bytes: limit(raw.max_header_bytes, 16_384, 1024, 262_144, "max_header_bytes")?,
+        max_header_bytes: limit(
+            raw.max_header_bytes,
+            16_384,
+            1024,
+            262_144,
+            "max_header_bytes",
+        )?,
     })
 }

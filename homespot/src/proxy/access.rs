@@ -109,8 +109,16 @@ mod tests {
         let a = Arc::new(Access::new(vec!["10.0.1.0/24".parse().expect("net")], 3, 2));
         let c1: IpAddr = "10.0.1.5".parse().expect("ip");
         let c2: IpAddr = "10.0.1.6".parse().expect("ip");
-        assert_eq!(a.admit("192.0.2.1".parse().expect("ip")).err(), Some(Refusal::NotLan));
-        assert_eq!(a.admit("::ffff:10.0.1.9".parse().expect("ip")).map(|_| ()).err(), None);
+        assert_eq!(
+            a.admit("192.0.2.1".parse().expect("ip")).err(),
+            Some(Refusal::NotLan)
+        );
+        assert_eq!(
+            a.admit("::ffff:10.0.1.9".parse().expect("ip"))
+                .map(|_| ())
+                .err(),
+            None
+        );
         let t1 = a.admit(c1).expect("first");
         let _t2 = a.admit(c1).expect("second");
         assert_eq!(a.admit(c1).err(), Some(Refusal::TooManyFromClient));

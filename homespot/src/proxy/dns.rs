@@ -38,7 +38,10 @@ impl Dns {
         let mut builder = if servers.is_empty() {
             TokioResolver::builder_tokio().map_err(|e| fail(&e))?
         } else {
-            let ns = servers.iter().map(|ip| NameServerConfig::udp_and_tcp(*ip)).collect();
+            let ns = servers
+                .iter()
+                .map(|ip| NameServerConfig::udp_and_tcp(*ip))
+                .collect();
             TokioResolver::builder_with_config(
                 ResolverConfig::from_name_servers(ns),
                 TokioRuntimeProvider::default(),

@@ -24,7 +24,10 @@ const VIA: &str = "homespot";
 pub async fn forward(client: &UpstreamClient, req: Request<Incoming>) -> Response<Body> {
     let uri = req.uri().clone();
     if uri.scheme_str() != Some("http") {
-        return error(StatusCode::BAD_REQUEST, "only http:// URLs are proxied this way; use CONNECT for https");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "only http:// URLs are proxied this way; use CONNECT for https",
+        );
     }
     let Some(host) = uri.host().map(str::to_string) else {
         return error(StatusCode::BAD_REQUEST, "the request URL has no host");
@@ -36,7 +39,10 @@ pub async fn forward(client: &UpstreamClient, req: Request<Incoming>) -> Respons
     parts.headers.remove(header::EXPECT);
     add_via(&mut parts.headers, client_version);
     if !parts.headers.contains_key(header::HOST) {
-        if let Some(a) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        if let Some(a) = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             parts.headers.insert(header::HOST, a);
         }
     }
@@ -63,20 +69,35 @@ fn upstream_error(e: &hyper_util::client::legacy::Error, host: &str) -> Response
         }
         if let Some(io) = s.downcast_ref::<io::Error>() {
             return match io.kind() {
-                io::ErrorKind::TimedOut => error(StatusCode::GATEWAY_TIMEOUT, &format!("connecting to {host} timed out")),
-                io::ErrorKind::ConnectionRefused => error(StatusCode::BAD_GATEWAY, &format!("{host} refused the connection")),
+                io::ErrorKind::TimedOut => error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("connecting to {host} timed out"),
+                ),
+                io::ErrorKind::ConnectionRefused => error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("{host} refused the connection"),
+                ),
                 _ => error(StatusCode::BAD_GATEWAY, &format!("{host}: {io}")),
             };
         }
         if s.to_string().contains("timeout") {
-            return error(StatusCode::GATEWAY_TIMEOUT, &format!("connecting to {host} timed out"));
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("connecting to {host} timed out"),
+            );
         }
         source = s.source();
     }
     if e.is_connect() {
-        return error(StatusCode::BAD_GATEWAY, &format!("cannot connect to {host}"));
+        return error(
+            StatusCode::BAD_GATEWAY,
+            &format!("cannot connect to {host}"),
+        );
     }
-    error(StatusCode::BAD_GATEWAY, &format!("{host} closed the connection or sent a bad response"))
+    error(
+        StatusCode::BAD_GATEWAY,
+        &format!("{host} closed the connection or sent a bad response"),
+    )
 }
 
 /// Removes the hop-by-hop headers: those named in `Connection`, and the fixed list.
@@ -124,15 +145,24 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         add_via(&mut h, Version::HTTP_10);
-        assert_eq!(h.get(header::VIA).map(|v| v.as_bytes()), Some(&b"1.0 homespot"[..]));
+        assert_eq!(
+            h.get(header::VIA).map(|v| v.as_bytes()),
+            Some(&b"1.0 homespot"[..])
+        );
     }
 }

@@ -118,7 +118,11 @@ pub struct State {
 }
 
 /// Runs the proxy until `shutdown`; returns its counters.
-pub async fn run(cfg: &Config, listeners: Listeners, shutdown: CancellationToken) -> Result<Arc<State>, DnsError> {
+pub async fn run(
+    cfg: &Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<Arc<State>, DnsError> {
     let pc = cfg.proxy.clone();
     let subnets: Vec<Ipv4Net> = cfg.links.iter().map(|l| l.subnet).collect();
     let dns = Dns::new(&pc.dns)?;
@@ -136,7 +140,11 @@ pub async fn run(cfg: &Config, listeners: Listeners, shutdown: CancellationToken
         .timer(TokioTimer::new())
         .build(connector::Upstream::new(http, parent));
     let state = Arc::new(State {
-        access: Arc::new(Access::new(subnets.clone(), pc.max_connections, pc.max_connections_per_client)),
+        access: Arc::new(Access::new(
+            subnets.clone(),
+            pc.max_connections,
+            pc.max_connections_per_client,
+        )),
         cfg: pc,
         dns,
         client,
@@ -149,7 +157,12 @@ pub async fn run(cfg: &Config, listeners: Listeners, shutdown: CancellationToken
         if let Ok(a) = listener.local_addr() {
             info!(listen = %a, pages_only, "proxy listening");
         }
-        tasks.push(tokio::spawn(accept(listener, pages_only, state.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(accept(
+            listener,
+            pages_only,
+            state.clone(),
+            shutdown.clone(),
+        )));
     }
     for t in tasks {
         let _ = t.await;
@@ -169,7 +182,12 @@ impl State {
     }
 }
 
-async fn accept(listener: TcpListener, pages_only: bool, state: Arc<State>, shutdown: CancellationToken) {
+async fn accept(
+    listener: TcpListener,
+    pages_only: bool,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -187,9 +205,21 @@ async fn accept(listener: TcpListener, pages_only: bool, state: Arc<State>, shut
             Ok(t) => t,
             Err(why) => {
                 let (status, reason, counter) = match why {
-                    Refusal::NotLan => (StatusCode::FORBIDDEN, "this proxy serves only the HomeSpot's own networks", &state.counters.refused_not_lan),
-                    Refusal::TooManyTotal => (StatusCode::SERVICE_UNAVAILABLE, "the proxy has too many connections; try again", &state.counters.refused_busy),
-                    Refusal::TooManyFromClient => (StatusCode::SERVICE_UNAVAILABLE, "too many connections from your address", &state.counters.refused_busy),
+                    Refusal::NotLan => (
+                        StatusCode::FORBIDDEN,
+                        "this proxy serves only the HomeSpot's own networks",
+                        &state.counters.refused_not_lan,
+                    ),
+                    Refusal::TooManyTotal => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the proxy has too many connections; try again",
+                        &state.counters.refused_busy,
+                    ),
+                    Refusal::TooManyFromClient => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many connections from your address",
+                        &state.counters.refused_busy,
+                    ),
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 debug!(%peer, ?why, "connection refused");
@@ -199,15 +229,31 @@ async fn accept(listener: TcpListener, pages_only: bool, state: Arc<State>, shut
         };
         state.counters.connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve(stream, peer, pages_only, state.clone(), Arc::new(ticket)));
+        tokio::spawn(serve(
+            stream,
+            peer,
+            pages_only,
+            state.clone(),
+            Arc::new(ticket),
+        ));
     }
 }
 
 async fn refuse(mut stream: TcpStream, status: StatusCode, reason: &'static str) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.write_all(&reply::raw_error(status, reason))).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        stream.write_all(&reply::raw_error(status, reason)),
+    )
+    .await;
 }
 
-async fn serve<T: Send + Sync + 'static>(stream: TcpStream, peer: SocketAddr, pages_only: bool, state: Arc<State>, ticket: Arc<T>) {
+async fn serve<T: Send + Sync + 'static>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    pages_only: bool,
+    state: Arc<State>,
+    ticket: Arc<T>,
+) {
     let local = match stream.local_addr() {
         Ok(SocketAddr::V4(a)) => *a.ip(),
         _ => Ipv4Addr::UNSPECIFIED,
@@ -224,7 +270,11 @@ async fn serve<T: Send + Sync + 'static>(stream: TcpStream, peer: SocketAddr, pa
         .max_header_size(state.cfg.max_header_bytes * 2)
         .max_buf_size((state.cfg.max_header_bytes * 4).max(64 * 1024))
         .keep_alive(true);
-    if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
+    if let Err(e) = b
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await
+    {
         debug!(%peer, error = %e, "client connection ended");
     }
 }
@@ -253,20 +303,32 @@ async fn route<H: Send + Sync + 'static>(
     let cfg = &state.cfg;
     let target_len = req.uri().to_string().len();
     if target_len > cfg.max_request_line {
-        return error(StatusCode::URI_TOO_LONG, &format!("request target longer than {} bytes", cfg.max_request_line));
+        return error(
+            StatusCode::URI_TOO_LONG,
+            &format!("request target longer than {} bytes", cfg.max_request_line),
+        );
     }
-    let head = target_len + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+    let head = target_len
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
     if head > cfg.max_header_bytes {
         return error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             &format!("request head larger than {} bytes", cfg.max_header_bytes),
         );
     }
-    let proxied = req.method() == Method::CONNECT || (req.uri().scheme().is_some() && !is_self(state, &req));
+    let proxied =
+        req.method() == Method::CONNECT || (req.uri().scheme().is_some() && !is_self(state, &req));
     if proxied && pages_only {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            &format!("this port serves only the HomeSpot's pages; the proxy is on port {}", cfg.port),
+            &format!(
+                "this port serves only the HomeSpot's pages; the proxy is on port {}",
+                cfg.port
+            ),
         );
     }
     if req.method() == Method::CONNECT {
@@ -302,8 +364,14 @@ fn local_page(state: &State, req: &Request<Incoming>, local: Ipv4Addr) -> Respon
             state.counters.local.fetch_add(1, Ordering::Relaxed);
             let text = pac::pac(local, state.cfg.port, &state.direct);
             let mut r = Response::new(full(text));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(pac::CONTENT_TYPE));
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(pac::CONTENT_TYPE),
+            );
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=300"),
+            );
             r
         }
         "/" => Response::new(full(format!(

@@ -27,7 +27,10 @@ pub fn pac(proxy: Ipv4Addr, port: u16, direct_subnets: &[Ipv4Net]) -> String {
             net.netmask()
         );
     }
-    let _ = write!(s, "    }}\n    return \"PROXY {proxy}:{port}; DIRECT\";\n}}\n");
+    let _ = write!(
+        s,
+        "    }}\n    return \"PROXY {proxy}:{port}; DIRECT\";\n}}\n"
+    );
     s
 }
 
@@ -40,9 +43,15 @@ mod tests {
         let p = pac(
             Ipv4Addr::new(10, 0, 1, 1),
             3128,
-            &["10.0.1.0/24".parse().expect("net"), "10.0.2.0/24".parse().expect("net")],
+            &[
+                "10.0.1.0/24".parse().expect("net"),
+                "10.0.2.0/24".parse().expect("net"),
+            ],
         );
-        assert!(p.contains("isInNet(host, \"10.0.2.0\", \"255.255.255.0\")"), "{p}");
+        assert!(
+            p.contains("isInNet(host, \"10.0.2.0\", \"255.255.255.0\")"),
+            "{p}"
+        );
         assert!(p.contains("return \"PROXY 10.0.1.1:3128; DIRECT\";"), "{p}");
     }
 }

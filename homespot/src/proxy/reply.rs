@@ -11,7 +11,9 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A body of `data`.
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An empty body.
@@ -21,20 +23,39 @@ pub fn empty() -> Body {
 
 /// An error response: `status` with `reason` as a one-line plain-text body.
 pub fn error(status: StatusCode, reason: &str) -> Response<Body> {
-    let line = format!("{} {}: {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""), reason.replace('\n', " "));
+    let line = format!(
+        "{} {}: {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        reason.replace('\n', " ")
+    );
     let mut r = Response::new(full(line));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
-    r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     if status == StatusCode::URI_TOO_LONG || status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
-        r.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
     r
 }
 
 /// The same error as raw bytes, for connections refused before HTTP is spoken.
 pub fn raw_error(status: StatusCode, reason: &str) -> Vec<u8> {
-    let body = format!("{} {}: {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""), reason);
+    let body = format!(
+        "{} {}: {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        reason
+    );
     format!(
         "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         status.as_u16(),

@@ -16,7 +16,11 @@ use super::State;
 
 /// Handles a CONNECT request. `hold` is kept alive for as long as the tunnel is open (it holds
 /// the client's connection slot).
-pub async fn connect<H: Send + 'static>(state: &Arc<State>, req: Request<Incoming>, hold: H) -> Response<Body> {
+pub async fn connect<H: Send + 'static>(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    hold: H,
+) -> Response<Body> {
     let Some(auth) = req.uri().authority().cloned() else {
         return error(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
@@ -24,7 +28,10 @@ pub async fn connect<H: Send + 'static>(state: &Arc<State>, req: Request<Incomin
         return error(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
     if !state.cfg.connect_ports.contains(&port) {
-        return error(StatusCode::FORBIDDEN, &format!("CONNECT to port {port} is not allowed"));
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!("CONNECT to port {port} is not allowed"),
+        );
     }
     let host = auth.host().to_string();
     let (to_host, to_port) = match &state.cfg.parent {
@@ -74,11 +81,18 @@ async fn open(state: &State, host: &str, port: u16) -> Result<TcpStream, Respons
         Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
     };
     match tokio::time::timeout(state.cfg.connect_timeout, attempt).await {
-        Err(_) => Err(error(StatusCode::GATEWAY_TIMEOUT, &format!("connecting to {host}:{port} timed out"))),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Err(error(StatusCode::BAD_GATEWAY, &format!("{host}:{port} refused the connection")))
-        }
-        Ok(Err(e)) => Err(error(StatusCode::BAD_GATEWAY, &format!("{host}:{port}: {e}"))),
+        Err(_) => Err(error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("connecting to {host}:{port} timed out"),
+        )),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(error(
+            StatusCode::BAD_GATEWAY,
+            &format!("{host}:{port} refused the connection"),
+        )),
+        Ok(Err(e)) => Err(error(
+            StatusCode::BAD_GATEWAY,
+            &format!("{host}:{port}: {e}"),
+        )),
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Ok(s)
@@ -89,7 +103,9 @@ async fn open(state: &State, host: &str, port: u16) -> Result<TcpStream, Respons
 /// Asks the parent proxy for a tunnel to `target`; reads its answer head (bounded).
 async fn parent_connect(s: &mut TcpStream, target: &str) -> Result<(), String> {
     let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| format!("parent proxy: {e}"))?;
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("parent proxy: {e}"))?;
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     let read = async {
@@ -108,6 +124,9 @@ async fn parent_connect(s: &mut TcpStream, target: &str) -> Result<(), String> {
     if status.split_whitespace().nth(1) == Some("200") {
         Ok(())
     } else {
-        Err(format!("parent proxy refused: {}", status.lines().next().unwrap_or("")))
+        Err(format!(
+            "parent proxy refused: {}",
+            status.lines().next().unwrap_or("")
+        ))
     }
 }

@@ -38,11 +38,16 @@ impl Bed {
     /// A topology with `links` LAN links and homespotd serving them; `extra` is appended to
     /// each [[link]] table.
     pub fn start(links: usize, extra: &str) -> Result<Bed> {
+        Bed::start_with(links, extra, "")
+    }
+
+    /// Like `start`, with `global` (e.g. a `[proxy]` table) placed before the links.
+    pub fn start_with(links: usize, extra: &str, global: &str) -> Result<Bed> {
         let topo = Topology::new(links)?;
         let dir = Scratch::new("dhcp")?;
         let db = dir.join("leases.redb");
         let mut cfg = format!(
-            "[server]\nlease_db = \"{}\"\ndecline_quarantine = \"10m\"\n",
+            "[server]\nlease_db = \"{}\"\ndecline_quarantine = \"10m\"\n{global}\n",
             db.display()
         );
         for (i, l) in topo.links.iter().enumerate() {
