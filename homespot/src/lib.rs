@@ -13,5 +13,6 @@
 
 pub mod config;
 pub mod dhcp;
+pub mod memory;
 pub mod proxy;
 pub mod store;

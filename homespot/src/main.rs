@@ -75,6 +75,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    homespot::memory::limit_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

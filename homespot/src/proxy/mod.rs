@@ -7,6 +7,7 @@
 //! answer with a proper status and a one-line reason.
 
 mod access;
+mod conn;
 mod connector;
 pub mod dns;
 mod forward;
@@ -14,7 +15,6 @@ pub mod pac;
 mod reply;
 mod tunnel;
 
-use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,11 +22,9 @@ use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::Ipv4Net;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -87,6 +85,8 @@ pub struct Counters {
     pub local: AtomicU64,
     /// Error responses made by the proxy itself.
     pub errors: AtomicU64,
+    /// Idle keep-alive connections parked (their HTTP buffers freed).
+    pub parked: AtomicU64,
 }
 
 impl std::fmt::Display for Counters {
@@ -94,14 +94,15 @@ impl std::fmt::Display for Counters {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         write!(
             f,
-            "connections={} refused_not_lan={} refused_busy={} forwarded={} tunnels={} local={} errors={}",
+            "connections={} refused_not_lan={} refused_busy={} forwarded={} tunnels={} local={} errors={} parked={}",
             g(&self.connections),
             g(&self.refused_not_lan),
             g(&self.refused_busy),
             g(&self.forwarded),
             g(&self.tunnels),
             g(&self.local),
-            g(&self.errors)
+            g(&self.errors),
+            g(&self.parked)
         )
     }
 }
@@ -153,6 +154,10 @@ pub async fn run(
         counters: Counters::default(),
     });
     let mut tasks = Vec::new();
+    tokio::spawn(crate::memory::give_back_after_parking(
+        state.clone(),
+        shutdown.clone(),
+    ));
     for (listener, pages_only) in listeners.list {
         if let Ok(a) = listener.local_addr() {
             info!(listen = %a, pages_only, "proxy listening");
@@ -174,6 +179,11 @@ impl State {
     /// The counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// How many idle connections have been parked so far.
+    pub fn parked(&self) -> u64 {
+        self.counters.parked.load(Ordering::Relaxed)
     }
 
     /// Client connections open now.
@@ -229,9 +239,8 @@ async fn accept(
         };
         state.counters.connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve(
+        tokio::spawn(conn::serve(
             stream,
-            peer,
             pages_only,
             state.clone(),
             Arc::new(ticket),
@@ -247,58 +256,56 @@ async fn refuse(mut stream: TcpStream, status: StatusCode, reason: &'static str)
     .await;
 }
 
-async fn serve<T: Send + Sync + 'static>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    pages_only: bool,
-    state: Arc<State>,
-    ticket: Arc<T>,
-) {
-    let local = match stream.local_addr() {
-        Ok(SocketAddr::V4(a)) => *a.ip(),
-        _ => Ipv4Addr::UNSPECIFIED,
-    };
-    let svc_state = state.clone();
-    let svc = service_fn(move |req| {
-        let state = svc_state.clone();
-        let hold = ticket.clone();
-        async move { Ok::<_, Infallible>(handle(&state, req, local, pages_only, hold).await) }
-    });
-    let mut b = http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(state.cfg.header_timeout)
-        .max_header_size(state.cfg.max_header_bytes * 2)
-        .max_buf_size((state.cfg.max_header_bytes * 4).max(64 * 1024))
-        .keep_alive(true);
-    if let Err(e) = b
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades()
-        .await
-    {
-        debug!(%peer, error = %e, "client connection ended");
-    }
-}
-
-async fn handle<H: Send + Sync + 'static>(
+async fn handle(
     state: &Arc<State>,
     req: Request<Incoming>,
     local: Ipv4Addr,
     pages_only: bool,
-    hold: Arc<H>,
+    sig: &Arc<conn::Signal>,
 ) -> Response<Body> {
-    let resp = route(state, req, local, pages_only, hold).await;
+    let keep_alive = wants_keep_alive(&req);
+    sig.begin();
+    let resp = route(state, req, local, pages_only, sig).await;
     if resp.status().is_client_error() || resp.status().is_server_error() {
         state.counters.errors.fetch_add(1, Ordering::Relaxed);
     }
-    resp
+    let closing = resp
+        .headers()
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if keep_alive && !closing && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        sig.park_after(resp)
+    } else {
+        resp
+    }
 }
 
-async fn route<H: Send + Sync + 'static>(
+/// Whether the client asked to keep the connection after this request (RFC 9112 section 9.3).
+fn wants_keep_alive(req: &Request<Incoming>) -> bool {
+    if req.method() == Method::CONNECT {
+        return false;
+    }
+    let has = |token: &str| {
+        req.headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match req.version() {
+        http::Version::HTTP_11 => !has("close"),
+        http::Version::HTTP_10 => has("keep-alive"),
+        _ => false,
+    }
+}
+
+async fn route(
     state: &Arc<State>,
     req: Request<Incoming>,
     local: Ipv4Addr,
     pages_only: bool,
-    hold: Arc<H>,
+    sig: &Arc<conn::Signal>,
 ) -> Response<Body> {
     let cfg = &state.cfg;
     let target_len = req.uri().to_string().len();
@@ -332,7 +339,7 @@ async fn route<H: Send + Sync + 'static>(
         );
     }
     if req.method() == Method::CONNECT {
-        let r = tunnel::connect(state, req, hold).await;
+        let r = tunnel::connect(state, req, sig).await;
         if r.status().is_success() {
             state.counters.tunnels.fetch_add(1, Ordering::Relaxed);
         }

@@ -6,20 +6,19 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::debug;
 
+use super::conn::Signal;
 use super::reply::{empty, error, Body};
 use super::State;
 
-/// Handles a CONNECT request. `hold` is kept alive for as long as the tunnel is open (it holds
-/// the client's connection slot).
-pub async fn connect<H: Send + 'static>(
+/// Handles a CONNECT request: on success the upstream socket goes to the connection loop
+/// (`sig`), which joins it to the client's socket once the 200 has been sent.
+pub async fn connect(
     state: &Arc<State>,
     req: Request<Incoming>,
-    hold: H,
+    sig: &Arc<Signal>,
 ) -> Response<Body> {
     let Some(auth) = req.uri().authority().cloned() else {
         return error(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
@@ -47,19 +46,7 @@ pub async fn connect<H: Send + 'static>(
             return error(StatusCode::BAD_GATEWAY, &reason);
         }
     }
-    tokio::spawn(async move {
-        let _hold = hold;
-        match hyper::upgrade::on(req).await {
-            Ok(up) => {
-                let mut client = TokioIo::new(up);
-                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    Ok((a, b)) => debug!(to = %auth, up = a, down = b, "tunnel closed"),
-                    Err(e) => debug!(to = %auth, error = %e, "tunnel ended"),
-                }
-            }
-            Err(e) => debug!(error = %e, "CONNECT upgrade failed"),
-        }
-    });
+    sig.tunnel(upstream);
     Response::new(empty())
 }
 

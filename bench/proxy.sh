@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Proxy benchmark, one run on one machine: 64 connections, 1 KiB responses from nginx in the
+# `net` namespace; direct vs homespotd vs tinyproxy vs squid, all proxies on the same HomeSpot
+# namespace; CONNECT+TLS; 1,000 idle client connections on homespotd. Needs root.
+#   bench/proxy.sh                 (~3 minutes)
+#   DURATION=5 bench/proxy.sh      shorter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup --bench
+cargo build --release -q -p homespot -p loadgen
+BIN=${HOMESPOTD_BIN:-$PWD/target/release/homespotd}
+LG=$PWD/target/release/loadgen
+DUR=${DURATION:-10}
+OUT=$PWD/bench/out/proxy-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+chmod 777 "$OUT"
+S=hspb$$s; C=hspb$$c; N=hspb$$n
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for ns in $S $C $N; do
+        for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+        ip netns del $ns 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+for ns in $S $C $N; do ip netns add $ns; ip -n $ns link set lo up; done
+ip -n $S link add lan0 type veth peer name eth0 netns $C
+ip -n $S link add wan type veth peer name wan netns $N
+ip -n $S addr add 10.89.1.1/24 dev lan0; ip -n $S link set lan0 up
+ip -n $S addr add 10.89.0.1/24 dev wan; ip -n $S link set wan up
+ip -n $C addr add 10.89.1.2/24 dev eth0; ip -n $C link set eth0 up
+ip -n $N addr add 10.89.0.2/24 dev wan; ip -n $N link set wan up
+# For the direct path the HomeSpot namespace routes between its links.
+ip netns exec $S sysctl -qw net.ipv4.ip_forward=1
+ip -n $C route add default via 10.89.1.1
+ip -n $N route add 10.89.1.0/24 via 10.89.0.1
+
+# Origin: nginx, one worker, a 1 KiB file over HTTP (8080) and HTTPS (8443).
+mkdir -p "$OUT/www"
+head -c 1024 /dev/urandom > "$OUT/www/1k"
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=origin -days 1 \
+    -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+cat > "$OUT/nginx.conf" <<CFG
+worker_processes 1;
+pid $OUT/nginx.pid;
+error_log $OUT/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen 10.89.0.2:8080; root $OUT/www; }
+    server { listen 10.89.0.2:8443 ssl; ssl_certificate $OUT/cert.pem; ssl_certificate_key $OUT/key.pem; root $OUT/www; }
+}
+CFG
+ip netns exec $N nginx -c "$OUT/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
+cat > "$OUT/homespotd.toml" <<CFG
+[server]
+lease_db = "$OUT/leases.redb"
+[proxy]
+port = 3128
+connect_ports = [443, 8443]
+header_timeout = "60s"
+max_connections = 4096
+max_connections_per_client = 4096
+[[link]]
+name = "lan"
+interface = "lan0"
+address = "10.89.1.1/24"
+pools = ["10.89.1.100-10.89.1.199"]
+CFG
+ip netns exec $S "$BIN" --config "$OUT/homespotd.toml" --log warn > "$OUT/homespotd.log" 2>&1 & HS=$!; PIDS+=($HS)
+
+cat > "$OUT/tinyproxy.conf" <<CFG
+Port 3129
+Listen 10.89.1.1
+MaxClients 100
+Allow 10.89.1.0/24
+ConnectPort 8443
+LogLevel Critical
+CFG
+ip netns exec $S tinyproxy -d -c "$OUT/tinyproxy.conf" > "$OUT/tinyproxy.log" 2>&1 & TP=$!; PIDS+=($TP)
+
+cat > "$OUT/squid.conf" <<CFG
+http_port 10.89.1.1:3130
+acl lan src 10.89.1.0/24
+acl tls port 8443
+http_access deny CONNECT !tls
+http_access allow lan
+http_access deny all
+cache deny all
+access_log none
+cache_log $OUT/squid-cache.log
+pid_filename $OUT/squid.pid
+coredump_dir $OUT
+workers 1
+CFG
+ip netns exec $S squid -N -f "$OUT/squid.conf" > "$OUT/squid.log" 2>&1 & SQ=$!; PIDS+=($SQ)
+sleep 3
+
+rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$1/status 2>/dev/null || echo "?"; }
+# squid -N runs one process; its RSS is that of the main pid.
+summary="$OUT/summary.md"
+printf '| path | mode | req/s | p50 ms | p99 ms | errors | proxy RSS under load |\n|---|---|---|---|---|---|---|\n' > "$summary"
+
+load() { # name mode connect extra-args... ; pid-to-sample
+    local name=$1 mode=$2 connect=$3 pid=$4; shift 4
+    ip netns exec $C "$LG" --mode "$mode" --connect "$connect" --origin "$ORIGIN" --duration "$DUR" "$@" > "$OUT/load-$name.txt" &
+    local lg=$!
+    sleep $((DUR / 2))
+    local r="-"
+    [[ "$pid" != "-" ]] && r=$(rss "$pid")
+    wait $lg
+    local line; line=$(tail -1 "$OUT/load-$name.txt")
+    local req rps p50 p99 err
+    req=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$line")
+    p50=$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$line")
+    p99=$(sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p' <<<"$line")
+    err=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$line")
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$mode$( [[ " $* " == *" --no-keepalive "* ]] && echo ' (no keep-alive)')" "$req" "$p50" "$p99" "$err" "$r" | tee -a "$summary"
+}
+
+ORIGIN=10.89.0.2:8080
+load direct direct 10.89.0.2:8080 -
+load homespotd proxy 10.89.1.1:3128 $HS
+load homespotd-close proxy 10.89.1.1:3128 $HS --no-keepalive
+load tinyproxy proxy 10.89.1.1:3129 $TP --no-keepalive
+load squid proxy 10.89.1.1:3130 $SQ
+ORIGIN=10.89.0.2:8443
+load direct-tls tls 10.89.0.2:8443 -
+load homespotd-tls connect-tls 10.89.1.1:3128 $HS
+load tinyproxy-tls connect-tls 10.89.1.1:3129 $TP
+load squid-tls connect-tls 10.89.1.1:3130 $SQ
+echo "homespotd peak RSS after load: $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$HS/status)" | tee -a "$summary"
+
+# 1,000 idle keep-alive client connections on a fresh homespotd.
+kill $HS; wait $HS 2>/dev/null || true
+ip netns exec $S "$BIN" --config "$OUT/homespotd.toml" --log warn > "$OUT/homespotd2.log" 2>&1 & HS=$!; PIDS+=($HS)
+sleep 1
+base=$(rss $HS)
+ORIGIN=10.89.0.2:8080
+ip netns exec $C "$LG" --mode idle --connect 10.89.1.1:3128 --origin "$ORIGIN" --connections 1000 --duration 20 --hold 6 > "$OUT/idle.txt" &
+IDLE=$!
+sleep 4
+held=$(rss $HS)
+wait $IDLE
+echo "homespotd with $(cat "$OUT/idle.txt") idle client connections: RSS $held (at start $base)" | tee -a "$summary"
+echo "results in $OUT"

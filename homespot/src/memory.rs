@@ -1,0 +1,45 @@
+//! Keeping the resident memory of a small router's daemon small.
+//!
+//! glibc's malloc keeps freed heap pages, so after a burst (a thousand connections that each
+//! made a request, then went idle and were parked) the daemon's RSS would stay at the burst's
+//! peak. [`give_back_after_parking`] returns those pages to the kernel, at most once a second
+//! and only after connections were parked. [`limit_arenas`] keeps glibc at two malloc arenas,
+//! so memory freed by one worker thread is reused by the other. Both do nothing on other C
+//! libraries (musl returns memory by itself).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::State;
+
+/// Caps glibc's malloc arenas at two. Call at start, before threads are spawned.
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX is valid on glibc.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Returns freed heap pages to the kernel after connections were parked, until `stop`.
+pub async fn give_back_after_parking(state: Arc<State>, stop: CancellationToken) {
+    let mut seen = state.parked();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let now = state.parked();
+        if now != seen {
+            seen = now;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            let _ = tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim has no preconditions.
+                unsafe { libc::malloc_trim(0) }
+            })
+            .await;
+        }
+    }
+}
