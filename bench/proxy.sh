@@ -8,7 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup --bench
 cargo build --release -q -p homespot -p loadgen
-BIN=${HOMESPOTD_BIN:-$PWD/target/release/homespotd}
+BIN=$PWD/target/release/homespotd
+# The router image ships a static build (no shared libc pages in its RSS); measure it too.
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q -p homespot --target x86_64-unknown-linux-gnu
+STATIC=$PWD/target/x86_64-unknown-linux-gnu/release/homespotd
 LG=$PWD/target/release/loadgen
 DUR=${DURATION:-10}
 OUT=$PWD/bench/out/proxy-$(date +%Y%m%d-%H%M%S)
@@ -120,12 +123,18 @@ load() { # name mode connect extra-args... ; pid-to-sample
     p50=$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$line")
     p99=$(sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p' <<<"$line")
     err=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$line")
+    RPS[$name]="${RPS[$name]:-} $req"
     printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$mode$( [[ " $* " == *" --no-keepalive "* ]] && echo ' (no keep-alive)')" "$req" "$p50" "$p99" "$err" "$r" | tee -a "$summary"
 }
 
+declare -A RPS
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ORIGIN=10.89.0.2:8080
-load direct direct 10.89.0.2:8080 -
-load homespotd proxy 10.89.1.1:3128 $HS
+# Direct and proxied keep-alive alternate three times; the machine is shared and noisy.
+for round in 1 2 3; do
+    load direct direct 10.89.0.2:8080 -
+    load homespotd proxy 10.89.1.1:3128 $HS
+done
 load homespotd-close proxy 10.89.1.1:3128 $HS --no-keepalive
 load tinyproxy proxy 10.89.1.1:3129 $TP --no-keepalive
 load squid proxy 10.89.1.1:3130 $SQ
@@ -136,16 +145,30 @@ load tinyproxy-tls connect-tls 10.89.1.1:3129 $TP
 load squid-tls connect-tls 10.89.1.1:3130 $SQ
 echo "homespotd peak RSS after load: $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$HS/status)" | tee -a "$summary"
 
-# 1,000 idle keep-alive client connections on a fresh homespotd.
+# The static build under the same keep-alive load.
 kill $HS; wait $HS 2>/dev/null || true
-ip netns exec $S "$BIN" --config "$OUT/homespotd.toml" --log warn > "$OUT/homespotd2.log" 2>&1 & HS=$!; PIDS+=($HS)
+ip netns exec $S "$STATIC" --config "$OUT/homespotd.toml" --log warn > "$OUT/homespotd-static.log" 2>&1 & HS=$!; PIDS+=($HS)
 sleep 1
-base=$(rss $HS)
 ORIGIN=10.89.0.2:8080
-ip netns exec $C "$LG" --mode idle --connect 10.89.1.1:3128 --origin "$ORIGIN" --connections 1000 --duration 20 --hold 6 > "$OUT/idle.txt" &
-IDLE=$!
-sleep 4
-held=$(rss $HS)
-wait $IDLE
-echo "homespotd with $(cat "$OUT/idle.txt") idle client connections: RSS $held (at start $base)" | tee -a "$summary"
+load homespotd-static proxy 10.89.1.1:3128 $HS
+
+# 1,000 idle keep-alive client connections on a fresh homespotd, each build.
+idle() {
+    local name=$1 bin=$2
+    kill $HS; wait $HS 2>/dev/null || true
+    ip netns exec $S "$bin" --config "$OUT/homespotd.toml" --log warn > "$OUT/$name-idle.log" 2>&1 & HS=$!; PIDS+=($HS)
+    sleep 1
+    local base; base=$(rss $HS)
+    ip netns exec $C "$LG" --mode idle --connect 10.89.1.1:3128 --origin "$ORIGIN" --connections 1000 --duration 20 --hold 6 > "$OUT/idle-$name.txt" &
+    local lg=$!
+    sleep 4
+    local held; held=$(rss $HS)
+    wait $lg
+    echo "$name with $(cat "$OUT/idle-$name.txt") idle client connections: RSS $held (at start $base)" | tee -a "$summary"
+}
+idle homespotd "$BIN"
+idle homespotd-static "$STATIC"
+echo "stripped sizes: homespotd $(( $(stat -c %s "$BIN") / 1024 )) KiB, static $(( $(stat -c %s "$STATIC") / 1024 )) KiB" | tee -a "$summary"
+d=$(median "${RPS[direct]}"); h=$(median "${RPS[homespotd]}")
+echo "median keep-alive req/s: direct $d, homespotd $h, ratio $(awk -v a="$h" -v b="$d" 'BEGIN {printf "%.2f", a/b}')" | tee -a "$summary"
 echo "results in $OUT"

@@ -17,7 +17,9 @@ use super::reply::{error, Body};
 /// The pooled upstream client.
 pub type UpstreamClient = Client<Upstream, Body>;
 
-const VIA: &str = "homespot";
+const VIA_10: &str = "1.0 homespot";
+const VIA_11: &str = "1.1 homespot";
+const VIA_2: &str = "2 homespot";
 
 /// Forwards `req` (absolute-form, `http://`) and returns the upstream response, or an error
 /// response saying why not.
@@ -29,9 +31,9 @@ pub async fn forward(client: &UpstreamClient, req: Request<Incoming>) -> Respons
             "only http:// URLs are proxied this way; use CONNECT for https",
         );
     }
-    let Some(host) = uri.host().map(str::to_string) else {
+    if uri.host().is_none() {
         return error(StatusCode::BAD_REQUEST, "the request URL has no host");
-    };
+    }
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
     strip_hop_by_hop(&mut parts.headers);
@@ -56,7 +58,7 @@ pub async fn forward(client: &UpstreamClient, req: Request<Incoming>) -> Respons
             add_via(&mut parts.headers, upstream_version);
             Response::from_parts(parts, body.map_err(Into::into).boxed())
         }
-        Err(e) => upstream_error(&e, &host),
+        Err(e) => upstream_error(&e, uri.host().unwrap_or("")),
     }
 }
 
@@ -102,40 +104,44 @@ fn upstream_error(e: &hyper_util::client::legacy::Error, host: &str) -> Response
 
 /// Removes the hop-by-hop headers: those named in `Connection`, and the fixed list.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    if let Some(named) = h.get(header::CONNECTION).map(|_| connection_tokens(h)) {
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for n in HOP_BY_HOP {
         h.remove(n);
     }
 }
 
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn connection_tokens(h: &HeaderMap) -> Vec<HeaderName> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
 fn add_via(h: &mut HeaderMap, version: Version) {
     let v = match version {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        _ => "1.1",
+        Version::HTTP_10 => VIA_10,
+        Version::HTTP_2 => VIA_2,
+        _ => VIA_11,
     };
-    if let Ok(val) = HeaderValue::from_str(&format!("{v} {VIA}")) {
-        h.append(header::VIA, val);
-    }
+    h.append(header::VIA, HeaderValue::from_static(v));
 }
 
 #[cfg(test)]

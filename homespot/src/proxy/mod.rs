@@ -280,6 +280,14 @@ async fn handle(
     }
 }
 
+/// The length of the request target as sent, without building the string.
+fn target_len(uri: &http::Uri) -> usize {
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let auth = uri.authority().map_or(0, |a| a.as_str().len());
+    let pq = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    scheme + auth + pq
+}
+
 /// Whether the client asked to keep the connection after this request (RFC 9112 section 9.3).
 fn wants_keep_alive(req: &Request<Incoming>) -> bool {
     if req.method() == Method::CONNECT {
@@ -308,7 +316,7 @@ async fn route(
     sig: &Arc<conn::Signal>,
 ) -> Response<Body> {
     let cfg = &state.cfg;
-    let target_len = req.uri().to_string().len();
+    let target_len = target_len(req.uri());
     if target_len > cfg.max_request_line {
         return error(
             StatusCode::URI_TOO_LONG,
