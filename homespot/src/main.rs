@@ -76,10 +76,17 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     }
 
     homespot::memory::limit_arenas();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = if cfg.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.worker_threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the runtime")?;
     rt.block_on(async move {
         if let Some(dir) = cfg.lease_db.parent() {
             if !dir.as_os_str().is_empty() {

@@ -43,6 +43,7 @@ struct RawServer {
     lease_db: Option<PathBuf>,
     decline_quarantine: Option<String>,
     offer_hold: Option<String>,
+    worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +82,8 @@ pub struct Config {
     pub decline_quarantine: Duration,
     /// How long an OFFERed address is held for the client before others may get it.
     pub offer_hold: Duration,
+    /// Threads running the event loop (1: a single-threaded loop, as on a small router).
+    pub worker_threads: usize,
     /// The LAN links, in file order. At least one.
     pub links: Vec<LinkConfig>,
     /// The HTTP proxy and PAC server.
@@ -199,6 +202,13 @@ impl Config {
         let offer_hold = duration(raw.server.offer_hold.as_deref(), DEFAULT_OFFER_HOLD)
             .map_err(|r| err("server.offer_hold", r))?;
 
+        let worker_threads = raw.server.worker_threads.unwrap_or(1);
+        if !(1..=64).contains(&worker_threads) {
+            return Err(err(
+                "server.worker_threads",
+                "must be between 1 and 64".into(),
+            ));
+        }
         if raw.link.is_empty() {
             return Err(err("link", "at least one [[link]] is needed".into()));
         }
@@ -235,6 +245,7 @@ impl Config {
             lease_db,
             decline_quarantine,
             offer_hold,
+            worker_threads,
             links,
             proxy,
         })
