@@ -21,6 +21,10 @@ extern crate alloc;
 
 pub mod client;
 pub mod crypto;
+#[cfg(feature = "tokio")]
+pub mod driver;
 pub mod endpoint;
 pub mod responder;
+#[cfg(feature = "std")]
+pub mod routes;
 pub mod wire;

@@ -1,0 +1,194 @@
+//! The tokio driver (feature `tokio`): one UDP socket per link, bound to its interface, with
+//! broadcast allowed; a short loop that feeds datagrams and timeouts to an endpoint, sends its
+//! transmits and forwards its events (quinn's `ConnectionDriver` shape).
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::client::{Client, ClientEvent};
+use crate::endpoint::{Dest, Instant, Transmit};
+use crate::responder::{Event, Responder};
+
+/// The UDP port of the protocol.
+pub const PORT: u16 = 4747;
+
+/// A socket on one link.
+#[derive(Clone)]
+pub struct LinkSocket {
+    /// The link index it serves.
+    pub link: u8,
+    sock: Arc<UdpSocket>,
+    port: u16,
+}
+
+impl LinkSocket {
+    /// Binds `0.0.0.0:port` on `ifname` (SO_BINDTODEVICE) with broadcast allowed. Needs a
+    /// tokio runtime.
+    pub fn bind(link: u8, ifname: &str, port: u16) -> io::Result<LinkSocket> {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_address(true)?;
+        s.set_broadcast(true)?;
+        s.bind_device(Some(ifname.as_bytes()))?;
+        s.set_nonblocking(true)?;
+        s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+        Ok(LinkSocket {
+            link,
+            sock: Arc::new(UdpSocket::from_std(s.into())?),
+            port,
+        })
+    }
+
+    async fn send(&self, t: &Transmit) {
+        let to = match t.to {
+            Dest::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, self.port),
+            Dest::Unicast(a) => a,
+        };
+        let _ = self.sock.send_to(&t.payload, to).await;
+    }
+}
+
+struct Datagram {
+    link: u8,
+    from: SocketAddrV4,
+    data: Vec<u8>,
+}
+
+fn receive_all(socks: &[LinkSocket]) -> mpsc::Receiver<Datagram> {
+    let (tx, rx) = mpsc::channel(256);
+    for s in socks {
+        let (s, tx) = (s.clone(), tx.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; crate::wire::MAX_MESSAGE + 1];
+            loop {
+                match s.sock.recv_from(&mut buf).await {
+                    Ok((n, SocketAddr::V4(from))) => {
+                        let d = Datagram {
+                            link: s.link,
+                            from,
+                            data: buf[..n].to_vec(),
+                        };
+                        if tx.send(d).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// Maps tokio's clock onto the core's [`Instant`].
+#[derive(Clone, Copy)]
+pub struct Clock(tokio::time::Instant);
+
+impl Clock {
+    /// A clock starting now.
+    pub fn new() -> Clock {
+        Clock(tokio::time::Instant::now())
+    }
+    /// Now, for the core.
+    pub fn now(&self) -> Instant {
+        Instant(self.0.elapsed().as_micros() as u64)
+    }
+    fn deadline(&self, t: Instant) -> tokio::time::Instant {
+        self.0 + std::time::Duration::from_micros(t.0)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::new()
+    }
+}
+
+async fn flush<T: FnMut() -> Option<Transmit>>(socks: &[LinkSocket], mut next: T) {
+    while let Some(t) = next() {
+        if let Some(s) = socks.iter().find(|s| s.link == t.link) {
+            s.send(&t).await;
+        }
+    }
+}
+
+/// Runs `r` on `socks` until `events` is closed; events go to `events`.
+pub async fn run_responder(mut r: Responder, socks: Vec<LinkSocket>, events: mpsc::Sender<Event>) {
+    let clock = Clock::new();
+    let mut rx = receive_all(&socks);
+    loop {
+        let wake = r.poll_timeout().map(|t| clock.deadline(t));
+        tokio::select! {
+            d = rx.recv() => match d {
+                Some(d) => r.handle_datagram(clock.now(), d.link, d.from, &d.data),
+                None => return,
+            },
+            _ = sleep_until(wake) => r.handle_timeout(clock.now()),
+        }
+        flush(&socks, || r.poll_transmit()).await;
+        while let Some(e) = r.poll_event() {
+            if events.send(e).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A command to a running client.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Broadcast a Query on this socket's link.
+    Query(u8),
+    /// Our interface with this address is on the HomeSpot's link.
+    LinkUp(u8, Ipv4Addr),
+    /// Associate over this link.
+    Associate(u8),
+    /// Switch to this link.
+    Switch(u8),
+}
+
+/// Runs `c` on `socks`, taking commands and forwarding events, until either channel closes.
+pub async fn run_client(
+    mut c: Client,
+    socks: Vec<LinkSocket>,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<ClientEvent>,
+) {
+    let clock = Clock::new();
+    let mut rx = receive_all(&socks);
+    loop {
+        let wake = c.poll_timeout().map(|t| clock.deadline(t));
+        tokio::select! {
+            d = rx.recv() => match d {
+                Some(d) => c.handle_datagram(clock.now(), d.link, &d.data),
+                None => return,
+            },
+            cmd = commands.recv() => match cmd {
+                Some(Command::Query(l)) => c.query(l),
+                Some(Command::LinkUp(l, a)) => c.link_up(clock.now(), l, a),
+                Some(Command::Associate(l)) => c.associate(clock.now(), l),
+                Some(Command::Switch(l)) => c.switch(clock.now(), l),
+                None => return,
+            },
+            _ = sleep_until(wake) => c.handle_timeout(clock.now()),
+        }
+        flush(&socks, || c.poll_transmit()).await;
+        while let Some(e) = c.poll_event() {
+            if events.send(e).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

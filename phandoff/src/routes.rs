@@ -1,0 +1,205 @@
+//! Host routes for P-Handoff: the route programmer trait, its rtnetlink implementation
+//! (feature `netlink`) and a recording fake for unit tests.
+//!
+//! On the HomeSpot: `G_c/32 via <client's link address> dev <link>`, replaced on every switch.
+//! On the client: `G_h/32 via <HomeSpot's link address> dev <link> src G_c`. Both with the
+//! optional `rto_min` and `quickack` attributes, which bound how long TCP waits after a lost
+//! segment (DESIGN.md section 8). Reverse-path filtering must be loose on the links involved,
+//! because packets of the old link still arrive after a switch: [`rp_filter`] sets and
+//! restores it.
+
+use std::net::Ipv4Addr;
+
+/// One host route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoute {
+    /// The /32 destination.
+    pub dest: Ipv4Addr,
+    /// The next hop on the link.
+    pub via: Ipv4Addr,
+    /// The link's interface index.
+    pub ifindex: u32,
+    /// Source address for locally generated packets (the client's global address).
+    pub src: Option<Ipv4Addr>,
+    /// Routing table (main when `None`).
+    pub table: Option<u32>,
+    /// TCP's minimum retransmission timeout on this route, in milliseconds.
+    pub rto_min_ms: Option<u32>,
+    /// TCP quick acknowledgements on this route.
+    pub quickack: bool,
+}
+
+/// Why a route operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// The kernel refused it.
+    Netlink(String),
+    /// /proc/sys could not be read or written.
+    Sysctl(String),
+}
+
+impl core::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RouteError::Netlink(e) => write!(f, "netlink: {e}"),
+            RouteError::Sysctl(e) => write!(f, "sysctl: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+/// What the endpoints' drivers need from the kernel.
+#[allow(async_fn_in_trait)]
+pub trait RouteProgrammer {
+    /// Adds or replaces the route to `r.dest` (in `r.table`).
+    async fn replace(&mut self, r: &HostRoute) -> Result<(), RouteError>;
+    /// Removes the route to `dest` (in `table`); absent is not an error.
+    async fn remove(&mut self, dest: Ipv4Addr, table: Option<u32>) -> Result<(), RouteError>;
+}
+
+/// What the fake recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteOp {
+    /// `replace`.
+    Replace(HostRoute),
+    /// `remove`.
+    Remove(Ipv4Addr, Option<u32>),
+}
+
+/// Records operations instead of doing them (for unit tests of drivers and policies).
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// Every operation, in order.
+    pub ops: Vec<RouteOp>,
+}
+
+impl RouteProgrammer for Recorder {
+    async fn replace(&mut self, r: &HostRoute) -> Result<(), RouteError> {
+        self.ops.push(RouteOp::Replace(r.clone()));
+        Ok(())
+    }
+    async fn remove(&mut self, dest: Ipv4Addr, table: Option<u32>) -> Result<(), RouteError> {
+        self.ops.push(RouteOp::Remove(dest, table));
+        Ok(())
+    }
+}
+
+/// Sets `rp_filter` of `ifname` (in the caller's network namespace) to loose (2) and returns
+/// the old value, to give back to [`restore_rp_filter`] on exit.
+pub fn rp_filter_loose(ifname: &str) -> Result<String, RouteError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/rp_filter");
+    let old =
+        std::fs::read_to_string(&path).map_err(|e| RouteError::Sysctl(format!("{path}: {e}")))?;
+    std::fs::write(&path, "2").map_err(|e| RouteError::Sysctl(format!("{path}: {e}")))?;
+    Ok(old.trim().to_string())
+}
+
+/// Puts back a value [`rp_filter_loose`] returned.
+pub fn restore_rp_filter(ifname: &str, old: &str) -> Result<(), RouteError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/rp_filter");
+    std::fs::write(&path, old).map_err(|e| RouteError::Sysctl(format!("{path}: {e}")))
+}
+
+#[cfg(feature = "netlink")]
+pub use self::netlink::Netlink;
+
+#[cfg(feature = "netlink")]
+mod netlink {
+    use std::net::Ipv4Addr;
+
+    use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric, RouteProtocol, RouteScope};
+    use rtnetlink::packet_route::rule::RuleAction;
+    use rtnetlink::{Handle, RouteMessageBuilder};
+
+    use super::{HostRoute, RouteError, RouteProgrammer};
+
+    /// Routes through rtnetlink, in the network namespace of the thread that made it.
+    pub struct Netlink {
+        handle: Handle,
+    }
+
+    fn nl(e: impl std::fmt::Display) -> RouteError {
+        RouteError::Netlink(e.to_string())
+    }
+
+    impl Netlink {
+        /// Opens a netlink socket; its connection task is spawned on the current tokio runtime.
+        pub fn new() -> Result<Netlink, RouteError> {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(nl)?;
+            tokio::spawn(conn);
+            Ok(Netlink { handle })
+        }
+
+        /// `ip rule add from <src>/32 lookup <table>`: packets from `src` use `table`. The
+        /// action must be explicit: without `ToTable` the kernel takes the rule and then fails
+        /// every lookup that hits it (DESIGN.md section 2).
+        pub async fn source_rule(
+            &self,
+            src: Ipv4Addr,
+            table: u32,
+            priority: u32,
+        ) -> Result<(), RouteError> {
+            self.handle
+                .rule()
+                .add()
+                .v4()
+                .source_prefix(src, 32)
+                .table_id(table)
+                .priority(priority)
+                .action(RuleAction::ToTable)
+                .execute()
+                .await
+                .map_err(nl)
+        }
+    }
+
+    impl RouteProgrammer for Netlink {
+        async fn replace(&mut self, r: &HostRoute) -> Result<(), RouteError> {
+            let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(r.dest, 32)
+                .gateway(r.via)
+                .output_interface(r.ifindex)
+                .protocol(RouteProtocol::Static)
+                .scope(RouteScope::Universe);
+            if let Some(src) = r.src {
+                b = b.pref_source(src);
+            }
+            if let Some(t) = r.table {
+                b = b.table_id(t);
+            }
+            let mut msg = b.build();
+            let mut metrics = Vec::new();
+            if let Some(ms) = r.rto_min_ms {
+                metrics.push(RouteMetric::RtoMin(ms));
+            }
+            if r.quickack {
+                metrics.push(RouteMetric::QuickAck(1));
+            }
+            if !metrics.is_empty() {
+                msg.attributes.push(RouteAttribute::Metrics(metrics));
+            }
+            self.handle
+                .route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl)
+        }
+
+        async fn remove(&mut self, dest: Ipv4Addr, table: Option<u32>) -> Result<(), RouteError> {
+            let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dest, 32);
+            if let Some(t) = table {
+                b = b.table_id(t);
+            }
+            match self.handle.route().del(b.build()).execute().await {
+                Ok(()) => Ok(()),
+                // ESRCH: no such route.
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -3 => Ok(()),
+                Err(e) => Err(nl(e)),
+            }
+        }
+    }
+}
