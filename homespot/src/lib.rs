@@ -3,8 +3,11 @@
 //! What it does today: DHCP on every LAN link (RFC 2131/2132, with the WPAD option 252 and
 //! correct DHCPINFORM answers), leases kept durably in redb and acknowledged only once on disk.
 //!
-//! What it does not do yet: the HTTP proxy and PAC serving (issue 3), P-Handoff and Co-Link
-//! (issue 4), the admin panel. It does not configure interface addresses: the OS (netifd on
+//! Also: an HTTP proxy on every link address with the PAC file (`proxy`), and, with a
+//! `[handoff]` section, the P-Handoff/Co-Link responder (`handoff`): signed adverts, stable
+//! global addresses per client key, host routes switched through rtnetlink.
+//!
+//! What it does not do yet: the admin panel. It does not configure interface addresses: the OS (netifd on
 //! OpenWrt, the test bed in tests) puts each link's address on its interface.
 //!
 //! Layout: [`config`] reads and validates the TOML file; [`dhcp::engine`] is the sans-IO DHCP
@@ -13,6 +16,7 @@
 
 pub mod config;
 pub mod dhcp;
+pub mod handoff;
 pub mod memory;
 pub mod proxy;
 pub mod store;

@@ -1,6 +1,7 @@
 //! `homespotd`: binds the sockets, opens the lease database and runs until SIGTERM or SIGINT.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -11,7 +12,8 @@ use homespot::store::LeaseStore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-/// The HomeSpot access-point service: DHCP with WPAD and an HTTP proxy on every LAN link.
+/// The HomeSpot access-point service: DHCP with WPAD, an HTTP proxy and (with a [handoff]
+/// section) P-Handoff on every LAN link.
 ///
 /// Each link in the config file is a radio or port with its own subnet and address pool.
 /// Leases are written to a redb database before they are acknowledged.
@@ -94,8 +96,14 @@ fn real_main(args: Args) -> anyhow::Result<()> {
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
         }
-        let store = LeaseStore::open(&cfg.lease_db)
-            .with_context(|| format!("lease database {}", cfg.lease_db.display()))?;
+        let store = Arc::new(
+            LeaseStore::open(&cfg.lease_db)
+                .with_context(|| format!("lease database {}", cfg.lease_db.display()))?,
+        );
+        // Before the proxy binds: P-Handoff puts the global address on lo.
+        let handoff = homespot::handoff::prepare(&cfg)
+            .await
+            .context("P-Handoff")?;
         let sockets = Sockets::bind(&cfg).context("binding DHCP sockets")?;
         let listeners = proxy::Listeners::bind(&cfg).context("binding the proxy")?;
         for l in &cfg.links {
@@ -107,8 +115,17 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         let proxy_stop = shutdown.clone();
         let proxy =
             tokio::spawn(async move { proxy::run(&proxy_cfg, listeners, proxy_stop).await });
+        let handoff = handoff.map(|p| {
+            let (c, s, stop) = (cfg.clone(), store.clone(), shutdown.clone());
+            tokio::spawn(async move { homespot::handoff::run(&c, p, s, stop).await })
+        });
         let counters = server::run(cfg, sockets, store, shutdown.clone()).await;
         shutdown.cancel();
+        if let Some(h) = handoff {
+            if let Ok(c) = h.await {
+                info!(counters = ?c, "P-Handoff stopped");
+            }
+        }
         let proxy = proxy.await.context("proxy task")?.context("proxy")?;
         let counters = counters?;
         info!(counters = %proxy.counters(), "proxy stopped");

@@ -1,6 +1,8 @@
-//! Durable lease storage in a redb file.
+//! Durable storage in one redb file: DHCP leases, and the P-Handoff global address of each
+//! client key.
 //!
-//! One table maps an IPv4 address to its lease record. [`LeaseStore::commit`] writes a batch of
+//! One table maps an IPv4 address to its lease record; another maps a client key to its
+//! global address. [`LeaseStore::commit`] writes a batch of
 //! records in one transaction with immediate durability: when it returns `Ok`, the records survive
 //! a crash or `kill -9`. Grouping many clients' leases into one commit is the caller's job
 //! (see `dhcp::server`).
@@ -13,6 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::dhcp::lease::{Lease, LeaseState};
 
 const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases_v1");
+const GLOBALS: TableDefinition<&[u8; 32], u32> = TableDefinition::new("handoff_globals_v1");
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,7 @@ impl LeaseStore {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(LEASES)?;
+        txn.open_table(GLOBALS)?;
         txn.commit()?;
         Ok(LeaseStore { db })
     }
@@ -92,6 +96,31 @@ impl LeaseStore {
                 encode(l, &mut buf);
                 table.insert(u32::from(l.addr), buf.as_slice())?;
             }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+impl LeaseStore {
+    /// Every client key's global address.
+    pub fn load_globals(&self) -> Result<Vec<([u8; 32], Ipv4Addr)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(GLOBALS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((*k.value(), Ipv4Addr::from(v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Records `key`'s global address durably.
+    pub fn save_global(&self, key: &[u8; 32], addr: Ipv4Addr) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(GLOBALS)?;
+            table.insert(key, u32::from(addr))?;
         }
         txn.commit()?;
         Ok(())
@@ -149,6 +178,22 @@ mod tests {
         let mut got = s.load().expect("load").leases;
         got.sort_by_key(|l| l.addr);
         assert_eq!(got, vec![a, b]);
+    }
+
+    #[test]
+    fn globals_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.redb");
+        {
+            let s = LeaseStore::open(&path).expect("open");
+            s.save_global(&[7; 32], Ipv4Addr::new(10, 200, 0, 2))
+                .expect("save");
+        }
+        let s = LeaseStore::open(&path).expect("reopen");
+        assert_eq!(
+            s.load_globals().expect("load"),
+            vec![([7; 32], Ipv4Addr::new(10, 200, 0, 2))]
+        );
     }
 
     #[test]

@@ -117,23 +117,30 @@ async fn flush<T: FnMut() -> Option<Transmit>>(socks: &[LinkSocket], mut next: T
     }
 }
 
-/// Runs `r` on `socks` until `events` is closed; events go to `events`.
-pub async fn run_responder(mut r: Responder, socks: Vec<LinkSocket>, events: mpsc::Sender<Event>) {
+/// Runs `r` on `socks` until `stop` fires (or `events` closes); events go to `events`.
+/// Returns the responder, for its counters.
+pub async fn run_responder(
+    mut r: Responder,
+    socks: Vec<LinkSocket>,
+    events: mpsc::Sender<Event>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Responder {
     let clock = Clock::new();
     let mut rx = receive_all(&socks);
     loop {
         let wake = r.poll_timeout().map(|t| clock.deadline(t));
         tokio::select! {
+            _ = &mut stop => return r,
             d = rx.recv() => match d {
                 Some(d) => r.handle_datagram(clock.now(), d.link, d.from, &d.data),
-                None => return,
+                None => return r,
             },
             _ = sleep_until(wake) => r.handle_timeout(clock.now()),
         }
         flush(&socks, || r.poll_transmit()).await;
         while let Some(e) = r.poll_event() {
             if events.send(e).await.is_err() {
-                return;
+                return r;
             }
         }
     }

@@ -95,6 +95,8 @@ pub struct Responder {
     identity: Identity,
     rng: Drbg,
     epoch: u64,
+    /// The last signed advert: answers Queries without signing again.
+    current: Option<Vec<u8>>,
     next_advert: Instant,
     sessions: BTreeMap<u64, Session>,
     assigned: BTreeMap<[u8; 32], Ipv4Addr>,
@@ -117,6 +119,7 @@ impl Responder {
             identity,
             rng: Drbg::new(seed),
             epoch: 0,
+            current: None,
             next_advert: Instant(0),
             sessions: BTreeMap::new(),
             assigned: assigned.into_iter().collect(),
@@ -145,7 +148,9 @@ impl Responder {
             signature: [0; 64],
         };
         self.identity.sign_advert(&mut a);
-        Message::Advert(a).emit()
+        let bytes = Message::Advert(a).emit();
+        self.current = Some(bytes.clone());
+        bytes
     }
 
     /// Sends the periodic adverts when due.
@@ -191,7 +196,10 @@ impl Responder {
         };
         match msg {
             Message::Query(_) => {
-                let payload = self.advert();
+                let payload = match &self.current {
+                    Some(b) => b.clone(),
+                    None => self.advert(),
+                };
                 self.transmits.push_back(Transmit {
                     link,
                     to: Dest::Unicast(from),

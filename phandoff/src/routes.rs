@@ -155,6 +155,24 @@ mod netlink {
         }
     }
 
+    impl Netlink {
+        /// Puts `addr`/32 on the interface `ifindex` unless it is there already.
+        pub async fn ensure_address(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), RouteError> {
+            match self
+                .handle
+                .address()
+                .add(ifindex, addr.into(), 32)
+                .execute()
+                .await
+            {
+                Ok(()) => Ok(()),
+                // EEXIST: already there.
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => Ok(()),
+                Err(e) => Err(nl(e)),
+            }
+        }
+    }
+
     impl RouteProgrammer for Netlink {
         async fn replace(&mut self, r: &HostRoute) -> Result<(), RouteError> {
             let mut b = RouteMessageBuilder::<Ipv4Addr>::new()

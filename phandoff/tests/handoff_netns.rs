@@ -164,7 +164,8 @@ fn a_tcp_stream_survives_switches_across_three_links() {
                 }
                 let r = Responder::new(responder_cfg(), Identity::from_seed([1; 32]), [2; 32], []);
                 let (tx, mut rx) = mpsc::channel(64);
-                tokio::spawn(run_responder(r, socks, tx));
+                let (_stop, stop_rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(run_responder(r, socks, tx, stop_rx));
                 let mut nl = Netlink::new().expect("netlink");
                 let mut routes_done = 0;
                 while !hs_stop.load(Ordering::Relaxed) {

@@ -11,7 +11,9 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+mod handoff;
 mod proxy;
+pub use handoff::HandoffConfig;
 pub use proxy::ProxyConfig;
 
 /// A configuration the daemon refuses, with where and why.
@@ -35,6 +37,8 @@ struct RawConfig {
     link: Vec<RawLink>,
     #[serde(default)]
     proxy: proxy::RawProxy,
+    #[serde(default)]
+    handoff: handoff::RawHandoff,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +67,8 @@ struct RawLink {
     wpad_always: bool,
     #[serde(default)]
     reservations: Vec<RawReservation>,
+    kind: Option<String>,
+    l2_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +94,8 @@ pub struct Config {
     pub links: Vec<LinkConfig>,
     /// The HTTP proxy and PAC server.
     pub proxy: ProxyConfig,
+    /// P-Handoff and Co-Link, when a global subnet is configured.
+    pub handoff: Option<HandoffConfig>,
 }
 
 /// One LAN link (a radio or an Ethernet port) with its own subnet and pool.
@@ -117,6 +125,10 @@ pub struct LinkConfig {
     pub wpad_always: bool,
     /// Fixed addresses for known clients.
     pub reservations: Vec<Reservation>,
+    /// What kind of radio or port it is (advertised by Co-Link).
+    pub kind: phandoff::wire::LinkKind,
+    /// Its L2 identity (SSID bytes, or a Bluetooth address), advertised by Co-Link.
+    pub l2_id: Vec<u8>,
 }
 
 /// An inclusive range of addresses.
@@ -241,6 +253,32 @@ impl Config {
             links.push(link);
         }
         let proxy = proxy::validate(raw.proxy).map_err(|(k, r)| err(&format!("proxy.{k}"), r))?;
+        let handoff =
+            handoff::validate(raw.handoff).map_err(|(k, r)| err(&format!("handoff.{k}"), r))?;
+        if let Some(h) = &handoff {
+            for (i, l) in links.iter().enumerate() {
+                if l.subnet.contains(&h.global_subnet.network())
+                    || h.global_subnet.contains(&l.subnet.network())
+                {
+                    return Err(err(
+                        "handoff.global_subnet",
+                        format!("overlaps link[{i}]'s subnet {}", l.subnet),
+                    ));
+                }
+                if l.wpad_url
+                    .as_ref()
+                    .is_some_and(|u| u.len() > phandoff::wire::MAX_URL)
+                {
+                    return Err(err(
+                        &format!("link[{i}].wpad_url"),
+                        format!(
+                            "longer than {} bytes, too long for a Co-Link advert",
+                            phandoff::wire::MAX_URL
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(Config {
             lease_db,
             decline_quarantine,
@@ -248,6 +286,7 @@ impl Config {
             worker_threads,
             links,
             proxy,
+            handoff,
         })
     }
 
@@ -404,7 +443,33 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
             address: r.address,
         });
     }
+    let kind = match rl.kind.as_deref().unwrap_or("ethernet") {
+        "wifi" => phandoff::wire::LinkKind::Wifi,
+        "bluetooth" => phandoff::wire::LinkKind::Bluetooth,
+        "ethernet" => phandoff::wire::LinkKind::Ethernet,
+        other => {
+            return Err((
+                at("kind"),
+                format!("{other:?} is not wifi, bluetooth or ethernet"),
+            ))
+        }
+    };
+    let l2_id = match (&kind, rl.l2_id) {
+        (_, None) => Vec::new(),
+        (phandoff::wire::LinkKind::Bluetooth, Some(m)) => parse_mac(&m)
+            .map(|m| m.to_vec())
+            .ok_or_else(|| (at("l2_id"), format!("{m:?} is not a Bluetooth address")))?,
+        (_, Some(s)) if s.len() <= phandoff::wire::MAX_L2_ID => s.into_bytes(),
+        (_, Some(_)) => {
+            return Err((
+                at("l2_id"),
+                format!("longer than {} bytes", phandoff::wire::MAX_L2_ID),
+            ))
+        }
+    };
     Ok(LinkConfig {
+        kind,
+        l2_id,
         name: rl.name,
         interface: rl.interface,
         address,

@@ -68,7 +68,7 @@ struct Datagram {
 pub async fn run(
     cfg: Config,
     sockets: Sockets,
-    store: LeaseStore,
+    store: Arc<LeaseStore>,
     shutdown: CancellationToken,
 ) -> Result<Counters, StoreError> {
     let mut engine = Engine::new(&cfg);
@@ -276,7 +276,7 @@ type CommitResults = mpsc::UnboundedReceiver<Result<(), StoreError>>;
 
 impl Writer {
     /// Starts the thread; the receiver yields one result per submitted batch, in order.
-    fn start(store: LeaseStore) -> (Writer, CommitResults) {
+    fn start(store: Arc<LeaseStore>) -> (Writer, CommitResults) {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<Lease>>();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()

@@ -50,11 +50,14 @@ impl Listeners {
         if !cfg.proxy.enabled {
             return Ok(Listeners { list });
         }
-        for link in &cfg.links {
+        let mut addrs: Vec<Ipv4Addr> = cfg.links.iter().map(|l| l.address).collect();
+        // Associated clients reach the proxy at the HomeSpot's global address.
+        addrs.extend(cfg.handoff.as_ref().map(|h| h.global_address));
+        for ip in addrs {
             let mut ports = vec![(cfg.proxy.port, false)];
             ports.extend(cfg.proxy.pac_port.map(|p| (p, true)));
             for (port, pages_only) in ports {
-                let addr = SocketAddr::from((link.address, port));
+                let addr = SocketAddr::from((ip, port));
                 let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
                 s.set_reuse_address(true)?;
                 s.set_nonblocking(true)?;
@@ -125,7 +128,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Arc<State>, DnsError> {
     let pc = cfg.proxy.clone();
-    let subnets: Vec<Ipv4Net> = cfg.links.iter().map(|l| l.subnet).collect();
+    let mut subnets: Vec<Ipv4Net> = cfg.links.iter().map(|l| l.subnet).collect();
+    subnets.extend(cfg.handoff.as_ref().map(|h| h.global_subnet));
     let dns = Dns::new(&pc.dns)?;
     let mut http = HttpConnector::new_with_resolver(dns.clone());
     http.set_connect_timeout(Some(pc.connect_timeout));
@@ -150,7 +154,12 @@ pub async fn run(
         dns,
         client,
         direct: subnets,
-        own: cfg.links.iter().map(|l| l.address).collect(),
+        own: cfg
+            .links
+            .iter()
+            .map(|l| l.address)
+            .chain(cfg.handoff.as_ref().map(|h| h.global_address))
+            .collect(),
         counters: Counters::default(),
     });
     let mut tasks = Vec::new();

@@ -41,10 +41,12 @@ impl Bed {
         Bed::start_with(links, extra, "")
     }
 
-    /// Like `start`, with `global` (e.g. a `[proxy]` table) placed before the links.
+    /// Like `start`, with `global` (e.g. a `[proxy]` table) placed before the links; `{dir}`
+    /// in it becomes the test's scratch folder.
     pub fn start_with(links: usize, extra: &str, global: &str) -> Result<Bed> {
         let topo = Topology::new(links)?;
         let dir = Scratch::new("dhcp")?;
+        let global = global.replace("{dir}", &dir.path().display().to_string());
         let db = dir.join("leases.redb");
         let mut cfg = format!(
             "[server]\nlease_db = \"{}\"\ndecline_quarantine = \"10m\"\n{global}\n",
