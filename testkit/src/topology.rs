@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::Netns;
 
@@ -27,7 +27,10 @@ impl Link {
     }
 }
 
-/// A HomeSpot with LAN links to one client, and a WAN link to a `net` namespace.
+/// A HomeSpot with LAN links to one client, and a WAN link to a `net` namespace. With
+/// [`Topology::with_air`], every LAN link runs through a bridge in an `air` namespace, so a
+/// radio can be lost silently ([`Topology::lose`]: the client's port leaves the bridge, both
+/// interfaces stay up) and more hosts can join a link ([`Topology::attach`]).
 ///
 /// Addresses: link i is 10.77.(i+1).0/24 with the HomeSpot at .1; the client's interfaces have
 /// no address (a DHCP client gives them one). WAN: HomeSpot 10.77.0.1/24, net 10.77.0.2/24.
@@ -40,14 +43,31 @@ pub struct Topology {
     pub net: Netns,
     /// The LAN links, in order.
     pub links: Vec<Link>,
+    /// The namespace of the air bridges, if the links run through them.
+    pub air: Option<Netns>,
 }
 
 impl Topology {
-    /// Builds the topology with `lan_links` LAN links (at least 1).
+    /// Builds the topology with `lan_links` LAN links (at least 1), each a direct veth pair.
     pub fn new(lan_links: usize) -> Result<Topology> {
+        Topology::build(lan_links, false)
+    }
+
+    /// Like [`Topology::new`], with every LAN link through a bridge `br<i>` in an `air`
+    /// namespace (ports `h<i>` to the HomeSpot, `c<i>` to the client).
+    pub fn with_air(lan_links: usize) -> Result<Topology> {
+        Topology::build(lan_links, true)
+    }
+
+    fn build(lan_links: usize, with_air: bool) -> Result<Topology> {
         let homespot = Netns::new("hs")?;
         let client = Netns::new("cl")?;
         let net = Netns::new("net")?;
+        let air = if with_air {
+            Some(Netns::new("air")?)
+        } else {
+            None
+        };
         let mut links = Vec::new();
         for i in 0..lan_links.max(1) {
             let link = Link {
@@ -56,7 +76,31 @@ impl Topology {
                 hs_addr: Ipv4Addr::new(10, 77, (i + 1) as u8, 1),
                 prefix: 24,
             };
-            veth(&homespot, &link.hs_if, &client, &link.client_if)?;
+            match &air {
+                None => veth(&homespot, &link.hs_if, &client, &link.client_if)?,
+                Some(a) => {
+                    let (br, h, c) = (format!("br{i}"), format!("h{i}"), format!("c{i}"));
+                    a.run(&[
+                        "ip",
+                        "link",
+                        "add",
+                        &br,
+                        "type",
+                        "bridge",
+                        "stp_state",
+                        "0",
+                        "forward_delay",
+                        "0",
+                    ])?;
+                    a.run(&["ip", "link", "set", &br, "up"])?;
+                    veth(a, &h, &homespot, &link.hs_if)?;
+                    veth(a, &c, &client, &link.client_if)?;
+                    for port in [&h, &c] {
+                        a.run(&["ip", "link", "set", port, "master", &br])?;
+                        a.run(&["ip", "link", "set", port, "up"])?;
+                    }
+                }
+            }
             homespot.run(&[
                 "ip",
                 "addr",
@@ -79,7 +123,41 @@ impl Topology {
             client,
             net,
             links,
+            air,
         })
+    }
+
+    /// Silently loses link `i` for the client: its port leaves the air bridge, so packets
+    /// vanish while both interfaces stay up (carrier stays). Needs [`Topology::with_air`].
+    pub fn lose(&self, i: usize) -> Result<()> {
+        let a = self.air.as_ref().context("no air namespace")?;
+        a.run(&["ip", "link", "set", &format!("c{i}"), "nomaster"])?;
+        Ok(())
+    }
+
+    /// Brings link `i` back for the client.
+    pub fn restore(&self, i: usize) -> Result<()> {
+        let a = self.air.as_ref().context("no air namespace")?;
+        a.run(&[
+            "ip",
+            "link",
+            "set",
+            &format!("c{i}"),
+            "master",
+            &format!("br{i}"),
+        ])?;
+        Ok(())
+    }
+
+    /// Attaches `ns` to link `i` as another host, its interface named `ifname`.
+    pub fn attach(&self, i: usize, ns: &Netns, ifname: &str) -> Result<()> {
+        let a = self.air.as_ref().context("no air namespace")?;
+        let port = format!("x{i}{}", ns.name().len() % 10);
+        veth(a, &port, ns, ifname)?;
+        a.run(&["ip", "link", "set", &port, "master", &format!("br{i}")])?;
+        a.run(&["ip", "link", "set", &port, "up"])?;
+        ns.run(&["ip", "link", "set", ifname, "up"])?;
+        Ok(())
     }
 }
 

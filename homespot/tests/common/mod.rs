@@ -44,7 +44,11 @@ impl Bed {
     /// Like `start`, with `global` (e.g. a `[proxy]` table) placed before the links; `{dir}`
     /// in it becomes the test's scratch folder.
     pub fn start_with(links: usize, extra: &str, global: &str) -> Result<Bed> {
-        let topo = Topology::new(links)?;
+        Bed::start_on(Topology::new(links)?, extra, global)
+    }
+
+    /// Like `start_with`, on a topology the caller built (e.g. `Topology::with_air`).
+    pub fn start_on(topo: Topology, extra: &str, global: &str) -> Result<Bed> {
         let dir = Scratch::new("dhcp")?;
         let global = global.replace("{dir}", &dir.path().display().to_string());
         let db = dir.join("leases.redb");
