@@ -446,29 +446,27 @@ async fn policy_switch(
     dead: &mut Vec<(u8, Instant)>,
 ) -> Duration {
     cmd.send(Command::Switch(link)).await.expect("cmd");
-    loop {
-        match next_event(ev, dead).await {
-            ClientEvent::SwitchDone { link: l, took } if l == link => {
-                sh(&[
-                    "ip",
-                    "route",
-                    "replace",
-                    "10.200.0.1/32",
-                    "via",
-                    &format!("10.77.{}.1", link + 1),
-                    "dev",
-                    &format!("eth{link}"),
-                    "src",
-                    &global.to_string(),
-                    "rto_min",
-                    "20ms",
-                    "quickack",
-                    "1",
-                ]);
-                return took;
-            }
-            e => panic!("{e:?}"),
+    match next_event(ev, dead).await {
+        ClientEvent::SwitchDone { link: l, took } if l == link => {
+            sh(&[
+                "ip",
+                "route",
+                "replace",
+                "10.200.0.1/32",
+                "via",
+                &format!("10.77.{}.1", link + 1),
+                "dev",
+                &format!("eth{link}"),
+                "src",
+                &global.to_string(),
+                "rto_min",
+                "20ms",
+                "quickack",
+                "1",
+            ]);
+            took
         }
+        e => panic!("{e:?}"),
     }
 }
 
