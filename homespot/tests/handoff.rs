@@ -245,8 +245,10 @@ fn max_gap(arrivals: &[(Instant, usize)], from: Instant, to: Instant) -> Duratio
         .unwrap_or_default()
 }
 
-/// Issue 4, points 3 and 4: a 20 Mbit/s TCP stream between the global addresses, through air
-/// bridges; 100 policy switches across three links; then the current radio is lost silently.
+/// Issue 4, points 3 and 4: a steady 20 Mbit/s TCP stream between the global addresses for
+/// about 30 s, through air bridges: 3 s untouched (its own inter-arrival times), 100 policy
+/// switches across three links, then the current radio is lost silently and the client fails
+/// over when its probes find the link dead.
 #[test]
 fn a_stream_survives_100_switches_and_a_silent_radio_loss() {
     need_root!();
@@ -338,7 +340,8 @@ fn a_stream_survives_100_switches_and_a_silent_radio_loss() {
                     let at = Instant::now();
                     let took = policy_switch((k % 3) as u8, global, &cmd, &mut ev, &mut dead).await;
                     switches.push((at, took));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // 100 switches over 25 s: with the baseline and the loss, 30 s of stream.
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 // Silent loss of the current link (100 % 3 = 1): its port leaves the air bridge.
@@ -484,4 +487,117 @@ fn sh(args: &[&str]) {
 
 fn routes_loose(ifname: &str) {
     let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{ifname}/rp_filter"), "2");
+}
+
+/// Issue 4, point 5: a third namespace on the same link (through the air bridge) replays the
+/// client's captured Switch, forges one for the client's address, and sends garbage. No route
+/// changes, and homespotd's counters show each.
+#[test]
+fn forgery_replay_and_garbage_from_a_neighbour_change_no_route() {
+    need_root!();
+    let topo = testkit::Topology::with_air(3).expect("topology");
+    let mut bed = Bed::start_on(topo, "", HANDOFF).expect("test bed");
+    for (i, l) in bed.topo.links.iter().enumerate() {
+        bed.topo
+            .client
+            .run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.77.{}.100/24", i + 1),
+                "dev",
+                &l.client_if,
+            ])
+            .expect("client address");
+    }
+    let pcap = bed.dir.join("eth1.pcap").display().to_string();
+    let mut dump = bed
+        .topo
+        .client
+        .spawn(
+            &[
+                "tcpdump",
+                "-i",
+                "eth1",
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-w",
+                &pcap,
+                "udp port 4747",
+            ],
+            &bed.dir.join("tcpdump.log"),
+        )
+        .expect("tcpdump");
+    dump.wait_for_log("listening on", Duration::from_secs(10))
+        .expect("tcpdump ready");
+    let victim = session(&bed, [3; 32], Some(1));
+    std::thread::sleep(Duration::from_millis(300));
+    dump.stop(Duration::from_secs(5)).expect("tcpdump stops");
+    let route_before = bed
+        .topo
+        .homespot
+        .run(&["ip", "route", "show", "10.200.0.2"])
+        .expect("route");
+    assert!(
+        route_before.contains("via 10.77.2.100 dev lan1"),
+        "{route_before}"
+    );
+
+    // The captured Switch: the only sealed message the client sent on eth1 towards the HomeSpot.
+    let captured = pcap::udp(&std::fs::read(&pcap).expect("capture"))
+        .into_iter()
+        .filter(|d| d.dst_port == PORT && d.src == Ipv4Addr::new(10, 77, 2, 100))
+        .map(|d| d.payload)
+        .find(|p| matches!(
+            phandoff::wire::Message::parse(p),
+            Ok(phandoff::wire::Message::Sealed(s)) if matches!(s.body, phandoff::wire::SealedBody::Switch { .. })
+        ))
+        .unwrap_or_else(|| panic!("no captured Switch among {:?}", pcap::udp(&std::fs::read(&pcap).unwrap_or_default()).iter().map(|d| (d.src, d.dst_port, d.payload.len())).collect::<Vec<_>>()));
+    let mut forged = match phandoff::wire::Message::parse(&captured) {
+        Ok(phandoff::wire::Message::Sealed(s)) => s,
+        _ => unreachable!(),
+    };
+    forged.seq += 1000;
+    forged.body = phandoff::wire::SealedBody::Switch {
+        link: 1,
+        global: victim.global,
+        client_addr: Ipv4Addr::new(10, 77, 2, 66),
+    };
+    let forged = phandoff::wire::Message::Sealed(forged).emit();
+
+    // The neighbour: on link 1, at 10.77.2.66.
+    let evil = testkit::Netns::new("evil").expect("netns");
+    bed.topo.attach(1, &evil, "wlan0").expect("attach");
+    evil.run(&["ip", "addr", "add", "10.77.2.66/24", "dev", "wlan0"])
+        .expect("addr");
+    evil.in_thread(move || {
+        let s = std::net::UdpSocket::bind(("10.77.2.66", PORT)).expect("socket");
+        for payload in [
+            captured.clone(),
+            forged.clone(),
+            b"PH\x01\x05garbage".to_vec(),
+        ] {
+            s.send_to(&payload, ("10.77.2.1", PORT)).expect("send");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .expect("neighbour thread");
+    std::thread::sleep(Duration::from_millis(200));
+    let route_after = bed
+        .topo
+        .homespot
+        .run(&["ip", "route", "show", "10.200.0.2"])
+        .expect("route");
+    assert_eq!(route_after, route_before, "the route did not move");
+    let log = bed.stop_daemon().expect("stop");
+    let line = log
+        .lines()
+        .find(|l| l.contains("P-Handoff stopped"))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!("{line}");
+    for counter in ["malformed: 1", "forged: 1", "replayed: 1"] {
+        assert!(line.contains(counter), "{counter} in {line}");
+    }
 }

@@ -1,4 +1,5 @@
-//! Just enough pcap reading to pull DHCP messages out of a tcpdump capture (Ethernet, IPv4, UDP).
+//! Just enough pcap reading to pull UDP payloads, and DHCP messages among them, out of a
+//! tcpdump capture (Ethernet, IPv4, UDP).
 
 use std::net::Ipv4Addr;
 
@@ -15,8 +16,20 @@ pub struct Captured {
     pub msg: Message,
 }
 
-/// Every decodable DHCP message in the capture file bytes `data`, in capture order.
-pub fn dhcp_messages(data: &[u8]) -> Vec<Captured> {
+/// One captured UDP datagram.
+pub struct Datagram {
+    /// Capture time, microseconds since the epoch.
+    pub micros: u64,
+    /// IPv4 source address.
+    pub src: Ipv4Addr,
+    /// UDP destination port.
+    pub dst_port: u16,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Every UDP datagram in the capture file bytes `data`, in capture order.
+pub fn udp(data: &[u8]) -> Vec<Datagram> {
     let mut out = Vec::new();
     if data.len() < 24 {
         return out;
@@ -57,10 +70,26 @@ pub fn dhcp_messages(data: &[u8]) -> Vec<Captured> {
         if ip[9] != 17 || ip.len() < ihl + 8 {
             continue;
         }
-        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        if let Ok(msg) = Message::from_bytes(&ip[ihl + 8..]) {
-            out.push(Captured { micros, src, msg });
-        }
+        out.push(Datagram {
+            micros,
+            src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+            dst_port: u16::from_be_bytes([ip[ihl + 2], ip[ihl + 3]]),
+            payload: ip[ihl + 8..].to_vec(),
+        });
     }
     out
+}
+
+/// Every decodable DHCP message in the capture, in capture order.
+pub fn dhcp_messages(data: &[u8]) -> Vec<Captured> {
+    udp(data)
+        .into_iter()
+        .filter_map(|d| {
+            Message::from_bytes(&d.payload).ok().map(|msg| Captured {
+                micros: d.micros,
+                src: d.src,
+                msg,
+            })
+        })
+        .collect()
 }
