@@ -109,3 +109,38 @@ fn reservation_needs_one_client_kind() {
         ReservedFor::ClientId(vec![1, 2, 3])
     );
 }
+
+#[test]
+fn handoff_section() {
+    let cfg = parse(&format!(
+        "[handoff]\nglobal_subnet = \"10.200.0.0/24\"\n{GOOD}"
+    ))
+    .expect("valid");
+    let h = cfg.handoff.expect("handoff on");
+    assert_eq!(h.global_address, Ipv4Addr::new(10, 200, 0, 1));
+    assert_eq!(
+        h.pool(),
+        (Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 254))
+    );
+    assert!(
+        parse(GOOD).expect("valid").handoff.is_none(),
+        "off without a global subnet"
+    );
+    refused(
+        &format!("[handoff]\nglobal_subnet = \"10.42.0.0/16\"\n{GOOD}"),
+        "handoff.global_subnet",
+        "overlaps",
+    );
+    refused(
+        &format!(
+            "[handoff]\nglobal_subnet = \"10.200.0.0/24\"\nglobal_address = \"10.9.9.9\"\n{GOOD}"
+        ),
+        "handoff.global_address",
+        "not a host",
+    );
+    refused(
+        &GOOD.replace("pools", "kind = \"zigbee\"\npools"),
+        "link[0].kind",
+        "zigbee",
+    );
+}
