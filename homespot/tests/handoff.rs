@@ -601,3 +601,132 @@ fn forgery_replay_and_garbage_from_a_neighbour_change_no_route() {
         assert!(line.contains(counter), "{counter} in {line}");
     }
 }
+
+/// Issue 4, point 6, measured beside P-Handoff: Linux MPTCP on the same kind of test bed
+/// (air bridges), a backup subflow on a second link, the same 20 Mbit/s stream and the same
+/// silent loss of the active link. No homespotd: this is the kernel's own answer.
+#[test]
+fn mptcp_with_a_backup_subflow_under_the_same_silent_loss() {
+    need_root!();
+    let topo = testkit::Topology::with_air(2).expect("topology");
+    for (i, l) in topo.links.iter().enumerate() {
+        topo.client
+            .run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.77.{}.100/24", i + 1),
+                "dev",
+                &l.client_if,
+            ])
+            .expect("client address");
+    }
+    for ns in [&topo.client, &topo.homespot] {
+        ns.run(&[
+            "ip",
+            "mptcp",
+            "limits",
+            "set",
+            "subflow",
+            "2",
+            "add_addr_accepted",
+            "2",
+        ])
+        .expect("limits");
+    }
+    topo.client
+        .run(&[
+            "ip",
+            "mptcp",
+            "endpoint",
+            "add",
+            "10.77.2.100",
+            "dev",
+            "eth1",
+            "subflow",
+            "backup",
+        ])
+        .expect("backup endpoint");
+    let sink = topo
+        .homespot
+        .spawn_thread(|| -> std::io::Result<Vec<(Instant, usize)>> {
+            use std::io::Read;
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::MPTCP),
+            )?;
+            s.set_reuse_address(true)?;
+            s.bind(&std::net::SocketAddr::from(([10, 77, 1, 1], 9001)).into())?;
+            s.listen(4)?;
+            let (c, _) = s.accept()?;
+            let mut c: std::net::TcpStream = c.into();
+            let (mut got, mut buf) = (Vec::new(), vec![0u8; 65536]);
+            loop {
+                match c.read(&mut buf)? {
+                    0 => return Ok(got),
+                    n => got.push((Instant::now(), n)),
+                }
+            }
+        })
+        .expect("sink thread");
+    std::thread::sleep(Duration::from_millis(100));
+    let stream_start = Instant::now();
+    let writer = topo
+        .client
+        .spawn_thread(|| -> std::io::Result<u64> {
+            use std::io::Write;
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::MPTCP),
+            )?;
+            s.connect(&std::net::SocketAddr::from(([10, 77, 1, 1], 9001)).into())?;
+            let mut s: std::net::TcpStream = s.into();
+            let (chunk, start, mut sent) = (vec![0x5a; 2500], Instant::now(), 0u64);
+            while start.elapsed() < Duration::from_secs(8) {
+                s.write_all(&chunk)?;
+                sent += chunk.len() as u64;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            s.shutdown(std::net::Shutdown::Write)?;
+            Ok(sent)
+        })
+        .expect("writer thread");
+    std::thread::sleep(Duration::from_secs(3));
+    let subflows = topo.client.run(&["ss", "-tniM"]).unwrap_or_default();
+    let lost_at = Instant::now();
+    topo.lose(0).expect("silent loss of link 0");
+    let sent = writer
+        .join()
+        .expect("join")
+        .expect("client ns")
+        .expect("the MPTCP stream was written");
+    let arrivals = sink.join().expect("join").expect("sink ns").expect("read");
+    let received: u64 = arrivals.iter().map(|a| a.1 as u64).sum();
+    let mut base: Vec<Duration> = arrivals
+        .windows(2)
+        .filter(|w| w[1].0 > stream_start + Duration::from_millis(500) && w[1].0 < lost_at)
+        .map(|w| w[1].0 - w[0].0)
+        .collect();
+    base.sort();
+    let p99 = base.get(base.len() * 99 / 100).copied().unwrap_or_default();
+    let gap = max_gap(
+        &arrivals,
+        lost_at - Duration::from_millis(20),
+        lost_at + Duration::from_secs(2),
+    );
+    let mut stalls: Vec<Duration> = arrivals
+        .windows(2)
+        .filter(|w| w[1].0 > lost_at)
+        .map(|w| w[1].0 - w[0].0)
+        .filter(|g| *g > Duration::from_millis(100))
+        .collect();
+    stalls.sort();
+    stalls.reverse();
+    eprintln!(
+        "MPTCP: {received} of {sent} bytes; own p99 {p99:?}; after the silent loss: largest gap {gap:?}, \
+         gaps over 100 ms: {stalls:?}\nsubflows before the loss:\n{subflows}"
+    );
+    assert_eq!(sent, received, "MPTCP carried the stream whole");
+}
