@@ -224,10 +224,19 @@ fn sink(bed: &Bed) -> std::thread::JoinHandle<anyhow::Result<Vec<(Instant, usize
             let (mut s, _) = l.accept().expect("accept");
             let mut got = Vec::new();
             let mut buf = vec![0u8; 65536];
+            let mut offset = 0u64;
             loop {
                 match s.read(&mut buf) {
                     Ok(0) => return got,
-                    Ok(n) => got.push((Instant::now(), n)),
+                    Ok(n) => {
+                        got.push((Instant::now(), n));
+                        // Byte-exact: every byte is the pattern byte of its offset.
+                        assert!(
+                            buf[..n] == testkit::origin::pattern(offset, offset + n as u64)[..],
+                            "stream bytes differ near offset {offset}"
+                        );
+                        offset += n as u64;
+                    }
                     Err(e) => panic!("sink: {e}"),
                 }
             }
@@ -321,11 +330,11 @@ fn a_stream_survives_100_switches_and_a_silent_radio_loss() {
                     s.connect(&std::net::SocketAddr::from(([10, 200, 0, 1], 9000)).into())
                         .map_err(|e| e.to_string())?;
                     let mut s: std::net::TcpStream = s.into();
-                    let chunk = vec![0x5a; 2500];
                     let (mut sent, start) = (0u64, Instant::now());
                     while !st.load(std::sync::atomic::Ordering::Relaxed)
                         && start.elapsed() < Duration::from_secs(60)
                     {
+                        let chunk = testkit::origin::pattern(sent, sent + 2500);
                         s.write_all(&chunk).map_err(|e| e.to_string())?;
                         sent += chunk.len() as u64;
                         std::thread::sleep(Duration::from_millis(1));
