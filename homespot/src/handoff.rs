@@ -162,33 +162,8 @@ pub async fn run(
                     Err(e) => warn!(error = %e, "saving the global address failed"),
                 }
             }
-            Event::Route { global, link, via } => {
-                let Some(ifname) = ifaces.get(usize::from(link)) else {
-                    continue;
-                };
-                let r = HostRoute {
-                    dest: global,
-                    via,
-                    ifindex: ifindex(ifname),
-                    src: Some(h.global_address),
-                    table: None,
-                    rto_min_ms: h.rto_min_ms,
-                    quickack: h.quickack,
-                };
-                match netlink.replace(&r).await {
-                    Ok(()) => {
-                        routed.insert(global);
-                        info!(%global, interface = %ifname, %via, "route switched");
-                    }
-                    Err(e) => warn!(error = %e, %global, "route not switched"),
-                }
-            }
-            Event::Released { global } => {
-                if let Err(e) = netlink.remove(global, None).await {
-                    warn!(error = %e, %global, "route not removed");
-                }
-                routed.remove(&global);
-                info!(%global, "client left");
+            Event::Route { .. } | Event::Released { .. } => {
+                apply(&ev, &mut netlink, &h, &ifaces, &mut routed).await
             }
         }
     }
@@ -201,6 +176,47 @@ pub async fn run(
         let _ = routes::restore_rp_filter(&ifname, &old);
     }
     counters
+}
+
+/// Carries out a `Route` or `Released` event on `rp`; `routed` tracks what is installed.
+async fn apply<R: RouteProgrammer>(
+    ev: &Event,
+    rp: &mut R,
+    h: &HandoffConfig,
+    ifaces: &[String],
+    routed: &mut BTreeSet<Ipv4Addr>,
+) {
+    match *ev {
+        Event::Route { global, link, via } => {
+            let Some(ifname) = ifaces.get(usize::from(link)) else {
+                return;
+            };
+            let r = HostRoute {
+                dest: global,
+                via,
+                ifindex: ifindex(ifname),
+                src: Some(h.global_address),
+                table: None,
+                rto_min_ms: h.rto_min_ms,
+                quickack: h.quickack,
+            };
+            match rp.replace(&r).await {
+                Ok(()) => {
+                    routed.insert(global);
+                    info!(%global, interface = %ifname, %via, "route switched");
+                }
+                Err(e) => warn!(error = %e, %global, "route not switched"),
+            }
+        }
+        Event::Released { global } => {
+            if let Err(e) = rp.remove(global, None).await {
+                warn!(error = %e, %global, "route not removed");
+            }
+            routed.remove(&global);
+            info!(%global, "client left");
+        }
+        Event::Assigned { .. } => {}
+    }
 }
 
 /// The interface's index in this process's network namespace (0 if there is none).
@@ -256,4 +272,79 @@ fn load_identity(path: &Path) -> Result<Identity, HandoffError> {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phandoff::routes::{Recorder, RouteOp};
+
+    fn cfg() -> HandoffConfig {
+        HandoffConfig {
+            global_subnet: "10.200.0.0/24".parse().expect("net"),
+            global_address: Ipv4Addr::new(10, 200, 0, 1),
+            port: 4747,
+            identity: "/nonexistent".into(),
+            advert_interval: std::time::Duration::from_secs(1),
+            rto_min_ms: Some(20),
+            quickack: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_become_route_operations() {
+        let (h, mut rec, mut routed) = (cfg(), Recorder::default(), BTreeSet::new());
+        let ifaces = vec!["lo".to_string(), "nosuch0".to_string()];
+        let g = Ipv4Addr::new(10, 200, 0, 7);
+        let via = Ipv4Addr::new(10, 77, 2, 100);
+        apply(
+            &Event::Route {
+                global: g,
+                link: 1,
+                via,
+            },
+            &mut rec,
+            &h,
+            &ifaces,
+            &mut routed,
+        )
+        .await;
+        apply(
+            &Event::Route {
+                global: g,
+                link: 9,
+                via,
+            },
+            &mut rec,
+            &h,
+            &ifaces,
+            &mut routed,
+        )
+        .await;
+        apply(
+            &Event::Released { global: g },
+            &mut rec,
+            &h,
+            &ifaces,
+            &mut routed,
+        )
+        .await;
+        assert_eq!(
+            rec.ops,
+            vec![
+                RouteOp::Replace(HostRoute {
+                    dest: g,
+                    via,
+                    ifindex: 0,
+                    src: Some(Ipv4Addr::new(10, 200, 0, 1)),
+                    table: None,
+                    rto_min_ms: Some(20),
+                    quickack: true,
+                }),
+                RouteOp::Remove(g, None),
+            ],
+            "an unknown link index changes nothing"
+        );
+        assert!(routed.is_empty());
+    }
 }
