@@ -190,6 +190,10 @@ mod netlink {
             let mut msg = b.build();
             let mut metrics = Vec::new();
             if let Some(ms) = r.rto_min_ms {
+                // TCP takes a route's rto_min only when the metric is locked
+                // (tcp_rto_min() checks dst_metric_locked); iproute2 locks it too.
+                const RTAX_RTO_MIN: u32 = 13;
+                metrics.push(RouteMetric::Lock(1 << RTAX_RTO_MIN));
                 metrics.push(RouteMetric::RtoMin(ms));
             }
             if r.quickack {

@@ -120,7 +120,7 @@ fn host_routes_rules_and_rp_filter_for_real() {
     assert!(first.contains("via 10.77.1.100 dev lan0"), "{first}");
     assert!(first.contains("src 10.200.0.1"), "{first}");
     assert!(
-        first.contains("rto_min 20ms") && first.contains("quickack 1"),
+        first.contains("rto_min lock 20ms") && first.contains("quickack 1"),
         "{first}"
     );
     assert!(
