@@ -292,7 +292,7 @@ fn a_tcp_stream_survives_switches_across_three_links() {
          {sent} bytes sent, {received} received, largest gap {max_gap:?}"
     );
     assert!(
-        discovery < Duration::from_millis(100),
+        discovery < Duration::from_secs(1),
         "discovery took {discovery:?}"
     );
     assert!(switches >= 20, "{switches}");
