@@ -142,7 +142,9 @@ pub async fn run(
     let responder = Responder::new(rcfg, identity, random32(), known);
     let (tx, mut rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(run_responder(responder, sockets, tx, stop_rx));
+    // Make-before-break: the responder answers a Switch only once its route is in place.
+    let (installed, installed_rx) = mpsc::channel(256);
+    let task = tokio::spawn(run_responder(responder, sockets, tx, installed_rx, stop_rx));
     let mut routed: BTreeSet<Ipv4Addr> = BTreeSet::new();
     loop {
         let ev = tokio::select! {
@@ -162,8 +164,13 @@ pub async fn run(
                     Err(e) => warn!(error = %e, "saving the global address failed"),
                 }
             }
-            Event::Route { .. } | Event::Released { .. } => {
-                apply(&ev, &mut netlink, &h, &ifaces, &mut routed).await
+            Event::Route { global, .. } => {
+                if apply(&ev, &mut netlink, &h, &ifaces, &mut routed).await {
+                    let _ = installed.send(global).await;
+                }
+            }
+            Event::Released { .. } => {
+                apply(&ev, &mut netlink, &h, &ifaces, &mut routed).await;
             }
         }
     }
@@ -179,17 +186,18 @@ pub async fn run(
 }
 
 /// Carries out a `Route` or `Released` event on `rp`; `routed` tracks what is installed.
+/// Returns whether the kernel took it.
 async fn apply<R: RouteProgrammer>(
     ev: &Event,
     rp: &mut R,
     h: &HandoffConfig,
     ifaces: &[String],
     routed: &mut BTreeSet<Ipv4Addr>,
-) {
+) -> bool {
     match *ev {
         Event::Route { global, link, via } => {
             let Some(ifname) = ifaces.get(usize::from(link)) else {
-                return;
+                return false;
             };
             let r = HostRoute {
                 dest: global,
@@ -204,18 +212,27 @@ async fn apply<R: RouteProgrammer>(
                 Ok(()) => {
                     routed.insert(global);
                     info!(%global, interface = %ifname, %via, "route switched");
+                    true
                 }
-                Err(e) => warn!(error = %e, %global, "route not switched"),
+                Err(e) => {
+                    warn!(error = %e, %global, "route not switched");
+                    false
+                }
             }
         }
         Event::Released { global } => {
-            if let Err(e) = rp.remove(global, None).await {
-                warn!(error = %e, %global, "route not removed");
-            }
+            let done = match rp.remove(global, None).await {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, %global, "route not removed");
+                    false
+                }
+            };
             routed.remove(&global);
             info!(%global, "client left");
+            done
         }
-        Event::Assigned { .. } => {}
+        Event::Assigned { .. } => false,
     }
 }
 

@@ -117,12 +117,14 @@ async fn flush<T: FnMut() -> Option<Transmit>>(socks: &[LinkSocket], mut next: T
     }
 }
 
-/// Runs `r` on `socks` until `stop` fires (or `events` closes); events go to `events`.
-/// Returns the responder, for its counters.
+/// Runs `r` on `socks` until `stop` fires (or `events` closes); events go to `events`. The
+/// caller sends the global address of each `Route` event to `installed` once the route is in
+/// place (that releases the SwitchAck). Returns the responder, for its counters.
 pub async fn run_responder(
     mut r: Responder,
     socks: Vec<LinkSocket>,
     events: mpsc::Sender<Event>,
+    mut installed: mpsc::Receiver<Ipv4Addr>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Responder {
     let clock = Clock::new();
@@ -135,6 +137,7 @@ pub async fn run_responder(
                 Some(d) => r.handle_datagram(clock.now(), d.link, d.from, &d.data),
                 None => return r,
             },
+            Some(g) = installed.recv() => r.route_installed(g),
             _ = sleep_until(wake) => r.handle_timeout(clock.now()),
         }
         flush(&socks, || r.poll_transmit()).await;

@@ -5,6 +5,8 @@
 //! [`Responder::handle_timeout`] when [`Responder::poll_timeout`] says, and after each call
 //! drain [`Responder::poll_transmit`] and [`Responder::poll_event`]. The caller persists
 //! [`Event::Assigned`] and programs host routes for [`Event::Route`] and [`Event::Released`].
+//! Make-before-break: the SwitchAck for a `Route` is sent only when the caller reports the
+//! route in place with [`Responder::route_installed`]; only then does the client move its own.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -100,6 +102,8 @@ pub struct Responder {
     next_advert: Instant,
     sessions: BTreeMap<u64, Session>,
     assigned: BTreeMap<[u8; 32], Ipv4Addr>,
+    /// SwitchAcks waiting for their route: global -> (link, client, session).
+    pending_acks: BTreeMap<Ipv4Addr, (u8, SocketAddrV4, u64)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
@@ -123,6 +127,7 @@ impl Responder {
             next_advert: Instant(0),
             sessions: BTreeMap::new(),
             assigned: assigned.into_iter().collect(),
+            pending_acks: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -272,6 +277,29 @@ impl Responder {
         });
     }
 
+    /// The route of the last [`Event::Route`] for `global` is in place: answer the Switch.
+    pub fn route_installed(&mut self, global: Ipv4Addr) {
+        let Some((link, to, session)) = self.pending_acks.remove(&global) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        s.tx_seq += 1;
+        let mut out = Sealed {
+            session,
+            seq: s.tx_seq,
+            body: SealedBody::SwitchAck { link },
+            tag: [0; TAG_LEN],
+        };
+        crypto::seal(&mut out, &s.keys.to_client);
+        self.transmits.push_back(Transmit {
+            link,
+            to: Dest::Unicast(to),
+            payload: Message::Sealed(out).emit(),
+        });
+    }
+
     fn sealed(&mut self, link: u8, from: SocketAddrV4, m: Sealed) {
         let Some(s) = self.sessions.get_mut(&m.session) else {
             self.counters.unknown_session += 1;
@@ -311,7 +339,9 @@ impl Responder {
                     link,
                     via: client_addr,
                 });
-                SealedBody::SwitchAck { link }
+                // Answered once the route is in place (`route_installed`).
+                self.pending_acks.insert(global, (link, from, m.session));
+                return;
             }
             SealedBody::Probe { link: l } => SealedBody::ProbeAck {
                 link: l,

@@ -165,7 +165,8 @@ fn a_tcp_stream_survives_switches_across_three_links() {
                 let r = Responder::new(responder_cfg(), Identity::from_seed([1; 32]), [2; 32], []);
                 let (tx, mut rx) = mpsc::channel(64);
                 let (_stop, stop_rx) = tokio::sync::oneshot::channel();
-                tokio::spawn(run_responder(r, socks, tx, stop_rx));
+                let (installed, installed_rx) = mpsc::channel(64);
+                tokio::spawn(run_responder(r, socks, tx, installed_rx, stop_rx));
                 let mut nl = Netlink::new().expect("netlink");
                 let mut routes_done = 0;
                 while !hs_stop.load(Ordering::Relaxed) {
@@ -181,6 +182,8 @@ fn a_tcp_stream_survives_switches_across_three_links() {
                             quickack: true,
                         };
                         nl.replace(&r).await.expect("route");
+                        // The route is in place: now the SwitchAck may go.
+                        installed.send(global).await.expect("responder");
                         routes_done += 1;
                     }
                 }

@@ -99,8 +99,15 @@ impl Bed {
                     self.hs.handle_datagram(self.now, t.link, from, &t.payload);
                 }
             }
-            self.hs_events
-                .extend(std::iter::from_fn(|| self.hs.poll_event()));
+            let new: Vec<Event> = std::iter::from_fn(|| self.hs.poll_event()).collect();
+            for e in &new {
+                // The caller installs the route at once here, which releases the SwitchAck.
+                if let Event::Route { global, .. } = e {
+                    self.hs.route_installed(*global);
+                    moved = true;
+                }
+            }
+            self.hs_events.extend(new);
             self.cl_events
                 .extend(std::iter::from_fn(|| self.cl.poll_event()));
             if !moved {
