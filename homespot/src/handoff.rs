@@ -18,7 +18,7 @@ use std::sync::Arc;
 use phandoff::crypto::Identity;
 use phandoff::driver::{run_responder, LinkSocket};
 use phandoff::responder::{Counters, Event, Responder, ResponderConfig};
-use phandoff::routes::{self, HostRoute, Netlink, RouteProgrammer};
+use phandoff::routes::{self, ifindex, HostRoute, Netlink, RouteProgrammer};
 use phandoff::wire::LinkInfo;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -234,15 +234,6 @@ async fn apply<R: RouteProgrammer>(
         }
         Event::Assigned { .. } => false,
     }
-}
-
-/// The interface's index in this process's network namespace (0 if there is none).
-fn ifindex(name: &str) -> u32 {
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return 0;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
 fn random32() -> [u8; 32] {

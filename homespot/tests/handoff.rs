@@ -471,9 +471,7 @@ async fn policy_switch(
     cmd.send(Command::Switch(link)).await.expect("cmd");
     match next_event(ev, dead).await {
         ClientEvent::SwitchDone { link: l, took } if l == link => {
-            let name = std::ffi::CString::new(format!("eth{link}")).expect("name");
-            // SAFETY: a valid NUL-terminated string for the duration of the call.
-            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            let ifindex = phandoff::routes::ifindex(&format!("eth{link}"));
             let r = phandoff::routes::HostRoute {
                 dest: Ipv4Addr::new(10, 200, 0, 1),
                 via: Ipv4Addr::new(10, 77, link + 1, 1),

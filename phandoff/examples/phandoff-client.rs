@@ -15,7 +15,7 @@ use std::time::Duration;
 use phandoff::client::{Client, ClientConfig, ClientEvent};
 use phandoff::crypto::ClientKeys;
 use phandoff::driver::{run_client, Command, LinkSocket, PORT};
-use phandoff::routes::{HostRoute, Netlink, RouteProgrammer};
+use phandoff::routes::{ifindex, HostRoute, Netlink, RouteProgrammer};
 use tokio::sync::mpsc;
 
 struct Args {
@@ -96,15 +96,6 @@ fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
         .parse()
         .ok()
 }
-
-fn ifindex(name: &str) -> u32 {
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return 0;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
-}
-
 async fn next(ev: &mut mpsc::Receiver<ClientEvent>) -> Result<ClientEvent, String> {
     tokio::time::timeout(Duration::from_secs(5), ev.recv())
         .await

@@ -12,7 +12,7 @@ use core::time::Duration;
 
 use crate::crypto::{self, ClientKeys, ReplayWindow, SessionKeys};
 use crate::endpoint::{Dest, Drbg, Instant, Transmit};
-use crate::wire::{Advert, Associate, Message, Query, Sealed, SealedBody, TAG_LEN};
+use crate::wire::{Advert, Associate, Message, Query, Sealed, SealedBody};
 
 /// Timers of the client.
 #[derive(Debug, Clone, Copy)]
@@ -241,19 +241,14 @@ impl Client {
         let to = self.homespot_on(link)?;
         let s = self.session.as_mut()?;
         s.tx_seq += 1;
-        let mut m = Sealed {
-            session: s.id,
-            seq: s.tx_seq,
-            body,
-            tag: [0; TAG_LEN],
-        };
-        crypto::seal(&mut m, &s.keys.to_homespot);
+        let seq = s.tx_seq;
+        let payload = crypto::sealed_message(s.id, seq, body, &s.keys.to_homespot);
         self.transmits.push_back(Transmit {
             link,
             to: Dest::Unicast(to),
-            payload: Message::Sealed(m).emit(),
+            payload,
         });
-        Some(m.seq)
+        Some(seq)
     }
 
     /// Retransmissions and probes that are due.

@@ -201,6 +201,23 @@ pub fn seal(msg: &mut Sealed, key: &[u8; 32]) {
     msg.tag.copy_from_slice(&full[..TAG_LEN]);
 }
 
+/// The bytes of a sealed message: `body` with `session` and `seq`, tagged with `key`.
+pub fn sealed_message(
+    session: u64,
+    seq: u64,
+    body: crate::wire::SealedBody,
+    key: &[u8; 32],
+) -> alloc::vec::Vec<u8> {
+    let mut m = Sealed {
+        session,
+        seq,
+        body,
+        tag: [0; TAG_LEN],
+    };
+    seal(&mut m, key);
+    crate::wire::Message::Sealed(m).emit()
+}
+
 /// Whether `msg.tag` is right for `key` (in constant time).
 pub fn tag_is_valid(msg: &Sealed, key: &[u8; 32]) -> bool {
     let mut m = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());

@@ -15,7 +15,7 @@ use core::time::Duration;
 
 use crate::crypto::{self, Ephemeral, Identity, ReplayWindow, SessionKeys};
 use crate::endpoint::{Dest, Drbg, Instant, Transmit};
-use crate::wire::{Advert, AssociateAck, LinkInfo, Message, Sealed, SealedBody, TAG_LEN};
+use crate::wire::{Advert, AssociateAck, LinkInfo, Message, Sealed, SealedBody};
 
 /// How the HomeSpot describes itself.
 #[derive(Debug, Clone)]
@@ -286,17 +286,16 @@ impl Responder {
             return;
         };
         s.tx_seq += 1;
-        let mut out = Sealed {
+        let payload = crypto::sealed_message(
             session,
-            seq: s.tx_seq,
-            body: SealedBody::SwitchAck { link },
-            tag: [0; TAG_LEN],
-        };
-        crypto::seal(&mut out, &s.keys.to_client);
+            s.tx_seq,
+            SealedBody::SwitchAck { link },
+            &s.keys.to_client,
+        );
         self.transmits.push_back(Transmit {
             link,
             to: Dest::Unicast(to),
-            payload: Message::Sealed(out).emit(),
+            payload,
         });
     }
 
@@ -359,17 +358,11 @@ impl Responder {
             }
         };
         s.tx_seq += 1;
-        let mut out = Sealed {
-            session: m.session,
-            seq: s.tx_seq,
-            body: reply,
-            tag: [0; TAG_LEN],
-        };
-        crypto::seal(&mut out, &s.keys.to_client);
+        let payload = crypto::sealed_message(m.session, s.tx_seq, reply, &s.keys.to_client);
         self.transmits.push_back(Transmit {
             link,
             to: Dest::Unicast(from),
-            payload: Message::Sealed(out).emit(),
+            payload,
         });
     }
 }

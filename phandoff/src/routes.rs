@@ -86,6 +86,16 @@ impl RouteProgrammer for Recorder {
     }
 }
 
+/// The index of interface `name` in the calling thread's network namespace (0 if none). Unlike
+/// /sys/class/net, which shows the namespace /sys was mounted in, this asks the kernel.
+pub fn ifindex(name: &str) -> u32 {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return 0;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
 /// Sets `rp_filter` of `ifname` (in the caller's network namespace) to loose (2) and returns
 /// the old value, to give back to [`restore_rp_filter`] on exit.
 pub fn rp_filter_loose(ifname: &str) -> Result<String, RouteError> {

@@ -13,22 +13,12 @@ use phandoff::client::{Client, ClientConfig, ClientEvent};
 use phandoff::crypto::{ClientKeys, Identity};
 use phandoff::driver::{run_client, run_responder, Command, LinkSocket, PORT};
 use phandoff::responder::{Event, Responder, ResponderConfig};
-use phandoff::routes::{self, HostRoute, Netlink, RouteProgrammer};
+use phandoff::routes::{self, ifindex, HostRoute, Netlink, RouteProgrammer};
 use phandoff::wire::{LinkInfo, LinkKind};
 use testkit::Topology;
 use tokio::sync::mpsc;
 
 const G_H: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
-
-/// The interface's index in the calling thread's namespace (/sys would show the namespace
-/// /sys was mounted in, not this thread's).
-fn ifindex(name: &str) -> u32 {
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return 0;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
-}
 
 fn responder_cfg() -> ResponderConfig {
     let kinds = [LinkKind::Wifi, LinkKind::Bluetooth, LinkKind::Ethernet];

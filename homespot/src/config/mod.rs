@@ -306,13 +306,8 @@ impl Config {
 }
 
 fn interface_exists(name: &str) -> bool {
-    // /sys/class/net reflects the network namespace of whoever mounted /sys; if_nametoindex asks
-    // the kernel for the caller's namespace, which is what matters.
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+    // Asks the kernel for this namespace (/sys/class/net shows the namespace /sys was mounted in).
+    phandoff::routes::ifindex(name) != 0
 }
 
 type KeyReason = (String, String);
