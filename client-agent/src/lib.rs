@@ -1,5 +1,30 @@
-//! `homespot-agent`: the laptop side of HomeSpot.
+//! `homespot-agent`: the laptop side of HomeSpot (DESIGN.md section 6).
 //!
-//! Not built yet (issue 5). When it is, it will watch links, discover a HomeSpot (P-Handoff) or a
-//! network's proxy (WPAD/PAC), and run a local proxy that restarts in-flight HTTP requests after a
-//! handoff. Today this crate contains no code and claims no capability.
+//! What it does: watches the laptop's links over rtnetlink ([`links`]); discovers on each link
+//! a HomeSpot (P-Handoff Query, signed advert, identity pinned on first use) or the network's
+//! proxy (WPAD by DHCPINFORM, [`inform`]; the PAC file evaluated in a sandboxed QuickJS,
+//! [`pac`]); chooses a link by policy ([`policy`]); at a HomeSpot associates, takes the global
+//! address and moves between radios by P-Handoff; and runs a local proxy on 127.0.0.1
+//! ([`proxy`]) that restarts in-flight HTTP requests on the new path after a handoff (Range
+//! resume, read-and-discard fallback, hibernation while no link is up). A Mobility API on a
+//! Unix socket ([`api`]) reports every handoff with its measured interruption.
+//!
+//! What it does not do: run DHCP for the link addresses (the OS's DHCP client does), DNS-based
+//! WPAD (off: a known attack vector), IPv6, more than one HomeSpot association at a time,
+//! HTTPS interception (CONNECT tunnels are relayed, and closed when the network changes
+//! outside a HomeSpot), or resend request bodies above `proxy.resend_body_limit` (refused with 413).
+
+pub mod api;
+pub mod config;
+pub mod discovery;
+pub mod events;
+pub mod fetch;
+pub mod inform;
+pub mod linkroute;
+pub mod links;
+pub mod manager;
+pub mod pac;
+pub mod path;
+pub mod policy;
+pub mod proxy;
+pub mod state;

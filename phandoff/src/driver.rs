@@ -18,7 +18,7 @@ use crate::responder::{Event, Responder};
 pub const PORT: u16 = 4747;
 
 /// A socket on one link.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct LinkSocket {
     /// The link index it serves.
     pub link: u8,
@@ -58,14 +58,21 @@ struct Datagram {
     data: Vec<u8>,
 }
 
-fn receive_all(socks: &[LinkSocket]) -> mpsc::Receiver<Datagram> {
+fn receive_all(socks: &[LinkSocket]) -> (mpsc::Sender<Datagram>, mpsc::Receiver<Datagram>) {
     let (tx, rx) = mpsc::channel(256);
     for s in socks {
-        let (s, tx) = (s.clone(), tx.clone());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; crate::wire::MAX_MESSAGE + 1];
-            loop {
-                match s.sock.recv_from(&mut buf).await {
+        let _ = receive(s.clone(), tx.clone());
+    }
+    (tx, rx)
+}
+
+fn receive(s: LinkSocket, tx: mpsc::Sender<Datagram>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; crate::wire::MAX_MESSAGE + 1];
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                r = s.sock.recv_from(&mut buf) => match r {
                     Ok((n, SocketAddr::V4(from))) => {
                         let d = Datagram {
                             link: s.link,
@@ -78,11 +85,10 @@ fn receive_all(socks: &[LinkSocket]) -> mpsc::Receiver<Datagram> {
                     }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-                }
+                },
             }
-        });
-    }
-    rx
+        }
+    })
 }
 
 /// Maps tokio's clock onto the core's [`Instant`].
@@ -128,7 +134,7 @@ pub async fn run_responder(
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Responder {
     let clock = Clock::new();
-    let mut rx = receive_all(&socks);
+    let (_keep, mut rx) = receive_all(&socks);
     loop {
         let wake = r.poll_timeout().map(|t| clock.deadline(t));
         tokio::select! {
@@ -160,17 +166,22 @@ pub enum Command {
     Associate(u8),
     /// Switch to this link.
     Switch(u8),
+    /// Serve one more link (a socket bound to its interface).
+    Attach(LinkSocket),
+    /// Our interface on this link is gone: stop probing it and close its socket.
+    LinkDown(u8),
 }
 
 /// Runs `c` on `socks`, taking commands and forwarding events, until either channel closes.
 pub async fn run_client(
     mut c: Client,
-    socks: Vec<LinkSocket>,
+    mut socks: Vec<LinkSocket>,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<ClientEvent>,
 ) {
     let clock = Clock::new();
-    let mut rx = receive_all(&socks);
+    let (tx, mut rx) = receive_all(&socks);
+    let mut readers: Vec<(u8, tokio::task::JoinHandle<()>)> = Vec::new();
     loop {
         let wake = c.poll_timeout().map(|t| clock.deadline(t));
         tokio::select! {
@@ -183,6 +194,28 @@ pub async fn run_client(
                 Some(Command::LinkUp(l, a)) => c.link_up(clock.now(), l, a),
                 Some(Command::Associate(l)) => c.associate(clock.now(), l),
                 Some(Command::Switch(l)) => c.switch(clock.now(), l),
+                Some(Command::Attach(s)) => {
+                    // Each attached socket gets a reader of its own, ended by LinkDown.
+                    for (l, r) in &readers {
+                        if *l == s.link {
+                            r.abort();
+                        }
+                    }
+                    readers.retain(|(l, _)| *l != s.link);
+                    readers.push((s.link, receive(s.clone(), tx.clone())));
+                    socks.retain(|x| x.link != s.link);
+                    socks.push(s);
+                }
+                Some(Command::LinkDown(l)) => {
+                    c.link_down(l);
+                    socks.retain(|x| x.link != l);
+                    for (x, r) in &readers {
+                        if *x == l {
+                            r.abort();
+                        }
+                    }
+                    readers.retain(|(x, _)| *x != l);
+                }
                 None => return,
             },
             _ = sleep_until(wake) => c.handle_timeout(clock.now()),

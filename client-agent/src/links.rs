@@ -1,0 +1,115 @@
+//! The link watcher: rtnetlink multicast groups for links and IPv4 addresses. On every
+//! notification (and once a second, in case one was lost) it dumps links and addresses and
+//! publishes a snapshot; the manager compares snapshots. The OS's DHCP client sets addresses;
+//! we only read them.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+use rtnetlink::sys::{AsyncSocket, SocketAddr};
+use tokio::sync::watch;
+
+/// One interface as the kernel sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iface {
+    /// Kernel index.
+    pub index: u32,
+    /// Hardware address (zeros if none).
+    pub mac: [u8; 6],
+    /// Administratively up with carrier.
+    pub up: bool,
+    /// The first IPv4 address and its prefix length.
+    pub addr: Option<(Ipv4Addr, u8)>,
+}
+
+/// Interfaces by name.
+pub type Snapshot = BTreeMap<String, Iface>;
+
+const RTMGRP_LINK: u32 = 1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+
+/// Starts watching; the receiver sees a new snapshot whenever something changed.
+pub fn watch() -> std::io::Result<watch::Receiver<Snapshot>> {
+    let (mut conn, handle, mut messages) = rtnetlink::new_connection()?;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))?;
+    tokio::spawn(conn);
+    let (tx, rx) = watch::channel(Snapshot::new());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if let Ok(s) = dump(&handle).await {
+                tx.send_if_modified(|old| {
+                    let changed = *old != s;
+                    *old = s;
+                    changed
+                });
+            }
+            tokio::select! {
+                m = messages.next() => if m.is_none() { return },
+                _ = tick.tick() => {}
+            }
+            // Coalesce a burst of notifications into one dump.
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(2), messages.next()).await
+            {}
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+async fn dump(h: &rtnetlink::Handle) -> Result<Snapshot, rtnetlink::Error> {
+    let mut out = Snapshot::new();
+    let mut names = BTreeMap::new();
+    let mut links = h.link().get().execute();
+    while let Some(l) = links.try_next().await? {
+        let mut name = None;
+        let mut mac = [0u8; 6];
+        for a in &l.attributes {
+            match a {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Address(m) if m.len() == 6 => mac.copy_from_slice(m),
+                _ => {}
+            }
+        }
+        let Some(name) = name else { continue };
+        let up =
+            l.header.flags.contains(LinkFlags::Up) && l.header.flags.contains(LinkFlags::LowerUp);
+        names.insert(l.header.index, name.clone());
+        out.insert(
+            name,
+            Iface {
+                index: l.header.index,
+                mac,
+                up,
+                addr: None,
+            },
+        );
+    }
+    let mut addrs = h.address().get().execute();
+    while let Some(a) = addrs.try_next().await? {
+        let Some(name) = names.get(&a.header.index) else {
+            continue;
+        };
+        let local = a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Local(IpAddr::V4(v)) | AddressAttribute::Address(IpAddr::V4(v)) => {
+                Some(*v)
+            }
+            _ => None,
+        });
+        if let (Some(v), Some(i)) = (local, out.get_mut(name)) {
+            if i.addr.is_none() {
+                i.addr = Some((v, a.header.prefix_len));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,258 @@
+//! The association with one HomeSpot: the P-Handoff client (pinned identity), our interfaces
+//! on its links, the global address on `lo`, and the host route to the HomeSpot's global
+//! address through the current link (`rto_min` and `quickack` as DESIGN.md section 8 says).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use phandoff::client::{Client, ClientConfig, ClientEvent};
+use phandoff::crypto::ClientKeys;
+use phandoff::driver::{run_client, Command, LinkSocket, PORT};
+use phandoff::routes::{ifindex, HostRoute, Netlink, RouteProgrammer};
+use phandoff::wire::Advert;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::links::Iface;
+use crate::path::Upstream;
+
+struct Mine {
+    ifname: String,
+    alive: bool,
+    rp_filter: Option<String>,
+}
+
+/// The association.
+pub struct HomeSpot {
+    advert: Advert,
+    cmd: mpsc::Sender<Command>,
+    nl: Netlink,
+    global: Option<Ipv4Addr>,
+    links: BTreeMap<u8, Mine>,
+    current: Option<u8>,
+    switching: Option<u8>,
+    associating: bool,
+    route: bool,
+}
+
+impl HomeSpot {
+    /// Starts the P-Handoff client for the HomeSpot of `advert`, pinning its identity.
+    pub fn start(
+        cfg: &Config,
+        key: [u8; 32],
+        advert: Advert,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> anyhow::Result<HomeSpot> {
+        let pinned = crate::state::pinned(&cfg.state_dir);
+        if !pinned.contains(&advert.identity) {
+            crate::state::pin(&cfg.state_dir, &advert.identity)?;
+            tracing::info!(
+                "pinned HomeSpot {} (trust on first use)",
+                crate::state::short_id(&advert.identity)
+            );
+        }
+        let pc = ClientConfig {
+            probe_interval: cfg.probe_interval,
+            probe_misses: cfg.probe_misses,
+            ..ClientConfig::default()
+        };
+        let c = Client::new(
+            pc,
+            ClientKeys::from_secret(key),
+            Some(advert.identity),
+            crate::state::random32()?,
+            PORT,
+        );
+        let (cmd, rx) = mpsc::channel(32);
+        tokio::spawn(run_client(c, Vec::new(), rx, events));
+        Ok(HomeSpot {
+            advert,
+            cmd,
+            nl: Netlink::new().map_err(|e| anyhow::anyhow!("{e}"))?,
+            global: None,
+            links: BTreeMap::new(),
+            current: None,
+            switching: None,
+            associating: false,
+            route: false,
+        })
+    }
+
+    /// Its identity.
+    pub fn identity(&self) -> [u8; 32] {
+        self.advert.identity
+    }
+
+    /// Our interface `ifname` (address `addr`) is on the HomeSpot's `link`.
+    pub async fn attach(&mut self, ifname: &str, _iface: &Iface, link: u8, addr: Ipv4Addr) {
+        let sock = match LinkSocket::bind(link, ifname, PORT) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{ifname}: P-Handoff socket: {e}");
+                return;
+            }
+        };
+        let rp = phandoff::routes::rp_filter_loose(ifname).ok();
+        let old = self.links.insert(
+            link,
+            Mine {
+                ifname: ifname.to_string(),
+                alive: true,
+                rp_filter: rp,
+            },
+        );
+        if let Some(o) = old.and_then(|o| o.rp_filter) {
+            if let Some(m) = self.links.get_mut(&link) {
+                m.rp_filter.get_or_insert(o);
+            }
+        }
+        let _ = self.cmd.send(Command::Attach(sock)).await;
+        let _ = self.cmd.send(Command::LinkUp(link, addr)).await;
+        if self.global.is_none() && !self.associating {
+            self.associating = true;
+            let _ = self.cmd.send(Command::Associate(link)).await;
+        }
+    }
+
+    /// Our interface on `link` lost its address.
+    pub fn link_gone(&mut self, link: u8) {
+        if let Some(m) = self.links.remove(&link) {
+            if let Some(old) = m.rp_filter {
+                let _ = phandoff::routes::restore_rp_filter(&m.ifname, &old);
+            }
+        }
+        let _ = self.cmd.try_send(Command::LinkDown(link));
+        if self.current == Some(link) {
+            self.current = None;
+        }
+    }
+
+    /// Associated and alive on `link`.
+    pub fn usable(&self, link: u8) -> bool {
+        self.global.is_some() && self.links.get(&link).is_some_and(|m| m.alive)
+    }
+
+    /// A switch is under way.
+    pub fn switching(&self) -> bool {
+        self.switching.is_some()
+    }
+
+    /// Whether `a` is in the HomeSpot's global subnet.
+    pub fn in_global_subnet(&self, a: Ipv4Addr) -> bool {
+        let p = self.advert.global_prefix;
+        let m = if p == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(p.min(32)))
+        };
+        self.global.is_some() && u32::from(a) & m == u32::from(self.advert.global_subnet) & m
+    }
+
+    /// We got `global`: put it on `lo`.
+    pub async fn associated(
+        &mut self,
+        global: Ipv4Addr,
+        _homespot: Ipv4Addr,
+    ) -> anyhow::Result<()> {
+        self.associating = false;
+        self.nl
+            .ensure_address(ifindex("lo"), global)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.global = Some(global);
+        Ok(())
+    }
+
+    /// Asks the HomeSpot to route to us over `link` (make-before-break: our own route moves
+    /// when it answers, in [`HomeSpot::switched`]).
+    pub async fn switch(&mut self, link: u8, _ifname: &str) {
+        self.switching = Some(link);
+        let _ = self.cmd.send(Command::Switch(link)).await;
+    }
+
+    /// The switch failed.
+    pub fn switch_failed(&mut self, link: u8) {
+        if self.switching == Some(link) {
+            self.switching = None;
+        }
+        if let Some(m) = self.links.get_mut(&link) {
+            m.alive = false;
+        }
+    }
+
+    /// The HomeSpot routes to us over `link`: move our host route there. Returns the interface
+    /// and the upstream to publish.
+    pub async fn switched(&mut self, link: u8) -> Option<(String, Upstream)> {
+        self.switching = None;
+        let global = self.global?;
+        let m = self.links.get(&link)?;
+        let info = self.advert.links.iter().find(|l| l.index == link)?;
+        let r = HostRoute {
+            dest: self.advert.global_addr,
+            via: info.router,
+            ifindex: ifindex(&m.ifname),
+            src: Some(global),
+            table: None,
+            rto_min_ms: Some(20),
+            quickack: true,
+        };
+        if let Err(e) = self.nl.replace(&r).await {
+            tracing::warn!(
+                "host route to {} via {}: {e}",
+                self.advert.global_addr,
+                m.ifname
+            );
+            return None;
+        }
+        self.route = true;
+        self.current = Some(link);
+        Some((
+            m.ifname.clone(),
+            Upstream::HomeSpot {
+                global,
+                proxy: SocketAddrV4::new(self.advert.global_addr, info.proxy_port),
+            },
+        ))
+    }
+
+    /// Probes on `link` went unanswered; returns the interface.
+    pub fn dead(&mut self, link: u8) -> Option<String> {
+        let m = self.links.get_mut(&link)?;
+        m.alive = false;
+        Some(m.ifname.clone())
+    }
+
+    /// `link` answers again; returns the interface.
+    pub fn alive(&mut self, link: u8) -> Option<String> {
+        let m = self.links.get_mut(&link)?;
+        m.alive = true;
+        Some(m.ifname.clone())
+    }
+
+    /// For the API.
+    pub fn status(&self) -> Value {
+        json!({"identity": crate::state::short_id(&self.advert.identity),
+               "global": self.global.map(|g| g.to_string()),
+               "homespot_global": self.advert.global_addr.to_string(),
+               "current_link": self.current,
+               "links": self.links.iter().map(|(i, m)| json!({"index": i, "interface": m.ifname, "alive": m.alive})).collect::<Vec<_>>()})
+    }
+
+    /// Removes the host route and the global address, restores rp_filter.
+    pub async fn cleanup(&mut self) {
+        if self.route {
+            let _ = self.nl.remove(self.advert.global_addr, None).await;
+        }
+        for m in self.links.values() {
+            if let Some(old) = &m.rp_filter {
+                let _ = phandoff::routes::restore_rp_filter(&m.ifname, old);
+            }
+        }
+        if let Some(g) = self.global {
+            let _ = std::process::Command::new("ip")
+                .args(["addr", "del", &format!("{g}/32"), "dev", "lo"])
+                .status();
+        }
+    }
+}

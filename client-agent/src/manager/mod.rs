@@ -1,0 +1,702 @@
+//! The Connection Manager: watches links, runs discovery on each, keeps the association with
+//! a HomeSpot, applies the policy, and publishes the path the local proxy uses. Every change
+//! of path is a handoff: a P-Handoff between a HomeSpot's radios (the path stays, the host
+//! routes move) or an L7 restart (a new path; the proxy restarts in-flight requests).
+
+mod homespot;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::discovery::{self, Found, PacCache, Target};
+use crate::events::{ms, Events};
+use crate::links::{Iface, Snapshot};
+use crate::pac::PacHandle;
+use crate::path::{Gap, Meter, Path, Upstream};
+use crate::policy::{Candidate, Kind, Policy};
+use homespot::HomeSpot;
+
+/// What discovery found for an interface.
+enum Disc {
+    Running,
+    HomeSpot {
+        link: u8,
+        kind: Kind,
+    },
+    Plain {
+        pac: Option<PacHandle>,
+        wpad: Option<String>,
+        router: Option<Ipv4Addr>,
+        cached: bool,
+    },
+}
+
+struct Link {
+    iface: Iface,
+    addr_at: Instant,
+    disc: Disc,
+    disc_done: Option<Instant>,
+    generation: u64,
+}
+
+/// A request from the Mobility API.
+pub enum ApiRequest {
+    /// The whole state.
+    Status,
+    /// Move to this interface.
+    Switch(String),
+    /// Is this address on one of our links (a local peer)?
+    Lookup(Ipv4Addr),
+    /// How would a request for this URL go now?
+    Connect(String),
+}
+
+/// A handoff under way, until its interruption is measured.
+struct Handoff {
+    id: u64,
+    kind: &'static str,
+    from: String,
+    to: String,
+    reason: String,
+    started: Instant,
+    signalling: Option<Duration>,
+    discovery: &'static str,
+    done: Option<Instant>,
+}
+
+/// The manager.
+pub struct Manager {
+    cfg: Config,
+    links: BTreeMap<String, Link>,
+    hs: Option<HomeSpot>,
+    path: watch::Sender<Path>,
+    meter: Arc<Meter>,
+    policy: Policy,
+    events: Events,
+    current: Option<String>,
+    none_since: Option<Instant>,
+    handoff_seq: u64,
+    handoffs: Vec<Handoff>,
+    loss: Option<(u64, Instant, String)>,
+    handle: rtnetlink::Handle,
+    cache: PacCache,
+    key: [u8; 32],
+    disc_tx: mpsc::Sender<(String, u64, Found)>,
+    disc_rx: Option<mpsc::Receiver<(String, u64, Found)>>,
+}
+
+impl Manager {
+    /// A manager publishing on `path`, measuring with `meter`, reporting on `events`.
+    pub fn new(
+        cfg: Config,
+        path: watch::Sender<Path>,
+        meter: Arc<Meter>,
+        events: Events,
+    ) -> anyhow::Result<Manager> {
+        let key = crate::state::client_key(&cfg.state_dir)?;
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        let (disc_tx, disc_rx) = mpsc::channel(32);
+        Ok(Manager {
+            policy: Policy::new(cfg.policy.clone()),
+            cfg,
+            links: BTreeMap::new(),
+            hs: None,
+            path,
+            meter,
+            events,
+            current: None,
+            none_since: Some(Instant::now()),
+            handoff_seq: 0,
+            handoffs: Vec::new(),
+            loss: None,
+            handle,
+            cache: PacCache::default(),
+            key,
+            disc_tx,
+            disc_rx: Some(disc_rx),
+        })
+    }
+
+    fn managed(&self, name: &str) -> bool {
+        name != "lo"
+            && (self.cfg.interfaces.is_empty() || self.cfg.interfaces.iter().any(|i| i == name))
+    }
+
+    /// Runs until `stop` fires; then removes what it installed.
+    pub async fn run(
+        mut self,
+        mut snapshots: watch::Receiver<Snapshot>,
+        mut gaps: mpsc::UnboundedReceiver<Gap>,
+        mut api: mpsc::Receiver<(ApiRequest, oneshot::Sender<Value>)>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let Some(mut disc_rx) = self.disc_rx.take() else {
+            return;
+        };
+        let (hs_tx, mut hs_rx) = mpsc::channel(64);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let first = snapshots.borrow_and_update().clone();
+        self.on_snapshot(first);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                r = snapshots.changed() => {
+                    if r.is_err() { break; }
+                    let s = snapshots.borrow_and_update().clone();
+                    self.on_snapshot(s);
+                }
+                Some((name, generation, found)) = disc_rx.recv() => self.on_found(name, generation, found, &hs_tx).await,
+                Some(e) = hs_rx.recv() => self.on_homespot(e).await,
+                Some(g) = gaps.recv() => self.on_gap(g),
+                Some((req, reply)) = api.recv() => {
+                    let v = self.on_api(req).await;
+                    let _ = reply.send(v);
+                }
+                _ = tick.tick() => {
+                    self.evaluate(None).await;
+                    self.expire_handoffs();
+                }
+            }
+        }
+        self.cleanup().await;
+    }
+
+    fn on_snapshot(&mut self, snap: Snapshot) {
+        let gone: Vec<String> = self
+            .links
+            .keys()
+            .filter(|n| !snap.get(*n).is_some_and(|i| i.up && i.addr.is_some()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(l) = self.links.remove(&name) {
+                self.events.emit(
+                    "link_down",
+                    json!({"link": name, "reason": "address or carrier gone"}),
+                );
+                if let (Disc::HomeSpot { link, .. }, Some(hs)) = (&l.disc, self.hs.as_mut()) {
+                    hs.link_gone(*link);
+                }
+                if self.current.as_deref() == Some(&name) {
+                    self.start_loss(&name);
+                }
+            }
+        }
+        for (name, iface) in snap {
+            if !self.managed(&name) || !iface.up {
+                continue;
+            }
+            let Some((addr, prefix)) = iface.addr else {
+                continue;
+            };
+            let same = self
+                .links
+                .get(&name)
+                .is_some_and(|l| l.iface.addr == iface.addr);
+            if same {
+                continue;
+            }
+            let generation = self.links.get(&name).map(|l| l.generation + 1).unwrap_or(0);
+            self.events.emit(
+                "link_up",
+                json!({"link": name, "address": addr.to_string(), "prefix": prefix}),
+            );
+            self.links.insert(
+                name.clone(),
+                Link {
+                    iface: iface.clone(),
+                    addr_at: Instant::now(),
+                    disc: Disc::Running,
+                    disc_done: None,
+                    generation,
+                },
+            );
+            let t = Target {
+                ifname: name.clone(),
+                index: iface.index,
+                mac: iface.mac,
+                addr,
+                prefix,
+            };
+            let (settings, cache, tx, handle) = (
+                self.cfg.discovery.clone(),
+                self.cache.clone(),
+                self.disc_tx.clone(),
+                self.handle.clone(),
+            );
+            tokio::spawn(async move {
+                let index = t.index;
+                let found = discovery::discover(t, settings, cache, |r| async move {
+                    let router = r.as_ref().and_then(|r| r.router);
+                    if let Err(e) =
+                        crate::linkroute::install(&handle, index, addr, prefix, router).await
+                    {
+                        tracing::warn!("routing table for {addr}: {e}");
+                    }
+                })
+                .await;
+                let _ = tx.send((name, generation, found)).await;
+            });
+        }
+    }
+
+    async fn on_found(
+        &mut self,
+        name: String,
+        generation: u64,
+        found: Found,
+        hs_tx: &mpsc::Sender<phandoff::client::ClientEvent>,
+    ) {
+        let Some(l) = self.links.get_mut(&name) else {
+            return;
+        };
+        if l.generation != generation {
+            return;
+        }
+        l.disc_done = Some(Instant::now());
+        let took = l.addr_at.elapsed();
+        match found {
+            Found::HomeSpot(advert) => {
+                let (addr, prefix) = l.iface.addr.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
+                let info = advert.links.iter().find(|x| {
+                    let m = if x.prefix == 0 {
+                        0
+                    } else {
+                        u32::MAX << (32 - u32::from(x.prefix.min(32)))
+                    };
+                    u32::from(x.subnet) & m == u32::from(addr) & m
+                });
+                let Some(info) = info.cloned() else {
+                    tracing::warn!(
+                        "{name}: the HomeSpot's advert lists no link with {addr}/{prefix}"
+                    );
+                    l.disc = Disc::Plain {
+                        pac: None,
+                        wpad: None,
+                        router: None,
+                        cached: false,
+                    };
+                    return;
+                };
+                if let Some(hs) = &self.hs {
+                    if hs.identity() != advert.identity {
+                        tracing::warn!(
+                            "{name}: another HomeSpot ({}); used as a plain network",
+                            crate::state::short_id(&advert.identity)
+                        );
+                        l.disc = Disc::Plain {
+                            pac: None,
+                            wpad: None,
+                            router: None,
+                            cached: false,
+                        };
+                        return;
+                    }
+                }
+                l.disc = Disc::HomeSpot {
+                    link: info.index,
+                    kind: info.kind.into(),
+                };
+                self.events.emit(
+                    "discovered",
+                    json!({"link": name, "homespot": crate::state::short_id(&advert.identity), "homespot_link": info.index,
+                           "kind": Kind::from(info.kind).name(), "took_ms": ms(took)}),
+                );
+                let iface = l.iface.clone();
+                if self.hs.is_none() {
+                    match HomeSpot::start(&self.cfg, self.key, *advert, hs_tx.clone()) {
+                        Ok(h) => self.hs = Some(h),
+                        Err(e) => {
+                            tracing::warn!("P-Handoff client: {e}");
+                            return;
+                        }
+                    }
+                }
+                if let Some(hs) = self.hs.as_mut() {
+                    hs.attach(&name, &iface, info.index, addr).await;
+                }
+            }
+            Found::Plain {
+                inform,
+                pac,
+                wpad,
+                cached,
+                note,
+            } => {
+                let router = inform.as_ref().and_then(|r| r.router);
+                self.events.emit(
+                    "discovered",
+                    json!({"link": name, "homespot": null, "wpad": wpad, "pac": pac.is_some(), "cached": cached,
+                           "note": note, "took_ms": ms(took)}),
+                );
+                l.disc = Disc::Plain {
+                    pac,
+                    wpad,
+                    router,
+                    cached,
+                };
+            }
+        }
+        self.evaluate(None).await;
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        for (name, l) in &self.links {
+            match &l.disc {
+                Disc::Running => {}
+                Disc::HomeSpot { link, kind } => {
+                    if self.hs.as_ref().is_some_and(|h| h.usable(*link)) {
+                        out.push(Candidate {
+                            name: name.clone(),
+                            kind: *kind,
+                            homespot: true,
+                        });
+                    }
+                }
+                Disc::Plain { .. } => out.push(Candidate {
+                    name: name.clone(),
+                    kind: self.cfg.kind_of(name),
+                    homespot: false,
+                }),
+            }
+        }
+        out
+    }
+
+    /// Applies the policy (or the user's choice, `manual`).
+    async fn evaluate(&mut self, manual: Option<String>) {
+        let now = Instant::now();
+        let cands = self.candidates();
+        let current_ok = self
+            .current
+            .as_ref()
+            .is_some_and(|c| cands.iter().any(|x| &x.name == c));
+        if !current_ok && self.current.is_some() && cands.is_empty() {
+            self.publish_none();
+        }
+        let decision = match manual {
+            Some(to) => Some(crate::policy::Decision { to, reason: "user" }),
+            None => {
+                if self.hs.as_ref().is_some_and(|h| h.switching()) {
+                    return;
+                }
+                let cur = if current_ok {
+                    self.current.clone()
+                } else {
+                    None
+                };
+                self.policy
+                    .decide(now, self.meter.total(), cur.as_deref(), &cands)
+            }
+        };
+        let Some(d) = decision else { return };
+        if current_ok && self.current.as_deref() == Some(d.to.as_str()) {
+            return;
+        }
+        self.move_to(&d.to, d.reason).await;
+    }
+
+    fn start_loss(&mut self, name: &str) {
+        self.handoff_seq += 1;
+        let now = Instant::now();
+        self.meter.handoff_started(self.handoff_seq, now);
+        self.loss = Some((self.handoff_seq, now, name.to_string()));
+    }
+
+    fn publish_none(&mut self) {
+        self.none_since.get_or_insert_with(Instant::now);
+        self.path.send_modify(|p| p.upstream = None);
+    }
+
+    async fn move_to(&mut self, to: &str, reason: &str) {
+        let Some(l) = self.links.get(to) else { return };
+        let (id, started, reason) = match self.loss.take() {
+            Some((id, t, lost)) => (id, t, format!("{reason}; {lost} lost")),
+            None => {
+                self.handoff_seq += 1;
+                let now = Instant::now();
+                self.meter.handoff_started(self.handoff_seq, now);
+                (self.handoff_seq, now, reason.to_string())
+            }
+        };
+        let from = self.current.clone().unwrap_or_default();
+        let discovery = if l.disc_done.is_some_and(|d| d < started) {
+            "cached"
+        } else {
+            "fresh"
+        };
+        let mut h = Handoff {
+            id,
+            kind: "l7-restart",
+            from,
+            to: to.to_string(),
+            reason,
+            started,
+            signalling: None,
+            discovery,
+            done: None,
+        };
+        match &l.disc {
+            Disc::HomeSpot { link, .. } => {
+                h.kind = "p-handoff";
+                if let Some(hs) = self.hs.as_mut() {
+                    hs.switch(*link, to).await;
+                }
+                self.handoffs.push(h);
+                self.policy.switched(Instant::now());
+            }
+            Disc::Plain {
+                pac, wpad, cached, ..
+            } => {
+                let Some((addr, _)) = l.iface.addr else {
+                    return;
+                };
+                if *cached && h.discovery == "fresh" {
+                    h.discovery = "cached";
+                }
+                let up = Upstream::Link {
+                    addr,
+                    pac: pac.clone(),
+                };
+                tracing::info!(
+                    "path: {to} ({addr}), proxy from {}",
+                    wpad.as_deref().unwrap_or("DIRECT")
+                );
+                let addr_at = l.addr_at;
+                self.set_path(to, up, true);
+                h.done = Some(Instant::now());
+                self.meter.handoff_done(
+                    id,
+                    Some(addr_at).filter(|a| *a >= started - Duration::from_secs(30)),
+                );
+                self.route_changed(&h);
+                self.handoffs.push(h);
+                self.policy.switched(Instant::now());
+            }
+            Disc::Running => {}
+        }
+    }
+
+    /// Publishes a new upstream; `restart`: in-flight requests restart on it.
+    fn set_path(&mut self, link: &str, up: Upstream, restart: bool) {
+        let long_outage = self
+            .none_since
+            .take()
+            .is_some_and(|t| t.elapsed() > Duration::from_secs(1));
+        self.current = Some(link.to_string());
+        self.path.send_modify(|p| {
+            if restart || long_outage {
+                p.epoch += 1;
+            }
+            p.link = link.to_string();
+            p.upstream = Some(up);
+        });
+    }
+
+    fn route_changed(&self, h: &Handoff) {
+        self.events.emit(
+            "route_changed",
+            json!({"handoff": h.id, "kind": h.kind, "from": h.from, "to": h.to, "reason": h.reason,
+                   "signalling_ms": h.signalling.map(ms)}),
+        );
+    }
+
+    fn on_gap(&mut self, g: Gap) {
+        if let Some(i) = self.handoffs.iter().position(|h| h.id == g.handoff) {
+            let h = self.handoffs.remove(i);
+            self.emit_handoff(&h, Some(g));
+        }
+    }
+
+    fn emit_handoff(&self, h: &Handoff, g: Option<Gap>) {
+        self.events.emit(
+            "handoff",
+            json!({"handoff": h.id, "kind": h.kind, "from": h.from, "to": h.to, "reason": h.reason,
+                   "discovery": h.discovery,
+                   "signalling_ms": h.signalling.map(ms),
+                   "decided_to_done_ms": h.done.map(|d| ms(d - h.started)),
+                   "interruption_ms": g.map(|g| ms(g.gap)),
+                   "address_to_bytes_ms": g.and_then(|g| g.from_address).map(ms)}),
+        );
+    }
+
+    fn expire_handoffs(&mut self) {
+        let now = Instant::now();
+        self.meter.expire(now);
+        let old: Vec<Handoff> = {
+            let (old, keep) = std::mem::take(&mut self.handoffs)
+                .into_iter()
+                .partition(|h| {
+                    h.done.is_some_and(|d| now - d > Duration::from_secs(5))
+                        || now - h.started > Duration::from_secs(60)
+                });
+            self.handoffs = keep;
+            old
+        };
+        for h in old {
+            self.emit_handoff(&h, None);
+        }
+    }
+
+    async fn on_api(&mut self, req: ApiRequest) -> Value {
+        match req {
+            ApiRequest::Status => self.status(),
+            ApiRequest::Switch(to) => {
+                if !self.candidates().iter().any(|c| c.name == to) {
+                    return json!({"ok": false, "error": format!("{to} is not a usable link now")});
+                }
+                self.evaluate(Some(to.clone())).await;
+                json!({"ok": true, "switching_to": to})
+            }
+            ApiRequest::Lookup(a) => {
+                let on = self.links.iter().find(|(_, l)| {
+                    l.iface.addr.is_some_and(|(x, p)| {
+                        let m = if p == 0 {
+                            0
+                        } else {
+                            u32::MAX << (32 - u32::from(p.min(32)))
+                        };
+                        u32::from(x) & m == u32::from(a) & m
+                    })
+                });
+                let global = self.hs.as_ref().is_some_and(|h| h.in_global_subnet(a));
+                json!({"ok": true, "address": a.to_string(), "local": on.is_some() || global,
+                       "link": on.map(|(n, _)| n.clone()), "homespot_global": global})
+            }
+            ApiRequest::Connect(url) => self.connect_plan(&url).await,
+        }
+    }
+
+    async fn connect_plan(&self, url: &str) -> Value {
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            return json!({"ok": false, "error": "not a URL"});
+        };
+        let host = uri.host().unwrap_or("").to_string();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let up = self.path.borrow().upstream.clone();
+        let Some(up) = up else {
+            return json!({"ok": true, "via": [], "note": "no usable link: requests wait (hibernation)"});
+        };
+        match crate::proxy::upstream::hops(&up, url, &host, port).await {
+            Ok(h) => json!({"ok": true, "link": self.current, "via": h.iter().map(|h| json!({
+                "to": h.to.to_string(), "from": h.from.to_string(), "proxy": h.via_proxy})).collect::<Vec<_>>()}),
+            Err(e) => json!({"ok": false, "error": e.0}),
+        }
+    }
+
+    fn status(&self) -> Value {
+        let p = self.path.borrow();
+        let links: Vec<Value> = self
+            .links
+            .iter()
+            .map(|(n, l)| {
+                let (state, extra) = match &l.disc {
+                    Disc::Running => ("discovering", json!(null)),
+                    Disc::HomeSpot { link, kind } => (
+                        if self.hs.as_ref().is_some_and(|h| h.usable(*link)) { "homespot" } else { "homespot-dead" },
+                        json!({"homespot_link": link, "kind": kind.name()}),
+                    ),
+                    Disc::Plain { wpad, router, .. } => ("plain", json!({"wpad": wpad, "router": router.map(|r| r.to_string())})),
+                };
+                json!({"name": n, "address": l.iface.addr.map(|(a, p)| format!("{a}/{p}")), "state": state, "info": extra})
+            })
+            .collect();
+        json!({"ok": true, "current": self.current, "epoch": p.epoch, "hibernating": p.upstream.is_none(),
+               "homespot": self.hs.as_ref().map(|h| h.status()), "links": links, "bytes": self.meter.total(),
+               "proxy": self.cfg.proxy.listen.to_string()})
+    }
+
+    async fn on_homespot(&mut self, e: phandoff::client::ClientEvent) {
+        use phandoff::client::ClientEvent as E;
+        let Some(hs) = self.hs.as_mut() else { return };
+        match e {
+            E::Associated { global, homespot } => {
+                if let Err(e) = hs.associated(global, homespot).await {
+                    tracing::warn!("global address {global}: {e}");
+                    return;
+                }
+                self.events.emit(
+                    "associated",
+                    json!({"global": global.to_string(), "homespot_global": homespot.to_string()}),
+                );
+                self.evaluate(None).await;
+            }
+            E::SwitchDone { link, took } => {
+                let Some((name, up)) = hs.switched(link).await else {
+                    return;
+                };
+                let id = self
+                    .handoffs
+                    .iter()
+                    .rev()
+                    .find(|h| h.kind == "p-handoff" && h.done.is_none())
+                    .map(|h| h.id);
+                let was_homespot =
+                    matches!(self.path.borrow().upstream, Some(Upstream::HomeSpot { .. }));
+                self.set_path(&name, up, !was_homespot);
+                if let Some(id) = id {
+                    if let Some(h) = self.handoffs.iter_mut().find(|h| h.id == id) {
+                        h.done = Some(Instant::now());
+                        h.signalling = Some(took);
+                        if !was_homespot {
+                            h.kind = "p-handoff+restart";
+                        }
+                    }
+                    self.meter.handoff_done(id, None);
+                    if let Some(h) = self.handoffs.iter().find(|h| h.id == id) {
+                        self.route_changed(h);
+                    }
+                }
+            }
+            E::SwitchFailed { link } => {
+                tracing::warn!("switch to HomeSpot link {link} failed");
+                hs.switch_failed(link);
+                self.events
+                    .emit("switch_failed", json!({"homespot_link": link}));
+            }
+            E::LinkDead { link } => {
+                let name = hs.dead(link);
+                self.events.emit("link_down", json!({"link": name, "homespot_link": link, "reason": "probes unanswered (silent loss)"}));
+                if name.is_some() && name == self.current {
+                    let n = name.unwrap_or_default();
+                    self.start_loss(&n);
+                }
+                self.evaluate(None).await;
+            }
+            E::LinkAlive { link } => {
+                let name = hs.alive(link);
+                self.events.emit(
+                    "link_up",
+                    json!({"link": name, "homespot_link": link, "reason": "probes answered again"}),
+                );
+                self.evaluate(None).await;
+            }
+            E::Discovered { .. } | E::IdentityMismatch { .. } => {}
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        if let Some(hs) = self.hs.as_mut() {
+            hs.cleanup().await;
+        }
+        for l in self.links.values() {
+            if let (Disc::Plain { .. }, Some((addr, _))) = (&l.disc, l.iface.addr) {
+                crate::linkroute::remove(&self.handle, l.iface.index, addr).await;
+            }
+        }
+    }
+}

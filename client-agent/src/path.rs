@@ -1,0 +1,180 @@
+//! The path the local proxy sends traffic on, published by the manager, and the meter that
+//! counts bytes and measures each handoff's interruption as the application sees it.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::pac::PacHandle;
+
+/// Where requests go now.
+#[derive(Clone)]
+pub enum Upstream {
+    /// At a HomeSpot: its proxy, from our global address to its global address. P-Handoff
+    /// moves the host routes under this path; the path itself does not change.
+    HomeSpot {
+        /// Our global address (on `lo`).
+        global: Ipv4Addr,
+        /// The HomeSpot proxy on its global address.
+        proxy: SocketAddrV4,
+    },
+    /// A plain link: sockets bound to its address, the PAC result of that link (none: DIRECT).
+    Link {
+        /// The link's address.
+        addr: Ipv4Addr,
+        /// Its PAC evaluator.
+        pac: Option<PacHandle>,
+    },
+}
+
+/// The current path. `epoch` changes only when in-flight requests must restart (a new
+/// upstream path); a P-Handoff between a HomeSpot's radios keeps it.
+#[derive(Clone)]
+pub struct Path {
+    /// Restart generation.
+    pub epoch: u64,
+    /// The interface in use (for status).
+    pub link: String,
+    /// `None` while no link is usable (requests hibernate).
+    pub upstream: Option<Upstream>,
+}
+
+impl Path {
+    /// No link yet.
+    pub fn none() -> Path {
+        Path {
+            epoch: 0,
+            link: String::new(),
+            upstream: None,
+        }
+    }
+}
+
+/// One handoff's interruption, as seen in the bytes the proxy receives.
+#[derive(Debug, Clone, Copy)]
+pub struct Gap {
+    /// The handoff it belongs to.
+    pub handoff: u64,
+    /// The largest pause between received chunks from the handoff's start until shortly
+    /// after it completed.
+    pub gap: Duration,
+    /// From the new link's address to the first bytes after the handoff (L7 restarts).
+    pub from_address: Option<Duration>,
+}
+
+struct Window {
+    handoff: u64,
+    start: Instant,
+    done: Option<Instant>,
+    address_at: Option<Instant>,
+    first_after_done: Option<Instant>,
+    max_gap: Duration,
+}
+
+struct MeterState {
+    last: Option<Instant>,
+    window: Option<Window>,
+}
+
+/// Bytes carried (for the throughput rule) and handoff interruptions.
+pub struct Meter {
+    bytes: std::sync::atomic::AtomicU64,
+    state: Mutex<MeterState>,
+    gaps: mpsc::UnboundedSender<Gap>,
+}
+
+/// How long after a handoff completes its window stays open.
+const SETTLE: Duration = Duration::from_millis(300);
+
+impl Meter {
+    /// A meter reporting to `gaps`.
+    pub fn new(gaps: mpsc::UnboundedSender<Gap>) -> Meter {
+        Meter {
+            bytes: 0.into(),
+            state: Mutex::new(MeterState {
+                last: None,
+                window: None,
+            }),
+            gaps,
+        }
+    }
+
+    /// Bytes so far.
+    pub fn total(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MeterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `n` bytes arrived now.
+    pub fn bytes(&self, n: usize) {
+        self.bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        let now = Instant::now();
+        let mut s = self.lock();
+        let last = s.last.replace(now);
+        let mut report = None;
+        if let Some(w) = s.window.as_mut() {
+            if let Some(l) = last {
+                if now >= w.start {
+                    w.max_gap = w.max_gap.max(now - l);
+                }
+            }
+            if let Some(d) = w.done {
+                w.first_after_done.get_or_insert(now);
+                if now > d + SETTLE {
+                    report = Some(Gap {
+                        handoff: w.handoff,
+                        gap: w.max_gap,
+                        from_address: w.address_at.and_then(|a| {
+                            w.first_after_done.map(|f| f.saturating_duration_since(a))
+                        }),
+                    });
+                }
+            }
+        }
+        if report.is_some() {
+            s.window = None;
+        }
+        drop(s);
+        if let Some(g) = report {
+            let _ = self.gaps.send(g);
+        }
+    }
+
+    /// A handoff starts now (decided or detected). A window still open is dropped.
+    pub fn handoff_started(&self, handoff: u64, at: Instant) {
+        self.lock().window = Some(Window {
+            handoff,
+            start: at,
+            done: None,
+            address_at: None,
+            first_after_done: None,
+            max_gap: Duration::ZERO,
+        });
+    }
+
+    /// The handoff completed now; `address_at`: when the new link got its address.
+    pub fn handoff_done(&self, handoff: u64, address_at: Option<Instant>) {
+        let mut s = self.lock();
+        if let Some(w) = s.window.as_mut().filter(|w| w.handoff == handoff) {
+            w.done = Some(Instant::now());
+            w.address_at = address_at;
+        }
+    }
+
+    /// Closes a window with no traffic after it (idle: nothing to report).
+    pub fn expire(&self, now: Instant) {
+        let mut s = self.lock();
+        if s.window
+            .as_ref()
+            .is_some_and(|w| w.done.is_some_and(|d| now > d + Duration::from_secs(5)))
+        {
+            s.window = None;
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! CONNECT: at a HomeSpot through its proxy over the global addresses (the tunnel survives
+//! P-Handoff); on a plain link through the PAC's proxy, or directly, bound to the link's
+//! address, and closed when the path changes.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::upstream::{connect as tcp, hops};
+use super::{text, ProxyBody, Shared};
+
+/// Opens a CONNECT through a proxy on `s`; Ok when it answers 2xx.
+async fn through_proxy(s: &mut TcpStream, authority: &str) -> Result<(), String> {
+    let req = format!(
+        "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nVia: 1.1 homespot-agent\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut head = Vec::with_capacity(256);
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 || s.read(&mut b).await.map_err(|e| e.to_string())? == 0 {
+            return Err("the proxy closed the CONNECT".into());
+        }
+        head.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let code = line.split_whitespace().nth(1).unwrap_or("");
+    if code.starts_with('2') {
+        Ok(())
+    } else {
+        Err(format!(
+            "the proxy refused the CONNECT: {}",
+            line.lines().next().unwrap_or("")
+        ))
+    }
+}
+
+/// Handles a CONNECT request.
+pub async fn connect(req: Request<Incoming>, shared: Arc<Shared>) -> Response<ProxyBody> {
+    let Some(auth) = req.uri().authority().cloned() else {
+        return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let port = auth.port_u16().unwrap_or(443);
+    let mut rx = shared.path.clone();
+    let up = {
+        let p = rx.borrow_and_update();
+        p.upstream.clone().map(|u| (p.epoch, u))
+    };
+    let Some((epoch, up)) = up else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "no network link now");
+    };
+    let url = format!("https://{}/", auth.as_str());
+    let hs = match hops(&up, &url, auth.host(), port).await {
+        Ok(h) => h,
+        Err(e) => return text(StatusCode::BAD_GATEWAY, &e.0),
+    };
+    let mut last = String::from("no upstream");
+    let mut stream = None;
+    for hop in hs {
+        match tcp(hop, shared.cfg.connect_timeout).await {
+            Ok(mut s) => {
+                if hop.via_proxy {
+                    if let Err(e) = through_proxy(&mut s, auth.as_str()).await {
+                        last = e;
+                        continue;
+                    }
+                }
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = e.0,
+        }
+    }
+    let Some(mut upstream) = stream else {
+        return text(StatusCode::BAD_GATEWAY, &last);
+    };
+    let meter = shared.meter.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let mut client = TokioIo::new(upgraded);
+        // A P-Handoff keeps the epoch, so at a HomeSpot the tunnel lives on; a new path
+        // (another network) ends it.
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Ok((a, b)) = r {
+                    meter.bytes((a + b) as usize);
+                }
+            }
+            _ = async {
+                loop {
+                    if rx.changed().await.is_err() { return; }
+                    let p = rx.borrow_and_update();
+                    if p.epoch != epoch && p.upstream.is_some() { return; }
+                }
+            } => {
+                tracing::info!("CONNECT {auth}: the path changed; closing the tunnel so the client reconnects");
+                let _ = client.shutdown().await;
+            }
+        }
+    });
+    Response::new(ProxyBody::Full(None))
+}
