@@ -126,9 +126,11 @@ pub fn parse_ack(p: &[u8], xid: u32) -> Option<InformReply> {
             3 => r.router = ip(),
             1 => r.prefix = ip().map(|m| u32::from(m).leading_ones() as u8),
             252 => {
+                // Some servers send the URL NUL-terminated or quoted.
                 let url = String::from_utf8_lossy(v)
                     .trim_end_matches('\0')
                     .trim()
+                    .trim_matches('"')
                     .to_string();
                 if !url.is_empty() {
                     r.wpad = Some(url);

@@ -184,6 +184,14 @@ impl Client {
         });
     }
 
+    /// Takes an advert another client already verified (a discovery probe's), so this one can
+    /// associate at once. Ignored unless it comes from the pinned identity.
+    pub fn learn(&mut self, advert: Advert) {
+        if self.pinned == Some(advert.identity) {
+            self.advert = Some(advert);
+        }
+    }
+
     /// Our interface with address `local` is on the HomeSpot's `link`.
     pub fn link_up(&mut self, now: Instant, link: u8, local: Ipv4Addr) {
         self.links.insert(

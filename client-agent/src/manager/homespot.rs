@@ -57,13 +57,14 @@ impl HomeSpot {
             probe_misses: cfg.probe_misses,
             ..ClientConfig::default()
         };
-        let c = Client::new(
+        let mut c = Client::new(
             pc,
             ClientKeys::from_secret(key),
             Some(advert.identity),
             crate::state::random32()?,
             PORT,
         );
+        c.learn(advert.clone());
         let (cmd, rx) = mpsc::channel(32);
         tokio::spawn(run_client(c, Vec::new(), rx, events));
         Ok(HomeSpot {

@@ -1,0 +1,350 @@
+//! The agent's test bed (issue 5): a HomeSpot with a Wi-Fi-like link (tbf 50 Mbit/s) and a
+//! Bluetooth-like link (tbf 2 Mbit/s), both through air bridges; a foreign access point `ap`
+//! with real dnsmasq (option 252), real tinyproxy and its PAC file on busybox httpd (tbf
+//! 20 Mbit/s); the origin server in `net`, reachable from both. The laptop's addresses come
+//! from dhclient; homespot-agent runs in the laptop's namespace.
+//!
+//! Addresses: HomeSpot links 10.77.1.0/24 (wifi, `eth0`) and 10.77.2.0/24 (bluetooth, `eth1`);
+//! AP link 10.88.1.0/24 (`eth2`, AP at .1, proxy 10.88.1.1:8888); AP uplink 10.88.0.0/24;
+//! origin 10.77.0.2:80.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::clients::Dhclient;
+use crate::origin::Origin;
+use crate::{veth, Netns, Proc, Scratch, Topology};
+
+/// The PAC file the foreign AP serves.
+pub const AP_PAC: &str = r#"function FindProxyForURL(url, host) {
+  if (isPlainHostName(host) || isInNet(host, "10.88.1.0", "255.255.255.0")) return "DIRECT";
+  return "PROXY 10.88.1.1:8888; DIRECT";
+}
+"#;
+
+/// The origin's address.
+pub const ORIGIN: &str = "10.77.0.2:80";
+
+/// Events from the agent's Mobility API, collected by a reader thread.
+#[derive(Clone, Default)]
+pub struct EventLog(Arc<Mutex<Vec<Value>>>);
+
+impl EventLog {
+    /// Every event so far.
+    pub fn all(&self) -> Vec<Value> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Waits for an event after index `from` for which `pred` holds; returns its index and it.
+    pub fn wait(&self, from: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<(usize, Value)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = self.all();
+            if let Some((i, e)) = all.iter().enumerate().skip(from).find(|(_, e)| pred(e)) {
+                return Ok((i, e.clone()));
+            }
+            if Instant::now() > deadline {
+                bail!("no such event within {timeout:?}; events: {}", all.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// How many events so far.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// No events yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The running bed. Dropping it stops everything and removes the namespaces.
+pub struct JourneyBed {
+    /// HomeSpot, laptop, net, air.
+    pub topo: Topology,
+    /// The foreign access point.
+    pub ap: Netns,
+    /// Scratch files (configs, logs).
+    pub dir: Scratch,
+    /// The origin in `net`.
+    pub origin: Origin,
+    /// The agent's API socket.
+    pub api: PathBuf,
+    procs: Vec<Proc>,
+    agent: Option<Proc>,
+    homespotd: Option<Proc>,
+}
+
+fn tbf(ns: &Netns, dev: &str, rate: &str, burst: &str) -> Result<()> {
+    ns.run(&["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", burst, "latency", "100ms"])?;
+    Ok(())
+}
+
+impl JourneyBed {
+    /// Builds the bed, starts homespotd (`homespotd` is its path), the AP's programs, and
+    /// gets the laptop leases on both HomeSpot links. The agent is started by
+    /// [`JourneyBed::start_agent`].
+    pub fn start(homespotd: &str) -> Result<JourneyBed> {
+        let topo = Topology::with_air(2)?;
+        let dir = Scratch::new("journey")?;
+        let ap = Netns::new("ap")?;
+        let origin = Origin::start(&topo.net, ORIGIN.parse::<SocketAddr>()?)?;
+        // HomeSpot.
+        let kinds = ["wifi", "bluetooth"];
+        let mut cfg = format!(
+            "[server]\nlease_db = \"{}\"\n[handoff]\nglobal_subnet = \"10.200.0.0/24\"\nidentity = \"{}\"\n",
+            dir.join("leases.redb").display(),
+            dir.join("identity.key").display()
+        );
+        for (l, kind) in topo.links.iter().zip(kinds) {
+            cfg += &format!(
+                "\n[[link]]\nname = \"{kind}\"\nkind = \"{kind}\"\ninterface = \"{}\"\naddress = \"{}/24\"\n\
+                 pools = [\"{}-{}\"]\nlease_time = \"1h\"\n",
+                l.hs_if,
+                l.hs_addr,
+                l.host(100),
+                l.host(199),
+            );
+        }
+        let conf = dir.join("homespotd.toml");
+        std::fs::write(&conf, cfg)?;
+        let mut hs = topo.homespot.spawn(&[homespotd, "--config", &conf.display().to_string()], &dir.join("homespotd.log"))?;
+        hs.wait_for_log("lease database loaded", Duration::from_secs(10))?;
+        tbf(&topo.homespot, "lan0", "50mbit", "64kb")?;
+        tbf(&topo.homespot, "lan1", "2mbit", "8kb")?;
+        tbf(&topo.client, "eth0", "50mbit", "64kb")?;
+        tbf(&topo.client, "eth1", "2mbit", "8kb")?;
+        // The foreign AP: a link to the laptop (eth2) and an uplink to `net`.
+        veth(&ap, "lan", &topo.client, "eth2")?;
+        veth(&ap, "uplink", &topo.net, "ap")?;
+        ap.run(&["ip", "addr", "add", "10.88.1.1/24", "dev", "lan"])?;
+        ap.run(&["ip", "addr", "add", "10.88.0.1/24", "dev", "uplink"])?;
+        ap.run(&["ip", "link", "set", "lan", "up"])?;
+        ap.run(&["ip", "link", "set", "uplink", "up"])?;
+        ap.run(&["ip", "route", "add", "10.77.0.0/24", "via", "10.88.0.2"])?;
+        topo.net.run(&["ip", "addr", "add", "10.88.0.2/24", "dev", "ap"])?;
+        topo.net.run(&["ip", "link", "set", "ap", "up"])?;
+        topo.client.run(&["ip", "link", "set", "eth2", "up"])?;
+        tbf(&ap, "lan", "20mbit", "32kb")?;
+        let mut procs = vec![];
+        let leases = dir.join("ap.leases");
+        procs.push(ap.spawn(
+            &[
+                "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--interface=lan",
+                "--bind-interfaces", "--dhcp-range=10.88.1.100,10.88.1.150,1h", "--dhcp-option=3,10.88.1.1",
+                "--dhcp-option=252,http://10.88.1.1/wpad.dat", "--no-ping", "--log-dhcp", "--pid-file=",
+                &format!("--dhcp-leasefile={}", leases.display()), "--user=root",
+            ],
+            &dir.join("dnsmasq.log"),
+        )?);
+        let tp = dir.join("tinyproxy.conf");
+        std::fs::write(
+            &tp,
+            "Port 8888\nListen 10.88.1.1\nTimeout 600\nMaxClients 100\nAllow 10.88.1.0/24\nConnectPort 443\nConnectPort 8443\nLogLevel Info\n",
+        )?;
+        procs.push(ap.spawn(&["tinyproxy", "-d", "-c", &tp.display().to_string()], &dir.join("tinyproxy.log"))?);
+        let www = dir.join("www");
+        std::fs::create_dir_all(&www)?;
+        std::fs::write(www.join("wpad.dat"), AP_PAC)?;
+        procs.push(ap.spawn(&["busybox", "httpd", "-f", "-p", "10.88.1.1:80", "-h", &www.display().to_string()], &dir.join("httpd.log"))?);
+        let mut bed = JourneyBed {
+            api: dir.join("agent.sock"),
+            topo,
+            ap,
+            dir,
+            origin,
+            procs,
+            agent: None,
+            homespotd: Some(hs),
+        };
+        for i in 0..2 {
+            bed.dhcp(&format!("eth{i}"))?;
+        }
+        Ok(bed)
+    }
+
+    /// Runs dhclient on `ifname` in the laptop (it stays, renewing) and waits for the address.
+    pub fn dhcp(&mut self, ifname: &str) -> Result<Ipv4Addr> {
+        let c = Dhclient::new(&self.dir, &format!("dhclient-{ifname}"))?;
+        let mut args = c.args(&["-d", ifname]);
+        args.drain(..4); // no `timeout` wrapper: it runs for the whole test
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let p = self.topo.client.spawn(&refs, &self.dir.join(&format!("dhclient-{ifname}.log")))?;
+        self.procs.push(p);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(a) = self.address(ifname) {
+                return Ok(a);
+            }
+            if Instant::now() > deadline {
+                bail!("no lease on {ifname}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The laptop's address on `ifname`.
+    pub fn address(&self, ifname: &str) -> Option<Ipv4Addr> {
+        let out = self.topo.client.run(&["ip", "-4", "-o", "addr", "show", "dev", ifname]).ok()?;
+        out.split_whitespace().skip_while(|w| *w != "inet").nth(1)?.split('/').next()?.parse().ok()
+    }
+
+    /// Starts the agent (`agent` is its path) with `extra` appended to its config, and waits
+    /// until it uses a HomeSpot link. Returns a log of its API events.
+    pub fn start_agent(&mut self, agent: &str, extra: &str) -> Result<EventLog> {
+        let conf = self.dir.join("agent.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[agent]\napi_socket = \"{}\"\nstate_dir = \"{}\"\ninterfaces = [\"eth0\", \"eth1\", \"eth2\"]\n{extra}\n\
+                 [[interface]]\nname = \"eth2\"\nkind = \"wifi\"\n",
+                self.api.display(),
+                self.dir.join("agent-state").display()
+            ),
+        )?;
+        let mut p = self.topo.client.spawn(
+            &["env", "HOMESPOT_LOG=info", agent, "--config", &conf.display().to_string(), "run"],
+            &self.dir.join("agent.log"),
+        )?;
+        p.wait_for_log("homespot-agent: proxy on", Duration::from_secs(10))?;
+        self.agent = Some(p);
+        let log = self.events()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.request(r#"{"cmd":"status"}"#)?;
+            if s["current"].is_string() && !s["hibernating"].as_bool().unwrap_or(true) {
+                return Ok(log);
+            }
+            if Instant::now() > deadline {
+                bail!("the agent found no path: {s}\n{}", self.agent_log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        self.agent.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+
+    /// Stops the agent (SIGTERM) and returns its log.
+    pub fn stop_agent(&mut self) -> Result<String> {
+        let mut p = self.agent.take().context("no agent")?;
+        p.stop(Duration::from_secs(5))?;
+        Ok(p.log())
+    }
+
+    /// One API request; its one-line answer.
+    pub fn request(&self, req: &str) -> Result<Value> {
+        let mut s = UnixStream::connect(&self.api)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        writeln!(s, "{req}")?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Subscribes to the agent's events; a thread collects them until the agent stops.
+    pub fn events(&self) -> Result<EventLog> {
+        let mut s = UnixStream::connect(&self.api)?;
+        writeln!(s, "{{\"cmd\":\"events\"}}")?;
+        let log = EventLog::default();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(s).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v.get("event").is_some() {
+                        if let Ok(mut g) = l.0.lock() {
+                            g.push(v);
+                        }
+                    }
+                }
+            }
+        });
+        Ok(log)
+    }
+
+    /// homespotd's log.
+    pub fn homespotd_log(&self) -> String {
+        self.homespotd.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+}
+
+impl Drop for JourneyBed {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.stop(Duration::from_secs(3));
+        }
+    }
+}
+
+/// A download read from a child's stdout: checks every byte against the origin's pattern and
+/// records when each chunk arrived.
+pub struct Download {
+    /// Bytes read.
+    pub bytes: u64,
+    /// Offset of the first byte that did not match, if any.
+    pub mismatch: Option<u64>,
+    /// (arrival time, bytes) of each read.
+    pub chunks: Vec<(Instant, usize)>,
+}
+
+impl Download {
+    /// Reads `r` to the end.
+    pub fn read(mut r: impl std::io::Read, progress: Arc<std::sync::atomic::AtomicU64>) -> Download {
+        let mut d = Download { bytes: 0, mismatch: None, chunks: Vec::new() };
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            d.chunks.push((Instant::now(), n));
+            if d.mismatch.is_none() {
+                for (i, b) in buf[..n].iter().enumerate() {
+                    let at = d.bytes + i as u64;
+                    if *b != crate::origin::pattern_byte(at) {
+                        d.mismatch = Some(at);
+                        break;
+                    }
+                }
+            }
+            d.bytes += n as u64;
+            progress.store(d.bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+        d
+    }
+
+    /// Inter-arrival times between reads.
+    pub fn gaps(&self) -> Vec<Duration> {
+        self.chunks.windows(2).map(|w| w[1].0 - w[0].0).collect()
+    }
+
+    /// The `q` quantile (0..1) of the inter-arrival times.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut g = self.gaps();
+        g.sort();
+        g.get(((g.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default()
+    }
+
+    /// The largest inter-arrival time whose later read is in `[from, to]`.
+    pub fn max_gap_in(&self, from: Instant, to: Instant) -> Duration {
+        self.chunks
+            .windows(2)
+            .filter(|w| w[1].0 >= from && w[1].0 <= to)
+            .map(|w| w[1].0 - w[0].0)
+            .max()
+            .unwrap_or_default()
+    }
+}
