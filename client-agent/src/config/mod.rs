@@ -225,14 +225,14 @@ impl Config {
                 "the local proxy listens on loopback only (127.0.0.1)",
             ));
         }
-        let probe_misses = raw.agent.probe_misses.unwrap_or(5);
+        let probe_misses = raw.agent.probe_misses.unwrap_or(4);
         if !(1..=100).contains(&probe_misses) {
             return Err(c.err("agent.probe_misses", "must be 1..=100"));
         }
         let probe_interval = c.duration(
             "agent.probe_interval",
             raw.agent.probe_interval.as_ref(),
-            Duration::from_millis(50),
+            Duration::from_millis(20),
         )?;
         if probe_interval < Duration::from_millis(10) {
             return Err(c.err("agent.probe_interval", "must be at least 10ms"));
