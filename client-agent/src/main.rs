@@ -53,6 +53,17 @@ enum Cmd {
         /// URL.
         url: String,
     },
+    /// Evaluate a PAC file for a URL in the agent's sandbox, as pactester does (for checking
+    /// a PAC file; no agent needed).
+    Pac {
+        /// The PAC file.
+        file: PathBuf,
+        /// The URL.
+        url: String,
+        /// What myIpAddress() returns (the link's address).
+        #[arg(long, default_value = "127.0.0.1")]
+        my_ip: std::net::Ipv4Addr,
+    },
 }
 
 fn main() {
@@ -88,11 +99,30 @@ fn main() {
         Cmd::Switch { link } => rt.block_on(once(cfg, json!({"cmd": "switch", "link": link}))),
         Cmd::Lookup { addr } => rt.block_on(once(cfg, json!({"cmd": "lookup", "addr": addr}))),
         Cmd::Connect { url } => rt.block_on(once(cfg, json!({"cmd": "connect", "url": url}))),
+        Cmd::Pac { file, url, my_ip } => pac(&cfg, &file, &url, my_ip),
     };
     if let Err(e) = r {
         eprintln!("homespot-agent: {e}");
         std::process::exit(1);
     }
+}
+
+fn pac(
+    cfg: &Config,
+    file: &std::path::Path,
+    url: &str,
+    my_ip: std::net::Ipv4Addr,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let host = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("{url}: no host"))?;
+    let p = homespot_agent::pac::PacHandle::load(&text, my_ip, cfg.discovery.pac)?;
+    println!("{}", p.find_raw_blocking(url, &host)?);
+    Ok(())
 }
 
 async fn once(cfg: Config, req: serde_json::Value) -> anyhow::Result<()> {

@@ -33,7 +33,11 @@ fn homespotd() -> String {
 /// The Instant of an event's wall-clock stamp.
 fn when(e: &Value, anchor: (Instant, SystemTime)) -> Instant {
     let ms = e["time_ms"].as_u64().unwrap_or(0);
-    let a = anchor.1.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let a = anchor
+        .1
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     if ms >= a {
         anchor.0 + Duration::from_millis(ms - a)
     } else {
@@ -44,14 +48,20 @@ fn when(e: &Value, anchor: (Instant, SystemTime)) -> Instant {
 fn wait_bytes(p: &AtomicU64, n: u64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while p.load(Ordering::Relaxed) < n {
-        assert!(Instant::now() < deadline, "download stalled at {} bytes", p.load(Ordering::Relaxed));
+        assert!(
+            Instant::now() < deadline,
+            "download stalled at {} bytes",
+            p.load(Ordering::Relaxed)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn handoff(log: &EventLog, from: usize, to: &str) -> (usize, Value) {
-    log.wait(from, Duration::from_secs(20), |e| e["event"] == "handoff" && e["to"] == to)
-        .expect("handoff event")
+    log.wait(from, Duration::from_secs(20), |e| {
+        e["event"] == "handoff" && e["to"] == to
+    })
+    .expect("handoff event")
 }
 
 #[test]
@@ -61,17 +71,32 @@ fn the_journey_keeps_a_200_mb_download_intact() {
         return;
     }
     let mut bed = JourneyBed::start(&homespotd()).expect("test bed");
-    let events = bed.start_agent(env!("CARGO_BIN_EXE_homespot-agent"), "").expect("agent");
+    let events = bed
+        .start_agent(env!("CARGO_BIN_EXE_homespot-agent"), "")
+        .expect("agent");
     let anchor = (Instant::now(), SystemTime::now());
     let status = bed.request(r#"{"cmd":"status"}"#).expect("status");
-    assert_eq!(status["current"], "eth0", "starts on HomeSpot Wi-Fi: {status}");
+    assert_eq!(
+        status["current"], "eth0",
+        "starts on HomeSpot Wi-Fi: {status}"
+    );
 
     let url = format!("http://{ORIGIN}/bytes/{SIZE}");
     let mut curl = bed
         .topo
         .client
         .command("curl")
-        .args(["-sS", "--fail", "--max-time", "170", "-x", "http://127.0.0.1:3129", &url, "-o", "-"])
+        .args([
+            "-sS",
+            "--fail",
+            "--max-time",
+            "170",
+            "-x",
+            "http://127.0.0.1:3129",
+            &url,
+            "-o",
+            "-",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -84,12 +109,20 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     // 1. Wi-Fi, then the user's switch to Bluetooth (a P-Handoff).
     wait_bytes(&progress, 15_000_000, Duration::from_secs(30));
     let n0 = events.len();
-    let r = bed.request(r#"{"cmd":"switch","link":"eth1"}"#).expect("switch");
+    let r = bed
+        .request(r#"{"cmd":"switch","link":"eth1"}"#)
+        .expect("switch");
     assert_eq!(r["ok"], true, "{r}");
     let (i, to_bt) = handoff(&events, n0, "eth1");
     // 2. The throughput rule takes it back to Wi-Fi.
     let (i, to_wifi) = handoff(&events, i + 1, "eth0");
-    assert!(to_wifi["reason"].as_str().unwrap_or("").contains("throughput"), "{to_wifi}");
+    assert!(
+        to_wifi["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("throughput"),
+        "{to_wifi}"
+    );
     // 3. Wi-Fi lost silently: P-Handoff to Bluetooth.
     std::thread::sleep(Duration::from_secs(2));
     let lost_at = Instant::now();
@@ -99,7 +132,9 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     std::thread::sleep(Duration::from_secs(2));
     bed.topo.lose(1).expect("lose bluetooth");
     events
-        .wait(i + 1, Duration::from_secs(5), |e| e["event"] == "link_down" && e["link"] == "eth1")
+        .wait(i + 1, Duration::from_secs(5), |e| {
+            e["event"] == "link_down" && e["link"] == "eth1"
+        })
         .expect("bluetooth declared dead");
     let at_ap = bed.dhcp("eth2").expect("lease from the AP");
     let (i, to_ap) = handoff(&events, i + 1, "eth2");
@@ -119,11 +154,30 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     let p99 = d.quantile(0.99);
     let seen = |e: &Value, after: Duration| {
         let t = when(e, anchor);
-        d.max_gap_in(t.checked_sub(Duration::from_millis(500)).unwrap_or(t), t + after)
+        d.max_gap_in(
+            t.checked_sub(Duration::from_millis(500)).unwrap_or(t),
+            t + after,
+        )
     };
-    println!("download: {} bytes, curl {st}, p99 inter-arrival {:.2} ms, max {:.2} ms", d.bytes, p99.as_secs_f64() * 1e3,
-        d.gaps().iter().max().copied().unwrap_or_default().as_secs_f64() * 1e3);
-    for (name, e) in [("policy wifi->bluetooth", &to_bt), ("throughput bluetooth->wifi", &to_wifi), ("silent wifi loss", &loss), ("leave for the AP (L7)", &to_ap), ("home again", &home)] {
+    println!(
+        "download: {} bytes, curl {st}, p99 inter-arrival {:.2} ms, max {:.2} ms",
+        d.bytes,
+        p99.as_secs_f64() * 1e3,
+        d.gaps()
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3
+    );
+    for (name, e) in [
+        ("policy wifi->bluetooth", &to_bt),
+        ("throughput bluetooth->wifi", &to_wifi),
+        ("silent wifi loss", &loss),
+        ("leave for the AP (L7)", &to_ap),
+        ("home again", &home),
+    ] {
         println!(
             "{name:28} agent: interruption {} ms, address->bytes {} ms, discovery {}, kind {} | download: largest gap nearby {:.2} ms",
             e["interruption_ms"], e["address_to_bytes_ms"], e["discovery"], e["kind"],
@@ -134,18 +188,29 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     assert!(st.success(), "curl failed: {err}\nagent log:\n{agent_log}");
     assert_eq!(d.bytes, SIZE, "agent log:\n{agent_log}");
     assert_eq!(d.mismatch, None, "spliced or corrupt body");
-    assert!(!agent_log.contains("discarding"), "every restart resumed with Range:\n{agent_log}");
+    assert!(
+        !agent_log.contains("discarding"),
+        "every restart resumed with Range:\n{agent_log}"
+    );
     assert!(agent_log.contains("resumed at byte"), "{agent_log}");
     assert_eq!(to_ap["kind"], "l7-restart");
     assert_eq!(home["discovery"], "cached", "{home}");
     // Loose sanity bounds here; the targets are checked in the benchmark run (BENCHMARKS.md).
-    assert!(loss["interruption_ms"].as_f64().unwrap_or(1e9) < 1000.0, "{loss}");
-    assert!(to_ap["address_to_bytes_ms"].as_f64().unwrap_or(1e9) < 1000.0, "{to_ap}");
+    assert!(
+        loss["interruption_ms"].as_f64().unwrap_or(1e9) < 1000.0,
+        "{loss}"
+    );
+    assert!(
+        to_ap["address_to_bytes_ms"].as_f64().unwrap_or(1e9) < 1000.0,
+        "{to_ap}"
+    );
     let _ = at_ap;
 }
 
 fn log_home(events: &EventLog, from: usize) -> (usize, Value) {
     events
-        .wait(from, Duration::from_secs(20), |e| e["event"] == "handoff" && (e["to"] == "eth0" || e["to"] == "eth1"))
+        .wait(from, Duration::from_secs(20), |e| {
+            e["event"] == "handoff" && (e["to"] == "eth0" || e["to"] == "eth1")
+        })
         .expect("home again")
 }

@@ -43,7 +43,12 @@ impl EventLog {
     }
 
     /// Waits for an event after index `from` for which `pred` holds; returns its index and it.
-    pub fn wait(&self, from: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<(usize, Value)> {
+    pub fn wait(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<(usize, Value)> {
         let deadline = Instant::now() + timeout;
         loop {
             let all = self.all();
@@ -51,7 +56,13 @@ impl EventLog {
                 return Ok((i, e.clone()));
             }
             if Instant::now() > deadline {
-                bail!("no such event within {timeout:?}; events: {}", all.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"));
+                bail!(
+                    "no such event within {timeout:?}; events: {}",
+                    all.iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -86,7 +97,10 @@ pub struct JourneyBed {
 }
 
 fn tbf(ns: &Netns, dev: &str, rate: &str, burst: &str) -> Result<()> {
-    ns.run(&["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", burst, "latency", "100ms"])?;
+    ns.run(&[
+        "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", burst,
+        "latency", "100ms",
+    ])?;
     Ok(())
 }
 
@@ -118,7 +132,10 @@ impl JourneyBed {
         }
         let conf = dir.join("homespotd.toml");
         std::fs::write(&conf, cfg)?;
-        let mut hs = topo.homespot.spawn(&[homespotd, "--config", &conf.display().to_string()], &dir.join("homespotd.log"))?;
+        let mut hs = topo.homespot.spawn(
+            &[homespotd, "--config", &conf.display().to_string()],
+            &dir.join("homespotd.log"),
+        )?;
         hs.wait_for_log("lease database loaded", Duration::from_secs(10))?;
         tbf(&topo.homespot, "lan0", "50mbit", "64kb")?;
         tbf(&topo.homespot, "lan1", "2mbit", "8kb")?;
@@ -132,7 +149,8 @@ impl JourneyBed {
         ap.run(&["ip", "link", "set", "lan", "up"])?;
         ap.run(&["ip", "link", "set", "uplink", "up"])?;
         ap.run(&["ip", "route", "add", "10.77.0.0/24", "via", "10.88.0.2"])?;
-        topo.net.run(&["ip", "addr", "add", "10.88.0.2/24", "dev", "ap"])?;
+        topo.net
+            .run(&["ip", "addr", "add", "10.88.0.2/24", "dev", "ap"])?;
         topo.net.run(&["ip", "link", "set", "ap", "up"])?;
         topo.client.run(&["ip", "link", "set", "eth2", "up"])?;
         tbf(&ap, "lan", "20mbit", "32kb")?;
@@ -140,10 +158,20 @@ impl JourneyBed {
         let leases = dir.join("ap.leases");
         procs.push(ap.spawn(
             &[
-                "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--interface=lan",
-                "--bind-interfaces", "--dhcp-range=10.88.1.100,10.88.1.150,1h", "--dhcp-option=3,10.88.1.1",
-                "--dhcp-option=252,http://10.88.1.1/wpad.dat", "--no-ping", "--log-dhcp", "--pid-file=",
-                &format!("--dhcp-leasefile={}", leases.display()), "--user=root",
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=lan",
+                "--bind-interfaces",
+                "--dhcp-range=10.88.1.100,10.88.1.150,1h",
+                "--dhcp-option=3,10.88.1.1",
+                "--dhcp-option=252,http://10.88.1.1/wpad.dat",
+                "--no-ping",
+                "--log-dhcp",
+                "--pid-file=",
+                &format!("--dhcp-leasefile={}", leases.display()),
+                "--user=root",
             ],
             &dir.join("dnsmasq.log"),
         )?);
@@ -152,11 +180,25 @@ impl JourneyBed {
             &tp,
             "Port 8888\nListen 10.88.1.1\nTimeout 600\nMaxClients 100\nAllow 10.88.1.0/24\nConnectPort 443\nConnectPort 8443\nLogLevel Info\n",
         )?;
-        procs.push(ap.spawn(&["tinyproxy", "-d", "-c", &tp.display().to_string()], &dir.join("tinyproxy.log"))?);
+        procs.push(ap.spawn(
+            &["tinyproxy", "-d", "-c", &tp.display().to_string()],
+            &dir.join("tinyproxy.log"),
+        )?);
         let www = dir.join("www");
         std::fs::create_dir_all(&www)?;
         std::fs::write(www.join("wpad.dat"), AP_PAC)?;
-        procs.push(ap.spawn(&["busybox", "httpd", "-f", "-p", "10.88.1.1:80", "-h", &www.display().to_string()], &dir.join("httpd.log"))?);
+        procs.push(ap.spawn(
+            &[
+                "busybox",
+                "httpd",
+                "-f",
+                "-p",
+                "10.88.1.1:80",
+                "-h",
+                &www.display().to_string(),
+            ],
+            &dir.join("httpd.log"),
+        )?);
         let mut bed = JourneyBed {
             api: dir.join("agent.sock"),
             topo,
@@ -179,7 +221,10 @@ impl JourneyBed {
         let mut args = c.args(&["-d", ifname]);
         args.drain(..4); // no `timeout` wrapper: it runs for the whole test
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let p = self.topo.client.spawn(&refs, &self.dir.join(&format!("dhclient-{ifname}.log")))?;
+        let p = self
+            .topo
+            .client
+            .spawn(&refs, &self.dir.join(&format!("dhclient-{ifname}.log")))?;
         self.procs.push(p);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -195,8 +240,18 @@ impl JourneyBed {
 
     /// The laptop's address on `ifname`.
     pub fn address(&self, ifname: &str) -> Option<Ipv4Addr> {
-        let out = self.topo.client.run(&["ip", "-4", "-o", "addr", "show", "dev", ifname]).ok()?;
-        out.split_whitespace().skip_while(|w| *w != "inet").nth(1)?.split('/').next()?.parse().ok()
+        let out = self
+            .topo
+            .client
+            .run(&["ip", "-4", "-o", "addr", "show", "dev", ifname])
+            .ok()?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)?
+            .split('/')
+            .next()?
+            .parse()
+            .ok()
     }
 
     /// Starts the agent (`agent` is its path) with `extra` appended to its config, and waits
@@ -213,7 +268,14 @@ impl JourneyBed {
             ),
         )?;
         let mut p = self.topo.client.spawn(
-            &["env", "HOMESPOT_LOG=info", agent, "--config", &conf.display().to_string(), "run"],
+            &[
+                "env",
+                "HOMESPOT_LOG=info",
+                agent,
+                "--config",
+                &conf.display().to_string(),
+                "run",
+            ],
             &self.dir.join("agent.log"),
         )?;
         p.wait_for_log("homespot-agent: proxy on", Duration::from_secs(10))?;
@@ -302,8 +364,15 @@ pub struct Download {
 
 impl Download {
     /// Reads `r` to the end.
-    pub fn read(mut r: impl std::io::Read, progress: Arc<std::sync::atomic::AtomicU64>) -> Download {
-        let mut d = Download { bytes: 0, mismatch: None, chunks: Vec::new() };
+    pub fn read(
+        mut r: impl std::io::Read,
+        progress: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Download {
+        let mut d = Download {
+            bytes: 0,
+            mismatch: None,
+            chunks: Vec::new(),
+        };
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match r.read(&mut buf) {
@@ -335,7 +404,9 @@ impl Download {
     pub fn quantile(&self, q: f64) -> Duration {
         let mut g = self.gaps();
         g.sort();
-        g.get(((g.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default()
+        g.get(((g.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The largest inter-arrival time whose later read is in `[from, to]`.

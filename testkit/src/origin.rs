@@ -6,6 +6,9 @@
 //! - `GET /chunked/N`: the same bytes with no length (chunked transfer coding).
 //! - `POST|PUT /echo`: the request body streamed back.
 //! - `GET /conns`: how many TCP connections the origin has accepted.
+//! - `GET|HEAD /norange/N`: N pattern bytes, always 200 (no Range support).
+//! - `GET /changing/N`: N pattern bytes with an ETag that changes on every request.
+//! - `ANY /delay/MS`: waits MS milliseconds (at most 60 s), then answers 200 `ok`.
 //!
 //! Bodies are generated as they are sent, so a 100 MB response costs no memory.
 
@@ -119,9 +122,20 @@ async fn serve(
         conns.fetch_add(1, Ordering::Relaxed);
         let c = conns.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let c = c.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(req, &c)) }
+                async move {
+                    if let Some(ms) = req.uri().path().strip_prefix("/delay/") {
+                        let ms = ms.parse::<u64>().unwrap_or(0).min(60_000);
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        let _ = req.into_body().collect().await;
+                        return Ok::<_, std::convert::Infallible>(text(
+                            StatusCode::OK,
+                            "ok\n".into(),
+                        ));
+                    }
+                    Ok::<_, std::convert::Infallible>(route(req, &c))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -145,7 +159,17 @@ fn route(req: Request<Incoming>, conns: &AtomicU64) -> Response<OriginBody> {
         None => (path.trim_start_matches('/').to_string(), None),
     };
     match (req.method().clone(), kind.as_str(), n) {
-        (Method::GET | Method::HEAD, "bytes", Some(n)) => bytes(&req, n),
+        (Method::GET | Method::HEAD, "bytes", Some(n)) => {
+            bytes(&req, n, format!("\"bytes-{n}\""), true)
+        }
+        (Method::GET | Method::HEAD, "norange", Some(n)) => {
+            bytes(&req, n, format!("\"norange-{n}\""), false)
+        }
+        (Method::GET, "changing", Some(n)) => {
+            static CHANGES: AtomicU64 = AtomicU64::new(0);
+            let v = CHANGES.fetch_add(1, Ordering::Relaxed);
+            bytes(&req, n, format!("\"changing-{n}-{v}\""), true)
+        }
         (Method::GET, "chunked", Some(n)) => Response::new(PatternBody::new(0, n, false).boxed()),
         (Method::POST | Method::PUT, "echo", _) => {
             let len = req.headers().get(header::CONTENT_LENGTH).cloned();
@@ -162,13 +186,13 @@ fn route(req: Request<Incoming>, conns: &AtomicU64) -> Response<OriginBody> {
     }
 }
 
-fn bytes(req: &Request<Incoming>, n: u64) -> Response<OriginBody> {
-    let etag = format!("\"bytes-{n}\"");
+fn bytes(req: &Request<Incoming>, n: u64, etag: String, ranges: bool) -> Response<OriginBody> {
     let range = req
         .headers()
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_range(v, n));
+        .and_then(|v| parse_range(v, n))
+        .filter(|_| ranges);
     let if_range_ok = req
         .headers()
         .get(header::IF_RANGE)
@@ -182,10 +206,12 @@ fn bytes(req: &Request<Incoming>, n: u64) -> Response<OriginBody> {
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, (to - from).into());
-    h.insert(
-        header::ACCEPT_RANGES,
-        header::HeaderValue::from_static("bytes"),
-    );
+    if ranges {
+        h.insert(
+            header::ACCEPT_RANGES,
+            header::HeaderValue::from_static("bytes"),
+        );
+    }
     if let Ok(v) = header::HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }

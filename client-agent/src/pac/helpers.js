@@ -2,6 +2,11 @@
 // dnsResolve(host) and myIpAddress() are native: the agent answers them for the link the PAC
 // file came from, dnsResolve with a timeout.
 
+function dnsResolve(host) {
+    var r = __homespot_dns(String(host));
+    return (r === undefined || r === null) ? null : r;
+}
+
 function isPlainHostName(host) {
     return String(host).indexOf(".") < 0;
 }

@@ -195,7 +195,7 @@ fn evaluator(
             )
             .map_err(err)?;
             g.set(
-                "dnsResolve",
+                "__homespot_dns",
                 Function::new(ctx.clone(), move |h: String| {
                     resolve(&h, dns_timeout).map(|a| a.to_string())
                 })
