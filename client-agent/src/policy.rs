@@ -109,6 +109,7 @@ pub struct Policy {
     cfg: PolicyConfig,
     since: Option<Instant>,
     samples: VecDeque<(Instant, u64)>,
+    held: Option<String>,
 }
 
 impl Policy {
@@ -118,6 +119,7 @@ impl Policy {
             cfg,
             since: None,
             samples: VecDeque::new(),
+            held: None,
         }
     }
 
@@ -125,6 +127,12 @@ impl Policy {
     pub fn switched(&mut self, now: Instant) {
         self.since = Some(now);
         self.samples.clear();
+    }
+
+    /// The user chose `link`: it stays while usable; only the throughput rule may move away
+    /// from it (a rule the user configured).
+    pub fn hold(&mut self, link: &str) {
+        self.held = Some(link.to_string());
     }
 
     fn rank(&self, c: &Candidate) -> usize {
@@ -179,15 +187,24 @@ impl Policy {
         let at_home = self.cfg.prefer_homespot && cands.iter().any(|c| c.homespot);
         let group: Vec<&Candidate> = cands.iter().filter(|c| !at_home || c.homespot).collect();
         let best = group.iter().min_by_key(|c| self.rank(c))?;
-        let cur = current.and_then(|n| group.iter().find(|c| c.name == n));
+        let held = current.is_some() && self.held.as_deref() == current;
+        let cur = current.and_then(|n| {
+            let pool: Vec<&Candidate> = if held {
+                cands.iter().collect()
+            } else {
+                group.clone()
+            };
+            pool.into_iter().find(|c| c.name == n)
+        });
         let Some(cur) = cur else {
+            self.held = None;
             return Some(Decision {
                 to: best.name.clone(),
                 reason: "preferred",
             });
         };
         if !(self.cfg.throughput_rule && cur.homespot) {
-            if self.rank(best) < self.rank(cur) {
+            if !held && self.rank(best) < self.rank(cur) {
                 return Some(Decision {
                     to: best.name.clone(),
                     reason: "preferred",
@@ -348,6 +365,14 @@ mod tests {
         let t = Instant::now();
         assert_eq!(
             p.decide(t, 0, Some("eth0"), &cands).map(|d| d.to),
+            Some("eth1".into())
+        );
+        assert_eq!(p.decide(t, 0, Some("eth1"), &cands), None);
+        // The user's choice holds while usable.
+        p.hold("eth0");
+        assert_eq!(p.decide(t, 0, Some("eth0"), &cands), None);
+        assert_eq!(
+            p.decide(t, 0, Some("eth0"), &cands[1..]).map(|d| d.to),
             Some("eth1".into())
         );
         assert_eq!(p.decide(t, 0, Some("eth1"), &cands), None);

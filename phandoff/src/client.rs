@@ -205,6 +205,19 @@ impl Client {
         );
     }
 
+    /// Traffic from the HomeSpot arrived on `link` (the caller watches the interface's
+    /// counters): as good as an answered probe. A saturated slow link queues probe answers
+    /// behind data; counting the data keeps it from being declared dead.
+    pub fn heard(&mut self, link: u8) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.unanswered = 0;
+            if !l.alive {
+                l.alive = true;
+                self.events.push_back(ClientEvent::LinkAlive { link });
+            }
+        }
+    }
+
     /// Our interface on `link` is gone.
     pub fn link_down(&mut self, link: u8) {
         self.links.remove(&link);

@@ -170,6 +170,8 @@ pub enum Command {
     Attach(LinkSocket),
     /// Our interface on this link is gone: stop probing it and close its socket.
     LinkDown(u8),
+    /// Traffic from the HomeSpot arrived on this link (see [`Client::heard`]).
+    Heard(u8),
 }
 
 /// Runs `c` on `socks`, taking commands and forwarding events, until either channel closes.
@@ -206,6 +208,7 @@ pub async fn run_client(
                     socks.retain(|x| x.link != s.link);
                     socks.push(s);
                 }
+                Some(Command::Heard(l)) => c.heard(l),
                 Some(Command::LinkDown(l)) => {
                     c.link_down(l);
                     socks.retain(|x| x.link != l);

@@ -419,3 +419,120 @@ impl Download {
             .unwrap_or_default()
     }
 }
+
+/// curl through the agent's proxy, its output checked against the pattern as it arrives.
+pub struct Curl {
+    child: std::process::Child,
+    reader: Option<std::thread::JoinHandle<Download>>,
+    /// Bytes received so far.
+    pub progress: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Curl {
+    /// Waits until `n` bytes arrived.
+    pub fn wait_bytes(&self, n: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.progress.load(std::sync::atomic::Ordering::Relaxed) < n {
+            if Instant::now() > deadline {
+                bail!(
+                    "download stalled at {} bytes",
+                    self.progress.load(std::sync::atomic::Ordering::Relaxed)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Waits for curl to exit; its status, its stderr and what it delivered.
+    pub fn finish(
+        mut self,
+        timeout: Duration,
+    ) -> Result<(std::process::ExitStatus, String, Download)> {
+        let deadline = Instant::now() + timeout;
+        let st = loop {
+            if let Some(st) = self.child.try_wait()? {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("curl did not finish within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        let d = self
+            .reader
+            .take()
+            .context("reader")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))?;
+        Ok((st, err, d))
+    }
+}
+
+impl Drop for Curl {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl JourneyBed {
+    /// Starts `curl -sS -x <agent proxy> ARGS -o -` in the laptop (at most 170 s).
+    pub fn curl(&self, args: &[&str]) -> Result<Curl> {
+        let mut child = self
+            .topo
+            .client
+            .command("curl")
+            .args(["-sS", "--max-time", "170", "-x", "http://127.0.0.1:3129"])
+            .args(args)
+            .args(["-o", "-"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let out = child.stdout.take().context("stdout")?;
+        let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let p = progress.clone();
+        let reader = std::thread::spawn(move || Download::read(out, p));
+        Ok(Curl {
+            child,
+            reader: Some(reader),
+            progress,
+        })
+    }
+
+    /// Asks the agent to move to `to` and waits for the route change.
+    pub fn switch(&self, events: &EventLog, to: &str) -> Result<Value> {
+        let n = events.len();
+        let r = self.request(&format!("{{\"cmd\":\"switch\",\"link\":\"{to}\"}}"))?;
+        if r["ok"] != true {
+            bail!("switch to {to}: {r}");
+        }
+        Ok(events
+            .wait(n, Duration::from_secs(10), |e| {
+                e["event"] == "route_changed" && e["to"] == to
+            })?
+            .1)
+    }
+
+    /// Waits until the agent's current link is `link`.
+    pub fn wait_current(&self, link: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.request(r#"{"cmd":"status"}"#)?;
+            if s["current"] == link && !s["hibernating"].as_bool().unwrap_or(true) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("not on {link}: {s}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

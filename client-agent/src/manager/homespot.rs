@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
 
 use phandoff::client::{Client, ClientConfig, ClientEvent};
 use phandoff::crypto::ClientKeys;
@@ -34,6 +35,40 @@ pub struct HomeSpot {
     switching: Option<u8>,
     associating: bool,
     route: bool,
+    watched: Arc<Mutex<Vec<(u8, String)>>>,
+}
+
+/// Every `period`, tells the P-Handoff client which links received traffic (the interface's
+/// receive counter moved), so data queued on a busy slow link counts as liveness.
+fn watch_traffic(
+    watched: Arc<Mutex<Vec<(u8, String)>>>,
+    cmd: mpsc::Sender<Command>,
+    period: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        let mut last: BTreeMap<u8, u64> = BTreeMap::new();
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let links = watched.lock().map(|v| v.clone()).unwrap_or_default();
+            for (link, ifname) in links {
+                let read = |f: &str| {
+                    std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/{f}"))
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                };
+                let Some(rx) = read("rx_packets") else {
+                    continue;
+                };
+                let rx = rx - read("multicast").unwrap_or(0).min(rx);
+                if last.insert(link, rx).is_some_and(|old| rx > old)
+                    && cmd.send(Command::Heard(link)).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
 }
 
 impl HomeSpot {
@@ -67,6 +102,8 @@ impl HomeSpot {
         c.learn(advert.clone());
         let (cmd, rx) = mpsc::channel(32);
         tokio::spawn(run_client(c, Vec::new(), rx, events));
+        let watched = Arc::new(Mutex::new(Vec::new()));
+        watch_traffic(watched.clone(), cmd.clone(), cfg.probe_interval);
         Ok(HomeSpot {
             advert,
             cmd,
@@ -77,6 +114,7 @@ impl HomeSpot {
             switching: None,
             associating: false,
             route: false,
+            watched,
         })
     }
 
@@ -108,6 +146,10 @@ impl HomeSpot {
                 m.rp_filter.get_or_insert(o);
             }
         }
+        if let Ok(mut w) = self.watched.lock() {
+            w.retain(|(l, _)| *l != link);
+            w.push((link, ifname.to_string()));
+        }
         let _ = self.cmd.send(Command::Attach(sock)).await;
         let _ = self.cmd.send(Command::LinkUp(link, addr)).await;
         if self.global.is_none() && !self.associating {
@@ -122,6 +164,9 @@ impl HomeSpot {
             if let Some(old) = m.rp_filter {
                 let _ = phandoff::routes::restore_rp_filter(&m.ifname, &old);
             }
+        }
+        if let Ok(mut w) = self.watched.lock() {
+            w.retain(|(l, _)| *l != link);
         }
         let _ = self.cmd.try_send(Command::LinkDown(link));
         if self.current == Some(link) {

@@ -383,7 +383,10 @@ impl Manager {
             self.publish_none();
         }
         let decision = match manual {
-            Some(to) => Some(crate::policy::Decision { to, reason: "user" }),
+            Some(to) => {
+                self.policy.hold(&to);
+                Some(crate::policy::Decision { to, reason: "user" })
+            }
             None => {
                 if self.hs.as_ref().is_some_and(|h| h.switching()) {
                     return;

@@ -366,7 +366,13 @@ pub async fn run(job: Job, shared: Arc<Shared>, head: oneshot::Sender<Head>, fra
                 };
                 return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, why);
             }
-            if !moved {
+            if moved {
+                tracing::info!(
+                    "{} {}: the path changed before the response; resending",
+                    job.method,
+                    job.uri
+                );
+            } else {
                 failures += 1;
                 if failures > 3 {
                     return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, last_err);

@@ -1,0 +1,185 @@
+//! Issue 5, acceptance 3 and 4: L7 restart semantics. The laptop has a HomeSpot (eth0 Wi-Fi,
+//! eth1 Bluetooth) and the foreign AP (eth2, tinyproxy by WPAD); the test moves it between
+//! them through the Mobility API while requests are in flight:
+//! - no Range support at the origin: read-and-discard, still byte-exact;
+//! - an entity that changed between attempts (ETag differs): the client connection is closed,
+//!   what arrived is a clean prefix, never a spliced body;
+//! - GET, HEAD and PUT with a body are resent; POST without `Idempotency-Key` gets a 502 with
+//!   the reason, with the key it is resent;
+//! - CONNECT at the HomeSpot survives P-Handoff; CONNECT on the foreign AP is closed at handoff.
+
+use std::time::Duration;
+
+use testkit::journey::{JourneyBed, ORIGIN};
+use testkit::origin::{pattern, Origin};
+
+fn homespotd() -> String {
+    let exe = std::env::current_exe().expect("exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join("homespotd");
+    if !p.exists() {
+        let st = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "homespot", "--bin", "homespotd"])
+            .status()
+            .expect("cargo build");
+        assert!(st.success());
+    }
+    p.display().to_string()
+}
+
+const POLICY: &str = "[policy]\nprefer_homespot = false\norder = [\"eth2\", \"eth0\", \"eth1\"]\nthroughput_rule = false\n";
+
+fn bed() -> (JourneyBed, testkit::journey::EventLog) {
+    let mut bed = JourneyBed::start(&homespotd()).expect("bed");
+    bed.dhcp("eth2").expect("AP lease");
+    let ev = bed
+        .start_agent(env!("CARGO_BIN_EXE_homespot-agent"), POLICY)
+        .expect("agent");
+    bed.wait_current("eth2", Duration::from_secs(10))
+        .expect("on the AP");
+    (bed, ev)
+}
+
+#[test]
+fn resume_fallbacks_and_methods() {
+    if !testkit::can_run() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (bed, ev) = bed();
+    let at = |p: &str| format!("http://{ORIGIN}{p}");
+
+    // No Range support: read and discard.
+    let c = bed
+        .curl(&["--fail", &at("/norange/20000000")])
+        .expect("curl");
+    c.wait_bytes(3_000_000, Duration::from_secs(20))
+        .expect("started");
+    let e = bed.switch(&ev, "eth0").expect("switch");
+    println!("no-range restart: {e}");
+    let (st, err, d) = c.finish(Duration::from_secs(60)).expect("curl");
+    assert!(st.success(), "{err}\n{}", bed.agent_log());
+    assert_eq!((d.bytes, d.mismatch), (20_000_000, None));
+    assert!(bed.agent_log().contains("reading and discarding"));
+
+    // The entity changed: closed, never spliced.
+    let c = bed
+        .curl(&["--fail", &at("/changing/20000000")])
+        .expect("curl");
+    c.wait_bytes(3_000_000, Duration::from_secs(20))
+        .expect("started");
+    bed.switch(&ev, "eth2").expect("switch");
+    let (st, err, d) = c.finish(Duration::from_secs(60)).expect("curl");
+    println!("changed entity: curl {st}: {err} after {} bytes", d.bytes);
+    assert!(!st.success(), "curl must see the connection closed");
+    assert!(
+        d.bytes < 20_000_000 && d.mismatch.is_none(),
+        "a clean prefix: {} {:?}",
+        d.bytes,
+        d.mismatch
+    );
+    assert!(bed.agent_log().contains("ETag differs"));
+
+    // PUT with a body, response under way: resent, byte-exact.
+    let body = bed.dir.join("put.bin");
+    std::fs::write(&body, pattern(0, 6_000_000)).expect("body");
+    let b = body.display().to_string();
+    let c = bed.curl(&["--fail", "-T", &b, &at("/echo")]).expect("curl");
+    c.wait_bytes(1_000_000, Duration::from_secs(20))
+        .expect("started");
+    bed.switch(&ev, "eth0").expect("switch");
+    let (st, err, d) = c.finish(Duration::from_secs(60)).expect("curl");
+    assert!(st.success(), "{err}");
+    assert_eq!((d.bytes, d.mismatch), (6_000_000, None));
+
+    // Response not started (the origin waits 1.5 s): GET and HEAD are resent, POST only with a key.
+    for (args, want_ok) in [
+        (vec!["--fail", "-s"], true),
+        (vec!["--fail", "-I"], true),
+        (
+            vec!["--fail", "-X", "POST", "--data-binary", "hello"],
+            false,
+        ),
+        (
+            vec![
+                "--fail",
+                "-X",
+                "POST",
+                "--data-binary",
+                "hello",
+                "-H",
+                "Idempotency-Key: k-1",
+            ],
+            true,
+        ),
+    ] {
+        let to = if bed.request(r#"{"cmd":"status"}"#).expect("status")["current"] == "eth0" {
+            "eth2"
+        } else {
+            "eth0"
+        };
+        let mut a = args.clone();
+        let url = at("/delay/1500");
+        a.push(&url);
+        let c = bed.curl(&a).expect("curl");
+        std::thread::sleep(Duration::from_millis(400));
+        bed.switch(&ev, to).expect("switch");
+        let (st, err, d) = c.finish(Duration::from_secs(30)).expect("curl");
+        println!("{args:?}: curl {st} {err} ({} bytes)", d.bytes);
+        assert_eq!(
+            st.success(),
+            want_ok,
+            "{args:?}: {err}\n{}",
+            bed.agent_log()
+        );
+    }
+    let log = bed.agent_log();
+    assert!(log.contains("without Idempotency-Key"), "{log}");
+    for m in ["GET", "HEAD", "POST"] {
+        assert!(
+            log.contains(&format!(
+                "{m} http://{ORIGIN}/delay/1500: the path changed before the response; resending"
+            )),
+            "{m}: {log}"
+        );
+    }
+}
+
+#[test]
+fn connect_survives_p_handoff_and_is_closed_on_a_foreign_network() {
+    if !testkit::can_run() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (bed, ev) = bed();
+    // A second origin on port 443: CONNECT carries plain HTTP here, it does not look inside.
+    let tls_port =
+        Origin::start(&bed.topo.net, "10.77.0.2:443".parse().expect("addr")).expect("origin 443");
+    let url = format!("http://{}/bytes/30000000", tls_port.addr);
+
+    // On the foreign AP: through tinyproxy's CONNECT; the handoff closes it cleanly.
+    let c = bed.curl(&["--fail", "-p", &url]).expect("curl");
+    c.wait_bytes(2_000_000, Duration::from_secs(20))
+        .expect("started");
+    bed.switch(&ev, "eth0").expect("switch");
+    let (st, err, d) = c.finish(Duration::from_secs(30)).expect("curl");
+    println!(
+        "CONNECT on the AP at handoff: curl {st}: {err} after {} bytes",
+        d.bytes
+    );
+    assert!(!st.success());
+    assert!(d.bytes < 30_000_000 && d.mismatch.is_none());
+
+    // At the HomeSpot: Wi-Fi -> Bluetooth -> Wi-Fi under the tunnel.
+    let c = bed.curl(&["--fail", "-p", &url]).expect("curl");
+    c.wait_bytes(3_000_000, Duration::from_secs(20))
+        .expect("started");
+    let e1 = bed.switch(&ev, "eth1").expect("to bluetooth");
+    std::thread::sleep(Duration::from_millis(500));
+    let e2 = bed.switch(&ev, "eth0").expect("to wifi");
+    let (st, err, d) = c.finish(Duration::from_secs(60)).expect("curl");
+    println!("CONNECT at the HomeSpot: {e1}\n{e2}");
+    assert!(st.success(), "{err}\n{}", bed.agent_log());
+    assert_eq!((d.bytes, d.mismatch), (30_000_000, None));
+    assert_eq!(e1["kind"], "p-handoff");
+}
