@@ -85,8 +85,9 @@ pub struct Meter {
     gaps: mpsc::UnboundedSender<Gap>,
 }
 
-/// How long after a handoff completes its window stays open.
-const SETTLE: Duration = Duration::from_millis(300);
+/// How long after a handoff completes its window stays open (TCP recovery on the new link
+/// belongs to the handoff).
+const SETTLE: Duration = Duration::from_secs(1);
 
 impl Meter {
     /// A meter reporting to `gaps`.

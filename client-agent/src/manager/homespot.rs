@@ -38,8 +38,10 @@ pub struct HomeSpot {
     watched: Arc<Mutex<Vec<(u8, String)>>>,
 }
 
-/// Every `period`, tells the P-Handoff client which links received traffic (the interface's
-/// receive counter moved), so data queued on a busy slow link counts as liveness.
+/// Every `period`, tells the P-Handoff client which links delivered data (the interface
+/// received at least [`HEARD_BYTES`] since the last look), so data queued on a busy slow link
+/// counts as liveness. The threshold keeps stray small frames (IPv6 neighbour discovery, say)
+/// from reviving a lost link.
 fn watch_traffic(
     watched: Arc<Mutex<Vec<(u8, String)>>>,
     cmd: mpsc::Sender<Command>,
@@ -52,24 +54,26 @@ fn watch_traffic(
             tick.tick().await;
             let links = watched.lock().map(|v| v.clone()).unwrap_or_default();
             for (link, ifname) in links {
-                let read = |f: &str| {
-                    std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/{f}"))
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok())
-                };
-                let Some(rx) = read("rx_packets") else {
+                let path = format!("/sys/class/net/{ifname}/statistics/rx_bytes");
+                let Some(rx) = std::fs::read_to_string(path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                else {
                     continue;
                 };
-                let rx = rx - read("multicast").unwrap_or(0).min(rx);
-                if last.insert(link, rx).is_some_and(|old| rx > old)
-                    && cmd.send(Command::Heard(link)).await.is_err()
-                {
+                let heard = last
+                    .insert(link, rx)
+                    .is_some_and(|old| rx >= old + HEARD_BYTES);
+                if heard && cmd.send(Command::Heard(link)).await.is_err() {
                     return;
                 }
             }
         }
     });
 }
+
+/// Bytes a link must deliver within one probe period to count as alive.
+const HEARD_BYTES: u64 = 3000;
 
 impl HomeSpot {
     /// Starts the P-Handoff client for the HomeSpot of `advert`, pinning its identity.

@@ -80,6 +80,7 @@ pub struct Manager {
     policy: Policy,
     events: Events,
     current: Option<String>,
+    previous: Option<String>,
     none_since: Option<Instant>,
     handoff_seq: u64,
     handoffs: Vec<Handoff>,
@@ -112,6 +113,7 @@ impl Manager {
             meter,
             events,
             current: None,
+            previous: None,
             none_since: Some(Instant::now()),
             handoff_seq: 0,
             handoffs: Vec::new(),
@@ -414,8 +416,13 @@ impl Manager {
         self.loss = Some((self.handoff_seq, now, name.to_string()));
     }
 
+    /// No usable link: requests hibernate. The next usable link is taken afresh (for a
+    /// HomeSpot link, a new Switch re-asserts both host routes).
     fn publish_none(&mut self) {
         self.none_since.get_or_insert_with(Instant::now);
+        if let Some(c) = self.current.take() {
+            self.previous = Some(c);
+        }
         self.path.send_modify(|p| p.upstream = None);
     }
 
@@ -430,7 +437,11 @@ impl Manager {
                 (self.handoff_seq, now, reason.to_string())
             }
         };
-        let from = self.current.clone().unwrap_or_default();
+        let from = self
+            .current
+            .clone()
+            .or_else(|| self.previous.clone())
+            .unwrap_or_default();
         let discovery = if l.disc_done.is_some_and(|d| d < started) {
             "cached"
         } else {
