@@ -119,10 +119,10 @@ fn resume_fallbacks_and_methods() {
             "eth0"
         };
         let mut a = args.clone();
-        let url = at("/delay/1500");
+        let url = at("/delay/2500");
         a.push(&url);
         let c = bed.curl(&a).expect("curl");
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(800));
         bed.switch(&ev, to).expect("switch");
         let (st, err, d) = c.finish(Duration::from_secs(30)).expect("curl");
         println!("{args:?}: curl {st} {err} ({} bytes)", d.bytes);
@@ -138,7 +138,7 @@ fn resume_fallbacks_and_methods() {
     for m in ["GET", "HEAD", "POST"] {
         assert!(
             log.contains(&format!(
-                "{m} http://{ORIGIN}/delay/1500: the path changed before the response; resending"
+                "{m} http://{ORIGIN}/delay/2500: the path changed before the response; resending"
             )),
             "{m}: {log}"
         );

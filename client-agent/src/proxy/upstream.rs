@@ -136,7 +136,7 @@ impl Pool {
         let mut m = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         m.retain(|(_, e), _| *e >= epoch);
         let v = m.entry((hop, epoch)).or_default();
-        if v.len() < 32 {
+        if v.len() < 1024 {
             v.push(s);
         }
     }

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Agent benchmark, one run on one machine (issue 5, acceptance 7): 64 connections, 1 KiB
+# responses from nginx in the `net` namespace, at a HomeSpot. A client using the HomeSpot proxy
+# directly vs the same client through homespot-agent's local proxy (which forwards to the
+# HomeSpot proxy over the global addresses). Median of 3 interleaved runs each; the agent's
+# RSS idle (after start, and after the load). Needs root.
+#   bench/agent.sh                 (~2 minutes)
+#   DURATION=5 bench/agent.sh      shorter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup --bench
+cargo build --release -q -p homespot -p homespot-agent -p loadgen
+HS_BIN=$PWD/target/release/homespotd
+AGENT=$PWD/target/release/homespot-agent
+LG=$PWD/target/release/loadgen
+DUR=${DURATION:-10}
+OUT=$PWD/bench/out/agent-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+S=hsab$$s; C=hsab$$c; N=hsab$$n
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for ns in $S $C $N; do
+        for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+        ip netns del $ns 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+for ns in $S $C $N; do ip netns add $ns; ip -n $ns link set lo up; done
+ip -n $S link add lan0 type veth peer name eth0 netns $C
+ip -n $S link add wan type veth peer name wan netns $N
+ip -n $S addr add 10.89.1.1/24 dev lan0; ip -n $S link set lan0 up
+ip -n $S addr add 10.89.0.1/24 dev wan; ip -n $S link set wan up
+ip -n $C addr add 10.89.1.2/24 dev eth0; ip -n $C link set eth0 up
+ip -n $N addr add 10.89.0.2/24 dev wan; ip -n $N link set wan up
+
+mkdir -p "$OUT/www"
+head -c 1024 /dev/urandom > "$OUT/www/1k"
+cat > "$OUT/nginx.conf" <<CFG
+worker_processes 1;
+pid $OUT/nginx.pid;
+error_log $OUT/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen 10.89.0.2:8080; root $OUT/www; }
+}
+CFG
+ip netns exec $N nginx -c "$OUT/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
+cat > "$OUT/homespotd.toml" <<CFG
+[server]
+lease_db = "$OUT/leases.redb"
+[proxy]
+port = 3128
+header_timeout = "60s"
+max_connections = 4096
+max_connections_per_client = 4096
+[handoff]
+global_subnet = "10.201.0.0/24"
+identity = "$OUT/identity.key"
+[[link]]
+name = "wifi"
+kind = "wifi"
+interface = "lan0"
+address = "10.89.1.1/24"
+pools = ["10.89.1.100-10.89.1.199"]
+CFG
+ip netns exec $S "$HS_BIN" --config "$OUT/homespotd.toml" --log warn > "$OUT/homespotd.log" 2>&1 & PIDS+=($!)
+sleep 0.5
+
+cat > "$OUT/agent.toml" <<CFG
+[agent]
+api_socket = "$OUT/agent.sock"
+state_dir = "$OUT/agent-state"
+interfaces = ["eth0"]
+[policy]
+throughput_rule = false
+CFG
+ip netns exec $C env HOMESPOT_LOG=warn "$AGENT" --config "$OUT/agent.toml" run > "$OUT/agent.log" 2>&1 & AG=$!; PIDS+=($AG)
+for _ in $(seq 100); do
+    if "$AGENT" --api "$OUT/agent.sock" status 2>/dev/null | grep -q '"hibernating": false'; then break; fi
+    sleep 0.1
+done
+"$AGENT" --api "$OUT/agent.sock" status > "$OUT/status.json"
+grep -q '"hibernating": false' "$OUT/status.json" || { echo "agent found no HomeSpot"; cat "$OUT/agent.log"; exit 1; }
+AGPID=$(ip netns pids $C | while read -r p; do [[ "$(readlink /proc/$p/exe)" == "$AGENT" ]] && echo "$p"; done | head -1)
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+sleep 1
+IDLE0=$(rss "$AGPID")
+
+run() { # name connect
+    ip netns exec $C "$LG" --mode proxy --connect "$2" --origin 10.89.0.2:8080 --path /1k \
+        --connections 64 --duration "$DUR" | tee -a "$OUT/$1.txt"
+}
+for i in 1 2 3; do
+    run direct 10.89.1.1:3128
+    run agent 127.0.0.1:3129
+done
+sleep 2
+IDLE1=$(rss "$AGPID")
+median() { sort -n | sed -n 2p; }
+field() { grep -o "$2=[0-9.]*" "$OUT/$1.txt" | cut -d= -f2 | median; }
+D_RPS=$(field direct rps); A_RPS=$(field agent rps)
+D_P99=$(field direct p99_ms); A_P99=$(field agent p99_ms)
+echo
+echo "== agent benchmark ($DUR s x 3, 64 connections, 1 KiB) =="
+printf "client -> HomeSpot proxy:          %8.0f req/s  p99 %6.2f ms\n" "$D_RPS" "$D_P99"
+printf "client -> agent -> HomeSpot proxy: %8.0f req/s  p99 %6.2f ms\n" "$A_RPS" "$A_P99"
+awk -v a="$A_RPS" -v d="$D_RPS" -v ap="$A_P99" -v dp="$D_P99" \
+    'BEGIN { printf "throughput kept %.0f %% (target >= 80 %%), p99 added %+.0f %% (target <= +20 %%)\n", 100*a/d, 100*(ap-dp)/dp }'
+echo "agent RSS idle: $((IDLE0/1024)).$(( (IDLE0%1024)*10/1024 )) MB after start, $((IDLE1/1024)).$(( (IDLE1%1024)*10/1024 )) MB after the load (target <= 15 MB)"
+echo "raw output in $OUT"
