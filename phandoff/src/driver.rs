@@ -61,7 +61,7 @@ struct Datagram {
 fn receive_all(socks: &[LinkSocket]) -> (mpsc::Sender<Datagram>, mpsc::Receiver<Datagram>) {
     let (tx, rx) = mpsc::channel(256);
     for s in socks {
-        let _ = receive(s.clone(), tx.clone());
+        drop(receive(s.clone(), tx.clone()));
     }
     (tx, rx)
 }

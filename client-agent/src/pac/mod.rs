@@ -145,6 +145,9 @@ fn resolve(host: &str, timeout: Duration) -> Option<Ipv4Addr> {
     rx.recv_timeout(timeout).ok().flatten()
 }
 
+/// When the running script must stop (checked by QuickJS's interrupt handler).
+type Deadline = Rc<Cell<Option<Instant>>>;
+
 fn evaluator(
     script: String,
     my_ip: Ipv4Addr,
@@ -153,12 +156,12 @@ fn evaluator(
     ready: mpsc::Sender<Result<(), PacError>>,
 ) {
     use rquickjs::{Context, Function, Runtime};
-    let setup = || -> Result<(Runtime, Context, Rc<Cell<Option<Instant>>>), PacError> {
+    let setup = || -> Result<(Runtime, Context, Deadline), PacError> {
         let js = |e: rquickjs::Error| PacError::Script(e.to_string());
         let rt = Runtime::new().map_err(js)?;
         rt.set_memory_limit(limits.memory);
         rt.set_max_stack_size(256 << 10);
-        let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
+        let deadline: Deadline = Rc::new(Cell::new(None));
         let d = deadline.clone();
         rt.set_interrupt_handler(Some(Box::new(move || {
             d.get().is_some_and(|t| Instant::now() > t)

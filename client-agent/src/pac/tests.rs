@@ -33,16 +33,16 @@ fn helpers_and_my_ip_of_the_link() {
         }"#,
     );
     assert_eq!(
-        p.find_raw_blocking("http://intranet/", "intranet").unwrap(),
+        p.find_raw_blocking("http://intranet/", "intranet").expect("answer"),
         "DIRECT"
     );
     assert_eq!(
         p.find_raw_blocking("http://www.example.com/x", "www.example.com")
-            .unwrap(),
+            .expect("answer"),
         "PROXY p1:3128; DIRECT"
     );
     assert_eq!(
-        p.find_raw_blocking("http://a.b.org/", "a.b.org").unwrap(),
+        p.find_raw_blocking("http://a.b.org/", "a.b.org").expect("answer"),
         "PROXY p2:8080"
     );
 }
