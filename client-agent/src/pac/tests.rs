@@ -33,7 +33,8 @@ fn helpers_and_my_ip_of_the_link() {
         }"#,
     );
     assert_eq!(
-        p.find_raw_blocking("http://intranet/", "intranet").expect("answer"),
+        p.find_raw_blocking("http://intranet/", "intranet")
+            .expect("answer"),
         "DIRECT"
     );
     assert_eq!(
@@ -42,7 +43,8 @@ fn helpers_and_my_ip_of_the_link() {
         "PROXY p1:3128; DIRECT"
     );
     assert_eq!(
-        p.find_raw_blocking("http://a.b.org/", "a.b.org").expect("answer"),
+        p.find_raw_blocking("http://a.b.org/", "a.b.org")
+            .expect("answer"),
         "PROXY p2:8080"
     );
 }
