@@ -19,6 +19,8 @@ pub enum Upstream {
         global: Ipv4Addr,
         /// The HomeSpot proxy on its global address.
         proxy: SocketAddrV4,
+        /// Receive buffer for connections to it (bytes; 0: the kernel's default).
+        rcvbuf: u32,
     },
     /// A plain link: sockets bound to its address, the PAC result of that link (none: DIRECT).
     Link {

@@ -72,7 +72,10 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     }
     let mut bed = JourneyBed::start(&homespotd()).expect("test bed");
     let events = bed
-        .start_agent(env!("CARGO_BIN_EXE_homespot-agent"), "")
+        .start_agent(
+            env!("CARGO_BIN_EXE_homespot-agent"),
+            &std::env::var("HOMESPOT_AGENT_EXTRA").unwrap_or_default(),
+        )
         .expect("agent");
     let anchor = (Instant::now(), SystemTime::now());
     let status = bed.request(r#"{"cmd":"status"}"#).expect("status");

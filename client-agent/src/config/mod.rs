@@ -62,6 +62,10 @@ pub struct ProxySettings {
     pub resend_body_limit: usize,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// Receive buffer of connections to a HomeSpot proxy (bytes; 0: the kernel's). It bounds
+    /// what the HomeSpot has in flight to us, so a move to a slower radio does not overflow
+    /// that radio's queue.
+    pub homespot_rcvbuf: u32,
 }
 
 /// Discovery per link.
@@ -111,6 +115,7 @@ struct RawProxy {
     hibernate: Option<String>,
     resend_body_limit: Option<usize>,
     connect_timeout: Option<String>,
+    homespot_rcvbuf: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +325,7 @@ impl Config {
                     Duration::from_secs(30),
                 )?,
                 resend_body_limit: raw.proxy.resend_body_limit.unwrap_or(16 << 20),
+                homespot_rcvbuf: raw.proxy.homespot_rcvbuf.unwrap_or(0),
                 connect_timeout: c.duration(
                     "proxy.connect_timeout",
                     raw.proxy.connect_timeout.as_ref(),

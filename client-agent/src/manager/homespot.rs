@@ -36,6 +36,7 @@ pub struct HomeSpot {
     associating: bool,
     route: bool,
     watched: Arc<Mutex<Vec<(u8, String)>>>,
+    rcvbuf: u32,
 }
 
 /// Every `period`, tells the P-Handoff client which links delivered data (the interface
@@ -119,6 +120,7 @@ impl HomeSpot {
             associating: false,
             route: false,
             watched,
+            rcvbuf: cfg.proxy.homespot_rcvbuf,
         })
     }
 
@@ -260,6 +262,7 @@ impl HomeSpot {
         Some((
             m.ifname.clone(),
             Upstream::HomeSpot {
+                rcvbuf: self.rcvbuf,
                 global,
                 proxy: SocketAddrV4::new(self.advert.global_addr, info.proxy_port),
             },

@@ -25,6 +25,8 @@ pub struct Hop {
     pub from: Ipv4Addr,
     /// Through a proxy (absolute-form requests) or to the origin.
     pub via_proxy: bool,
+    /// Receive buffer (bytes; 0: the kernel's default).
+    pub rcvbuf: u32,
 }
 
 /// Why no connection could be made.
@@ -53,6 +55,10 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConnectError> {
 /// A TCP connection from `from` to `to` within `timeout`.
 pub async fn connect(hop: Hop, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let s = tokio::net::TcpSocket::new_v4().map_err(|e| ConnectError(e.to_string()))?;
+    if hop.rcvbuf > 0 {
+        s.set_recv_buffer_size(hop.rcvbuf)
+            .map_err(|e| ConnectError(format!("SO_RCVBUF: {e}")))?;
+    }
     s.bind(SocketAddr::from((hop.from, 0)))
         .map_err(|e| ConnectError(format!("bind {}: {e}", hop.from)))?;
     let stream = tokio::time::timeout(timeout, s.connect(hop.to))
@@ -71,10 +77,15 @@ pub async fn hops(
     port: u16,
 ) -> Result<Vec<Hop>, ConnectError> {
     match up {
-        Upstream::HomeSpot { global, proxy } => Ok(vec![Hop {
+        Upstream::HomeSpot {
+            global,
+            proxy,
+            rcvbuf,
+        } => Ok(vec![Hop {
             to: SocketAddr::V4(*proxy),
             from: *global,
             via_proxy: true,
+            rcvbuf: *rcvbuf,
         }]),
         Upstream::Link { addr, pac } => {
             let choices = match pac {
@@ -96,6 +107,7 @@ pub async fn hops(
                         to,
                         from: *addr,
                         via_proxy,
+                        rcvbuf: 0,
                     }),
                     Err(e) => last = Some(e),
                 }
