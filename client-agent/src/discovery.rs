@@ -53,6 +53,8 @@ pub struct Target {
     pub addr: Ipv4Addr,
     /// Prefix length.
     pub prefix: u8,
+    /// The link's DHCP server, when an earlier answer named it (the INFORM goes to it unicast).
+    pub server: Option<Ipv4Addr>,
 }
 
 /// Sends a Query on `t` and waits up to `wait` for a verified advert.
@@ -130,7 +132,7 @@ where
         &t.ifname,
         t.addr,
         t.mac,
-        None,
+        t.server,
         s.inform_timeout,
         s.inform_tries,
     );

@@ -87,6 +87,7 @@ pub struct Manager {
     loss: Option<(u64, Instant, String)>,
     handle: rtnetlink::Handle,
     cache: PacCache,
+    servers: std::collections::HashMap<String, Ipv4Addr>,
     key: [u8; 32],
     disc_tx: mpsc::Sender<(String, u64, Found)>,
     disc_rx: Option<mpsc::Receiver<(String, u64, Found)>>,
@@ -120,6 +121,7 @@ impl Manager {
             loss: None,
             handle,
             cache: PacCache::default(),
+            servers: Default::default(),
             key,
             disc_tx,
             disc_rx: Some(disc_rx),
@@ -164,6 +166,7 @@ impl Manager {
                 _ = tick.tick() => {
                     self.evaluate(None).await;
                     self.expire_handoffs();
+                    self.refresh_expired();
                 }
             }
         }
@@ -220,13 +223,28 @@ impl Manager {
                     generation,
                 },
             );
-            let t = Target {
-                ifname: name.clone(),
-                index: iface.index,
-                mac: iface.mac,
-                addr,
-                prefix,
-            };
+            self.spawn_discovery(name, generation, &iface, addr, prefix);
+        }
+    }
+
+    /// Runs discovery on a link; the result comes back through `disc_tx`.
+    fn spawn_discovery(
+        &self,
+        name: String,
+        generation: u64,
+        iface: &Iface,
+        addr: Ipv4Addr,
+        prefix: u8,
+    ) {
+        let t = Target {
+            ifname: name.clone(),
+            index: iface.index,
+            mac: iface.mac,
+            addr,
+            prefix,
+            server: self.servers.get(&name).copied(),
+        };
+        {
             let (settings, cache, tx, handle) = (
                 self.cfg.discovery.clone(),
                 self.cache.clone(),
@@ -246,6 +264,33 @@ impl Manager {
                 .await;
                 let _ = tx.send((name, generation, found)).await;
             });
+        }
+    }
+
+    /// A plain link's PAC file is re-fetched when it is older than `discovery.pac_max_age`
+    /// (the link keeps its current result until the new one arrives).
+    fn refresh_expired(&mut self) {
+        let max = self.cfg.discovery.pac_max_age;
+        let due: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                matches!(l.disc, Disc::Plain { .. })
+                    && l.disc_done.is_some_and(|d| d.elapsed() > max)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(l) = self.links.get_mut(&name) else {
+                continue;
+            };
+            l.generation += 1;
+            l.disc_done = Some(Instant::now());
+            let (g, iface) = (l.generation, l.iface.clone());
+            if let Some((addr, prefix)) = iface.addr {
+                tracing::info!("{name}: PAC older than {max:?}; discovering again");
+                self.spawn_discovery(name, g, &iface, addr, prefix);
+            }
         }
     }
 
@@ -338,12 +383,25 @@ impl Manager {
                     json!({"link": name, "homespot": null, "wpad": wpad, "pac": pac.is_some(), "cached": cached,
                            "note": note, "took_ms": ms(took)}),
                 );
+                // A refreshed PAC on the link in use: the same path, the new evaluator.
+                if self.current.as_deref() == Some(name.as_str()) {
+                    if let Some((addr, _)) = l.iface.addr {
+                        let up = Upstream::Link {
+                            addr,
+                            pac: pac.clone(),
+                        };
+                        self.path.send_modify(|p| p.upstream = Some(up));
+                    }
+                }
                 l.disc = Disc::Plain {
                     pac,
                     wpad,
                     router,
                     cached,
                 };
+                if let Some(s) = inform.as_ref().and_then(|r| r.server) {
+                    self.servers.insert(name.clone(), s);
+                }
             }
         }
         self.evaluate(None).await;
