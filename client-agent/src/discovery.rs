@@ -107,12 +107,7 @@ async fn query(t: &Target, wait: Duration) -> Option<Advert> {
 }
 
 fn network_key(r: &InformReply, t: &Target) -> String {
-    let mask = if t.prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(t.prefix.min(32)))
-    };
-    let net = Ipv4Addr::from(u32::from(t.addr) & mask);
+    let net = crate::links::network(t.addr, t.prefix);
     format!(
         "{}/{net}/{}",
         r.server.map(|s| s.to_string()).unwrap_or_default(),

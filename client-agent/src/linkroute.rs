@@ -22,12 +22,7 @@ pub async fn install(
     router: Option<Ipv4Addr>,
 ) -> anyhow::Result<()> {
     let table = table_of(ifindex);
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    };
-    let net = Ipv4Addr::from(u32::from(addr) & mask);
+    let net = crate::links::network(addr, prefix);
     let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(net, prefix)
         .output_interface(ifindex)

@@ -113,3 +113,17 @@ async fn dump(h: &rtnetlink::Handle) -> Result<Snapshot, rtnetlink::Error> {
     }
     Ok(out)
 }
+
+/// The network of `addr`/`prefix` (prefix clamped to 32).
+pub fn network(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let mask = match prefix.min(32) {
+        0 => 0,
+        p => u32::MAX << (32 - u32::from(p)),
+    };
+    Ipv4Addr::from(u32::from(addr) & mask)
+}
+
+/// Whether `a` and `b` are in one `prefix`-long network.
+pub fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
+    network(a, prefix) == network(b, prefix)
+}

@@ -6,27 +6,14 @@ use std::time::{Duration, Instant};
 
 use testkit::journey::{JourneyBed, ORIGIN};
 
-fn homespotd() -> String {
-    let exe = std::env::current_exe().expect("exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join("homespotd");
-    if !p.exists() {
-        let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "homespot", "--bin", "homespotd"])
-            .status()
-            .expect("cargo build");
-        assert!(st.success());
-    }
-    p.display().to_string()
-}
-
 #[test]
 fn downloads_wait_for_a_link_and_give_up_after_the_bound() {
     if !testkit::can_run() {
         eprintln!("skipped: needs root");
         return;
     }
-    let mut bed = JourneyBed::start(&homespotd()).expect("bed");
+    let mut bed =
+        JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
     let ev = bed
         .start_agent(
             env!("CARGO_BIN_EXE_homespot-agent"),

@@ -15,21 +15,6 @@ use testkit::journey::{Download, EventLog, JourneyBed, ORIGIN};
 
 const SIZE: u64 = 200_000_000;
 
-fn homespotd() -> String {
-    // Built by `cargo test --workspace`; a lone `cargo test -p homespot-agent` builds it here.
-    let exe = std::env::current_exe().expect("exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join("homespotd");
-    if !p.exists() {
-        let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "homespot", "--bin", "homespotd"])
-            .status()
-            .expect("cargo build");
-        assert!(st.success());
-    }
-    p.display().to_string()
-}
-
 /// The Instant of an event's wall-clock stamp.
 fn when(e: &Value, anchor: (Instant, SystemTime)) -> Instant {
     let ms = e["time_ms"].as_u64().unwrap_or(0);
@@ -70,7 +55,8 @@ fn the_journey_keeps_a_200_mb_download_intact() {
         eprintln!("skipped: needs root");
         return;
     }
-    let mut bed = JourneyBed::start(&homespotd()).expect("test bed");
+    let mut bed = JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd"))
+        .expect("test bed");
     let events = bed
         .start_agent(
             env!("CARGO_BIN_EXE_homespot-agent"),

@@ -13,24 +13,11 @@ use std::time::Duration;
 use testkit::journey::{JourneyBed, ORIGIN};
 use testkit::origin::{pattern, Origin};
 
-fn homespotd() -> String {
-    let exe = std::env::current_exe().expect("exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join("homespotd");
-    if !p.exists() {
-        let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "homespot", "--bin", "homespotd"])
-            .status()
-            .expect("cargo build");
-        assert!(st.success());
-    }
-    p.display().to_string()
-}
-
 const POLICY: &str = "[policy]\nprefer_homespot = false\norder = [\"eth2\", \"eth0\", \"eth1\"]\nthroughput_rule = false\n";
 
 fn bed() -> (JourneyBed, testkit::journey::EventLog) {
-    let mut bed = JourneyBed::start(&homespotd()).expect("bed");
+    let mut bed =
+        JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
     bed.dhcp("eth2").expect("AP lease");
     let ev = bed
         .start_agent(env!("CARGO_BIN_EXE_homespot-agent"), POLICY)

@@ -32,6 +32,27 @@ pub const AP_PAC: &str = r#"function FindProxyForURL(url, host) {
 /// The origin's address.
 pub const ORIGIN: &str = "10.77.0.2:80";
 
+/// The homespotd binary next to the running test's target folder (`cargo test --workspace`
+/// builds it; a lone `cargo test -p homespot-agent` builds it here with `$CARGO`).
+pub fn homespotd_bin() -> Result<String> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("target dir")?;
+    let p = dir.join("homespotd");
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = std::process::Command::new(cargo)
+            .args(["build", "-p", "homespot", "--bin", "homespotd"])
+            .status()?;
+        if !st.success() {
+            bail!("building homespotd failed");
+        }
+    }
+    Ok(p.display().to_string())
+}
+
 /// Events from the agent's Mobility API, collected by a reader thread.
 #[derive(Clone, Default)]
 pub struct EventLog(Arc<Mutex<Vec<Value>>>);

@@ -193,12 +193,7 @@ impl HomeSpot {
     /// Whether `a` is in the HomeSpot's global subnet.
     pub fn in_global_subnet(&self, a: Ipv4Addr) -> bool {
         let p = self.advert.global_prefix;
-        let m = if p == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(p.min(32)))
-        };
-        self.global.is_some() && u32::from(a) & m == u32::from(self.advert.global_subnet) & m
+        self.global.is_some() && crate::links::same_subnet(a, self.advert.global_subnet, p)
     }
 
     /// We got `global`: put it on `lo`.

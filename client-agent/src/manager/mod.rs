@@ -37,6 +37,18 @@ enum Disc {
     },
 }
 
+impl Disc {
+    /// A plain network with no proxy configuration: DIRECT.
+    fn direct() -> Disc {
+        Disc::Plain {
+            pac: None,
+            wpad: None,
+            router: None,
+            cached: false,
+        }
+    }
+}
+
 struct Link {
     iface: Iface,
     addr_at: Instant,
@@ -312,24 +324,15 @@ impl Manager {
         match found {
             Found::HomeSpot(advert) => {
                 let (addr, prefix) = l.iface.addr.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
-                let info = advert.links.iter().find(|x| {
-                    let m = if x.prefix == 0 {
-                        0
-                    } else {
-                        u32::MAX << (32 - u32::from(x.prefix.min(32)))
-                    };
-                    u32::from(x.subnet) & m == u32::from(addr) & m
-                });
+                let info = advert
+                    .links
+                    .iter()
+                    .find(|x| crate::links::same_subnet(x.subnet, addr, x.prefix));
                 let Some(info) = info.cloned() else {
                     tracing::warn!(
                         "{name}: the HomeSpot's advert lists no link with {addr}/{prefix}"
                     );
-                    l.disc = Disc::Plain {
-                        pac: None,
-                        wpad: None,
-                        router: None,
-                        cached: false,
-                    };
+                    l.disc = Disc::direct();
                     return;
                 };
                 if let Some(hs) = &self.hs {
@@ -338,12 +341,7 @@ impl Manager {
                             "{name}: another HomeSpot ({}); used as a plain network",
                             crate::state::short_id(&advert.identity)
                         );
-                        l.disc = Disc::Plain {
-                            pac: None,
-                            wpad: None,
-                            router: None,
-                            cached: false,
-                        };
+                        l.disc = Disc::direct();
                         return;
                     }
                 }
@@ -630,14 +628,9 @@ impl Manager {
             }
             ApiRequest::Lookup(a) => {
                 let on = self.links.iter().find(|(_, l)| {
-                    l.iface.addr.is_some_and(|(x, p)| {
-                        let m = if p == 0 {
-                            0
-                        } else {
-                            u32::MAX << (32 - u32::from(p.min(32)))
-                        };
-                        u32::from(x) & m == u32::from(a) & m
-                    })
+                    l.iface
+                        .addr
+                        .is_some_and(|(x, p)| crate::links::same_subnet(x, a, p))
                 });
                 let global = self.hs.as_ref().is_some_and(|h| h.in_global_subnet(a));
                 json!({"ok": true, "address": a.to_string(), "local": on.is_some() || global,

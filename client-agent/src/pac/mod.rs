@@ -90,8 +90,11 @@ impl PacHandle {
         Ok(PacHandle { tx })
     }
 
-    /// `FindProxyForURL(url, host)`, as the raw string.
-    pub async fn find_raw(&self, url: &str, host: &str) -> Result<String, PacError> {
+    fn ask(
+        &self,
+        url: &str,
+        host: &str,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<String, PacError>>, PacError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Request {
@@ -100,7 +103,12 @@ impl PacHandle {
                 reply,
             })
             .map_err(|_| PacError::Gone)?;
-        rx.await.map_err(|_| PacError::Gone)?
+        Ok(rx)
+    }
+
+    /// `FindProxyForURL(url, host)`, as the raw string.
+    pub async fn find_raw(&self, url: &str, host: &str) -> Result<String, PacError> {
+        self.ask(url, host)?.await.map_err(|_| PacError::Gone)?
     }
 
     /// `FindProxyForURL(url, host)`, parsed into the choices to try in order.
@@ -110,15 +118,9 @@ impl PacHandle {
 
     /// Blocking form of [`PacHandle::find_raw`], for callers outside a runtime.
     pub fn find_raw_blocking(&self, url: &str, host: &str) -> Result<String, PacError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Request {
-                url: url.to_string(),
-                host: host.to_string(),
-                reply,
-            })
-            .map_err(|_| PacError::Gone)?;
-        rx.blocking_recv().map_err(|_| PacError::Gone)?
+        self.ask(url, host)?
+            .blocking_recv()
+            .map_err(|_| PacError::Gone)?
     }
 }
 

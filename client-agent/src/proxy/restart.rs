@@ -559,3 +559,107 @@ async fn run_once(
         "no upstream answered".into(),
     )));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_str(v).expect("value"));
+        }
+        m
+    }
+
+    fn entity(etag: Option<&str>, total: Option<u64>) -> Entity {
+        Entity {
+            etag: etag.map(|e| HeaderValue::from_str(e).expect("etag")),
+            last_modified: None,
+            total,
+            range_start: 0,
+            range_end: None,
+        }
+    }
+
+    #[test]
+    fn resume_continues_discards_or_refuses() {
+        let e = entity(Some("\"v1\""), Some(1000));
+        let ok = h(&[("content-range", "bytes 400-999/1000"), ("etag", "\"v1\"")]);
+        assert!(matches!(
+            resume_check(StatusCode::PARTIAL_CONTENT, &ok, &e, 400),
+            Resume::Continue
+        ));
+        let wrong_start = h(&[("content-range", "bytes 0-999/1000")]);
+        assert!(matches!(
+            resume_check(StatusCode::PARTIAL_CONTENT, &wrong_start, &e, 400),
+            Resume::Changed(_)
+        ));
+        let other_len = h(&[("content-range", "bytes 400-1999/2000")]);
+        assert!(matches!(
+            resume_check(StatusCode::PARTIAL_CONTENT, &other_len, &e, 400),
+            Resume::Changed(_)
+        ));
+        let same = h(&[("content-length", "1000"), ("etag", "\"v1\"")]);
+        assert!(matches!(
+            resume_check(StatusCode::OK, &same, &e, 400),
+            Resume::Discard(400)
+        ));
+        let changed = h(&[("content-length", "1000"), ("etag", "\"v2\"")]);
+        assert!(matches!(
+            resume_check(StatusCode::OK, &changed, &e, 400),
+            Resume::Changed(_)
+        ));
+        assert!(matches!(
+            resume_check(StatusCode::NOT_FOUND, &same, &e, 400),
+            Resume::Changed(_)
+        ));
+    }
+
+    #[test]
+    fn resend_carries_range_and_if_range() {
+        let job = Job {
+            method: Method::GET,
+            uri: "http://o.test:8080/f?x=1".parse().expect("uri"),
+            headers: h(&[("accept", "*/*")]),
+            body: Bytes::new(),
+            restartable: true,
+        };
+        let e = entity(Some("\"v1\""), Some(1000));
+        let r = build(&job, false, Some((&e, 400)));
+        assert_eq!(r.uri(), "/f?x=1");
+        assert_eq!(r.headers()["host"], "o.test:8080");
+        assert_eq!(r.headers()["range"], "bytes=400-");
+        assert_eq!(r.headers()["if-range"], "\"v1\"");
+        let weak = entity(Some("W/\"v1\""), None);
+        let r = build(&job, true, Some((&weak, 5)));
+        assert_eq!(r.uri(), "http://o.test:8080/f?x=1");
+        assert!(
+            r.headers().get("if-range").is_none(),
+            "a weak ETag cannot validate a range"
+        );
+    }
+
+    #[test]
+    fn ranges_and_hop_by_hop() {
+        assert_eq!(single_range(&h(&[])), Some(None));
+        assert_eq!(
+            single_range(&h(&[("range", "bytes=10-19")])),
+            Some(Some((10, Some(19))))
+        );
+        assert_eq!(
+            single_range(&h(&[("range", "bytes=10-")])),
+            Some(Some((10, None)))
+        );
+        assert_eq!(single_range(&h(&[("range", "bytes=0-1,5-6")])), None);
+        let mut m = h(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+            ("accept", "a"),
+        ]);
+        strip_hop_by_hop(&mut m);
+        assert_eq!(m.len(), 1);
+        assert!(m.contains_key("accept"));
+    }
+}
