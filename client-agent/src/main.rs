@@ -161,15 +161,17 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let (gap_tx, gap_rx) = tokio::sync::mpsc::unbounded_channel();
     let meter = Arc::new(Meter::new(gap_tx));
     let events = Events::new();
+    let pool = proxy::upstream::Pool::default();
+    let clamp = pool.clamp.clone();
     let shared = Arc::new(Shared {
         path: path_rx,
         meter: meter.clone(),
-        pool: Default::default(),
+        pool,
         cfg: cfg.proxy.clone(),
     });
     let snapshots = links::watch()?;
     let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
-    let manager = Manager::new(cfg.clone(), path_tx, meter, events.clone())?;
+    let manager = Manager::new(clamp, cfg.clone(), path_tx, meter, events.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     tracing::info!(
         "homespot-agent: proxy on {}, API on {}",

@@ -1,5 +1,5 @@
-//! The agent's test bed (issue 5): a HomeSpot with a Wi-Fi-like link (tbf 50 Mbit/s) and a
-//! Bluetooth-like link (tbf 2 Mbit/s), both through air bridges; a foreign access point `ap`
+//! The agent's test bed (issue 5): a HomeSpot with a Wi-Fi-like link (tbf 50 Mbit/s, 20 ms
+//! queue) and a Bluetooth-like link (tbf 2 Mbit/s, 500 ms queue), both through air bridges; a foreign access point `ap`
 //! with real dnsmasq (option 252), real tinyproxy and its PAC file on busybox httpd (tbf
 //! 20 Mbit/s); the origin server in `net`, reachable from both. The laptop's addresses come
 //! from dhclient; homespot-agent runs in the laptop's namespace.
@@ -117,10 +117,10 @@ pub struct JourneyBed {
     homespotd: Option<Proc>,
 }
 
-fn tbf(ns: &Netns, dev: &str, rate: &str, burst: &str) -> Result<()> {
+fn tbf(ns: &Netns, dev: &str, rate: &str, burst: &str, latency: &str) -> Result<()> {
     ns.run(&[
         "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", burst,
-        "latency", "100ms",
+        "latency", latency,
     ])?;
     Ok(())
 }
@@ -158,10 +158,14 @@ impl JourneyBed {
             &dir.join("homespotd.log"),
         )?;
         hs.wait_for_log("lease database loaded", Duration::from_secs(10))?;
-        tbf(&topo.homespot, "lan0", "50mbit", "64kb")?;
-        tbf(&topo.homespot, "lan1", "2mbit", "8kb")?;
-        tbf(&topo.client, "eth0", "50mbit", "64kb")?;
-        tbf(&topo.client, "eth1", "2mbit", "8kb")?;
+        // Queues: Wi-Fi short (20 ms, as drivers with AQM keep it), Bluetooth deep (500 ms).
+        // HOMESPOT_JOURNEY_TBF="wifi,bluetooth" (tbf `latency` values) tries others.
+        let exp = std::env::var("HOMESPOT_JOURNEY_TBF").unwrap_or_else(|_| "20ms,500ms".into());
+        let (wl, bl) = exp.split_once(',').unwrap_or(("20ms", "500ms"));
+        tbf(&topo.homespot, "lan0", "50mbit", "64kb", wl)?;
+        tbf(&topo.homespot, "lan1", "2mbit", "8kb", bl)?;
+        tbf(&topo.client, "eth0", "50mbit", "64kb", wl)?;
+        tbf(&topo.client, "eth1", "2mbit", "8kb", bl)?;
         // The foreign AP: a link to the laptop (eth2) and an uplink to `net`.
         veth(&ap, "lan", &topo.client, "eth2")?;
         veth(&ap, "uplink", &topo.net, "ap")?;
@@ -174,7 +178,7 @@ impl JourneyBed {
             .run(&["ip", "addr", "add", "10.88.0.2/24", "dev", "ap"])?;
         topo.net.run(&["ip", "link", "set", "ap", "up"])?;
         topo.client.run(&["ip", "link", "set", "eth2", "up"])?;
-        tbf(&ap, "lan", "20mbit", "32kb")?;
+        tbf(&ap, "lan", "20mbit", "32kb", "100ms")?;
         let mut procs = vec![];
         let leases = dir.join("ap.leases");
         procs.push(ap.spawn(

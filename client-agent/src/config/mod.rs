@@ -49,6 +49,11 @@ pub struct Config {
     pub probe_interval: Duration,
     /// Unanswered probes that declare a link dead.
     pub probe_misses: u32,
+    /// Before a planned P-Handoff, how long the old radio's queue drains under a clamped
+    /// window (zero: switch at once).
+    pub drain: Duration,
+    /// The clamped window (bytes).
+    pub drain_window: u32,
 }
 
 /// The local proxy.
@@ -142,6 +147,8 @@ struct RawPolicy {
     sustain: Option<String>,
     idle_kbps: Option<u64>,
     idle: Option<String>,
+    drain: Option<String>,
+    drain_window: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +313,11 @@ impl Config {
         if policy.idle_bps >= policy.up_bps {
             return Err(c.err("policy.idle_kbps", "must be below policy.up_kbps"));
         }
+        let drain = c.duration("policy.drain", p.drain.as_ref(), Duration::from_millis(600))?;
+        let drain_window = p.drain_window.unwrap_or(16 * 1024);
+        if drain_window < 4096 {
+            return Err(c.err("policy.drain_window", "must be at least 4096 bytes"));
+        }
         Ok(Config {
             api_socket: raw
                 .agent
@@ -354,6 +366,8 @@ impl Config {
             policy,
             probe_interval,
             probe_misses,
+            drain,
+            drain_window,
         })
     }
 

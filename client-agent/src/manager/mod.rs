@@ -103,11 +103,15 @@ pub struct Manager {
     key: [u8; 32],
     disc_tx: mpsc::Sender<(String, u64, Found)>,
     disc_rx: Option<mpsc::Receiver<(String, u64, Found)>>,
+    clamp: Arc<crate::proxy::clamp::Clamp>,
+    /// A planned P-Handoff waiting for the old radio's queue to drain: link, interface, when.
+    draining: Option<(u8, String, Instant)>,
 }
 
 impl Manager {
     /// A manager publishing on `path`, measuring with `meter`, reporting on `events`.
     pub fn new(
+        clamp: Arc<crate::proxy::clamp::Clamp>,
         cfg: Config,
         path: watch::Sender<Path>,
         meter: Arc<Meter>,
@@ -137,6 +141,8 @@ impl Manager {
             key,
             disc_tx,
             disc_rx: Some(disc_rx),
+            clamp,
+            draining: None,
         })
     }
 
@@ -176,6 +182,7 @@ impl Manager {
                     let _ = reply.send(v);
                 }
                 _ = tick.tick() => {
+                    self.drained().await;
                     self.evaluate(None).await;
                     self.expire_handoffs();
                     self.refresh_expired();
@@ -446,7 +453,7 @@ impl Manager {
                 Some(crate::policy::Decision { to, reason: "user" })
             }
             None => {
-                if self.hs.as_ref().is_some_and(|h| h.switching()) {
+                if self.draining.is_some() || self.hs.as_ref().is_some_and(|h| h.switching()) {
                     return;
                 }
                 let cur = if current_ok {
@@ -463,6 +470,20 @@ impl Manager {
             return;
         }
         self.move_to(&d.to, d.reason).await;
+    }
+
+    /// A drain that is due: switch now.
+    async fn drained(&mut self) {
+        let due = self
+            .draining
+            .as_ref()
+            .is_some_and(|(_, _, t)| Instant::now() >= *t);
+        if !due {
+            return;
+        }
+        if let (Some((link, name, _)), Some(hs)) = (self.draining.take(), self.hs.as_mut()) {
+            hs.switch(link, &name).await;
+        }
     }
 
     fn start_loss(&mut self, name: &str) {
@@ -517,7 +538,14 @@ impl Manager {
         match &l.disc {
             Disc::HomeSpot { link, .. } => {
                 h.kind = "p-handoff";
-                if let Some(hs) = self.hs.as_mut() {
+                let planned = !h.reason.contains(" lost")
+                    && matches!(self.path.borrow().upstream, Some(Upstream::HomeSpot { .. }))
+                    && !self.cfg.drain.is_zero()
+                    && self.clamp.tracked() > 0;
+                if planned {
+                    self.clamp.apply(Some(self.cfg.drain_window));
+                    self.draining = Some((*link, to.to_string(), Instant::now() + self.cfg.drain));
+                } else if let Some(hs) = self.hs.as_mut() {
                     hs.switch(*link, to).await;
                 }
                 self.handoffs.push(h);
@@ -701,6 +729,7 @@ impl Manager {
                 self.evaluate(None).await;
             }
             E::SwitchDone { link, took } => {
+                self.clamp.apply(None);
                 let Some((name, up)) = hs.switched(link).await else {
                     return;
                 };
@@ -728,12 +757,17 @@ impl Manager {
                 }
             }
             E::SwitchFailed { link } => {
+                self.clamp.apply(None);
                 tracing::warn!("switch to HomeSpot link {link} failed");
                 hs.switch_failed(link);
                 self.events
                     .emit("switch_failed", json!({"homespot_link": link}));
             }
             E::LinkDead { link } => {
+                if self.draining.as_ref().is_some_and(|(l, _, _)| *l == link) {
+                    self.draining = None;
+                    self.clamp.apply(None);
+                }
                 let name = hs.dead(link);
                 self.events.emit("link_down", json!({"link": name, "homespot_link": link, "reason": "probes unanswered (silent loss)"}));
                 if name.is_some() && name == self.current {

@@ -3,6 +3,7 @@
 //! ([`restart`]). CONNECT tunnels go the same way; at a HomeSpot they survive P-Handoff, on a
 //! plain link they are closed when the path changes (TLS state cannot be restarted).
 
+pub mod clamp;
 mod restart;
 mod tunnel;
 pub mod upstream;

@@ -71,13 +71,17 @@ pub async fn connect(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Pr
                         continue;
                     }
                 }
-                stream = Some(s);
+                let token = hop.homespot.then(|| {
+                    use std::os::fd::AsRawFd;
+                    shared.pool.clamp.register(s.as_raw_fd())
+                });
+                stream = Some((s, token));
                 break;
             }
             Err(e) => last = e.0,
         }
     }
-    let Some(mut upstream) = stream else {
+    let Some((mut upstream, token)) = stream else {
         return text(StatusCode::BAD_GATEWAY, &last);
     };
     let meter = shared.meter.clone();
@@ -105,6 +109,7 @@ pub async fn connect(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Pr
                 let _ = client.shutdown().await;
             }
         }
+        drop(token);
     });
     Response::new(ProxyBody::Full(None))
 }

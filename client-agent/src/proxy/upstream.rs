@@ -27,6 +27,8 @@ pub struct Hop {
     pub via_proxy: bool,
     /// Receive buffer (bytes; 0: the kernel's default).
     pub rcvbuf: u32,
+    /// To a HomeSpot proxy (over the global addresses).
+    pub homespot: bool,
 }
 
 /// Why no connection could be made.
@@ -86,6 +88,7 @@ pub async fn hops(
             from: *global,
             via_proxy: true,
             rcvbuf: *rcvbuf,
+            homespot: true,
         }]),
         Upstream::Link { addr, pac } => {
             let choices = match pac {
@@ -108,6 +111,7 @@ pub async fn hops(
                         from: *addr,
                         via_proxy,
                         rcvbuf: 0,
+                        homespot: false,
                     }),
                     Err(e) => last = Some(e),
                 }
@@ -122,10 +126,13 @@ pub async fn hops(
 
 type Sender = SendRequest<Full<Bytes>>;
 
-/// Idle upstream connections, by hop and path epoch.
+/// Idle upstream connections, by hop and path epoch; connections to a HomeSpot proxy are
+/// tracked for window clamping.
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<(Hop, u64), Vec<Sender>>>,
+    /// The HomeSpot connections' window clamp.
+    pub clamp: std::sync::Arc<super::clamp::Clamp>,
 }
 
 impl Pool {
@@ -166,12 +173,17 @@ impl Pool {
             }
         }
         let stream = connect(hop, timeout).await?;
+        let token = hop.homespot.then(|| {
+            use std::os::fd::AsRawFd;
+            self.clamp.register(stream.as_raw_fd())
+        });
         let (s, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError(format!("handshake with {}: {e}", hop.to)))?;
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(token);
         });
         Ok(s)
     }
