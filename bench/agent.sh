@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/setup --bench
 cargo build --release -q -p homespot -p homespot-agent -p loadgen
 HS_BIN=$PWD/target/release/homespotd
-AGENT=$PWD/target/release/homespot-agent
+AGENT=${AGENT_BIN:-$PWD/target/release/homespot-agent}
 LG=$PWD/target/release/loadgen
 DUR=${DURATION:-10}
 OUT=$PWD/bench/out/agent-$(date +%Y%m%d-%H%M%S)
