@@ -64,6 +64,9 @@ pub struct Gap {
     pub gap: Duration,
     /// From the new link's address to the first bytes after the handoff (L7 restarts).
     pub from_address: Option<Duration>,
+    /// The largest pause after the handoff completed (a planned move first drains the old
+    /// radio; pauses during the drain count in `gap` only).
+    pub after_done: Duration,
 }
 
 struct Window {
@@ -73,6 +76,7 @@ struct Window {
     address_at: Option<Instant>,
     first_after_done: Option<Instant>,
     max_gap: Duration,
+    max_gap_after: Duration,
 }
 
 struct MeterState {
@@ -126,6 +130,9 @@ impl Meter {
                 if now >= w.start {
                     w.max_gap = w.max_gap.max(now - l);
                 }
+                if w.done.is_some() {
+                    w.max_gap_after = w.max_gap_after.max(now - l);
+                }
             }
             if let Some(d) = w.done {
                 w.first_after_done.get_or_insert(now);
@@ -133,6 +140,7 @@ impl Meter {
                     report = Some(Gap {
                         handoff: w.handoff,
                         gap: w.max_gap,
+                        after_done: w.max_gap_after,
                         from_address: w.address_at.and_then(|a| {
                             w.first_after_done.map(|f| f.saturating_duration_since(a))
                         }),
@@ -158,6 +166,7 @@ impl Meter {
             address_at: None,
             first_after_done: None,
             max_gap: Duration::ZERO,
+            max_gap_after: Duration::ZERO,
         });
     }
 

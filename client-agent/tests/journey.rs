@@ -175,8 +175,8 @@ fn the_journey_keeps_a_200_mb_download_intact() {
         ("home again", &home),
     ] {
         println!(
-            "{name:28} agent: interruption {} ms, address->bytes {} ms, discovery {}, kind {} | download: largest gap nearby {:.2} ms",
-            e["interruption_ms"], e["address_to_bytes_ms"], e["discovery"], e["kind"],
+            "{name:28} agent: interruption {} ms (after the switch {} ms), address->bytes {} ms, discovery {}, kind {} | download: largest gap nearby {:.2} ms",
+            e["interruption_ms"], e["after_switch_ms"], e["address_to_bytes_ms"], e["discovery"], e["kind"],
             seen(e, Duration::from_millis(1500)).as_secs_f64() * 1e3
         );
     }

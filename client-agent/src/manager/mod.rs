@@ -622,6 +622,7 @@ impl Manager {
                    "signalling_ms": h.signalling.map(ms),
                    "decided_to_done_ms": h.done.map(|d| ms(d - h.started)),
                    "interruption_ms": g.map(|g| ms(g.gap)),
+                   "after_switch_ms": g.map(|g| ms(g.after_done)),
                    "address_to_bytes_ms": g.and_then(|g| g.from_address).map(ms)}),
         );
     }
