@@ -2,7 +2,8 @@
 //!
 //! What it does: creates namespaces with names unique to this process and call
 //! ([`Netns::new`]), removes them in `Drop` (also when a test panics), builds the topologies of
-//! DESIGN.md section 7 ([`Topology`]), runs commands and long-lived programs inside a namespace
+//! DESIGN.md section 7 ([`Topology`], and the agent's journey bed with a foreign access point,
+//! [`journey::JourneyBed`]), runs commands and long-lived programs inside a namespace
 //! ([`Netns::run`], [`Netns::spawn`], ending them by PID), and runs Rust code inside one on a
 //! thread of its own ([`Netns::in_thread`]).
 //!
