@@ -60,14 +60,39 @@ pub async fn install(
     }
 }
 
+/// Removes `addr` from the interface `ifindex` (the global address from `lo` at shutdown).
+pub async fn remove_address(handle: &rtnetlink::Handle, ifindex: u32, addr: Ipv4Addr) {
+    use futures_util::TryStreamExt;
+    let mut found = handle
+        .address()
+        .get()
+        .set_link_index_filter(ifindex)
+        .set_address_filter(addr.into())
+        .execute();
+    while let Ok(Some(msg)) = found.try_next().await {
+        if let Err(e) = handle.address().del(msg).execute().await {
+            tracing::warn!("removing {addr}: {e}");
+        }
+    }
+}
+
 /// Removes the link's source rule (its table's routes go with the address).
 pub async fn remove(handle: &rtnetlink::Handle, ifindex: u32, addr: Ipv4Addr) {
     let table = table_of(ifindex);
     let mut rules = handle.rule().get(rtnetlink::IpVersion::V4).execute();
     use futures_util::TryStreamExt;
     while let Ok(Some(r)) = rules.try_next().await {
-        let ours = r.header.table as u32 == table % 256
-            && r.attributes.iter().any(|a| matches!(a, rtnetlink::packet_route::rule::RuleAttribute::Source(std::net::IpAddr::V4(s)) if *s == addr));
+        use rtnetlink::packet_route::rule::RuleAttribute;
+        let in_table = r
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RuleAttribute::Table(t) if *t == table))
+            || u32::from(r.header.table) == table;
+        let from_us = r
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RuleAttribute::Source(std::net::IpAddr::V4(s)) if *s == addr));
+        let ours = in_table && from_us;
         if ours {
             let _ = handle.rule().del(r).execute().await;
         }

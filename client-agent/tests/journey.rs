@@ -140,6 +140,28 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     }
     let d = reader.join().expect("reader");
     let agent_log = bed.stop_agent().unwrap_or_default();
+    // A clean stop takes back what the agent installed.
+    let lo = bed
+        .topo
+        .client
+        .run(&["ip", "-4", "-o", "addr", "show", "dev", "lo"])
+        .unwrap_or_default();
+    let rules = bed
+        .topo
+        .client
+        .run(&["ip", "rule", "show"])
+        .unwrap_or_default();
+    let routes = bed
+        .topo
+        .client
+        .run(&["ip", "route", "show", "10.200.0.1"])
+        .unwrap_or_default();
+    assert!(
+        !lo.contains("10.200.0.2"),
+        "global address left on lo: {lo}"
+    );
+    assert!(!rules.contains("10.88.1."), "source rule left: {rules}");
+    assert!(routes.trim().is_empty(), "host route left: {routes}");
     let p99 = d.quantile(0.99);
     // The download's gaps around each route change (the handoff event itself comes after the
     // interruption was measured).

@@ -287,7 +287,12 @@ impl HomeSpot {
                "links": self.links.iter().map(|(i, m)| json!({"index": i, "interface": m.ifname, "alive": m.alive})).collect::<Vec<_>>()})
     }
 
-    /// Removes the host route and the global address, restores rp_filter.
+    /// Our global address, once associated.
+    pub fn global(&self) -> Option<Ipv4Addr> {
+        self.global
+    }
+
+    /// Removes the host route and restores rp_filter (the caller removes the global address).
     pub async fn cleanup(&mut self) {
         if self.route {
             let _ = self.nl.remove(self.advert.global_addr, None).await;
@@ -296,11 +301,6 @@ impl HomeSpot {
             if let Some(old) = &m.rp_filter {
                 let _ = phandoff::routes::restore_rp_filter(&m.ifname, old);
             }
-        }
-        if let Some(g) = self.global {
-            let _ = std::process::Command::new("ip")
-                .args(["addr", "del", &format!("{g}/32"), "dev", "lo"])
-                .status();
         }
     }
 }

@@ -792,6 +792,10 @@ impl Manager {
     async fn cleanup(&mut self) {
         if let Some(hs) = self.hs.as_mut() {
             hs.cleanup().await;
+            if let Some(g) = hs.global() {
+                crate::linkroute::remove_address(&self.handle, phandoff::routes::ifindex("lo"), g)
+                    .await;
+            }
         }
         for l in self.links.values() {
             if let (Disc::Plain { .. }, Some((addr, _))) = (&l.disc, l.iface.addr) {
