@@ -162,6 +162,23 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     );
     assert!(!rules.contains("10.88.1."), "source rule left: {rules}");
     assert!(routes.trim().is_empty(), "host route left: {routes}");
+    // ... and its Bye took the HomeSpot's route to the laptop's global address away.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let hs = bed
+            .topo
+            .homespot
+            .run(&["ip", "route", "show", "10.200.0.2"])
+            .unwrap_or_default();
+        if hs.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HomeSpot route left after Bye: {hs}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let p99 = d.quantile(0.99);
     // The download's gaps around each route change (the handoff event itself comes after the
     // interruption was measured).

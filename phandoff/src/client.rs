@@ -205,6 +205,17 @@ impl Client {
         );
     }
 
+    /// Ends the association over `link`: the HomeSpot removes its route to our global address.
+    /// Sent once (a lost Bye leaves the route until the HomeSpot restarts, as before); the
+    /// session is gone either way.
+    pub fn bye(&mut self, link: u8) {
+        if self.session.is_some() {
+            self.seal_and_send(link, SealedBody::Bye);
+        }
+        self.session = None;
+        self.switch = None;
+    }
+
     /// Traffic from the HomeSpot arrived on `link` (the caller watches the interface's
     /// counters): as good as an answered probe. A saturated slow link queues probe answers
     /// behind data; counting the data keeps it from being declared dead.

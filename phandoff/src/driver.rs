@@ -172,6 +172,8 @@ pub enum Command {
     LinkDown(u8),
     /// Traffic from the HomeSpot arrived on this link (see [`Client::heard`]).
     Heard(u8),
+    /// End the association over this link (see [`Client::bye`]).
+    Bye(u8),
 }
 
 /// Runs `c` on `socks`, taking commands and forwarding events, until either channel closes.
@@ -209,6 +211,7 @@ pub async fn run_client(
                     socks.push(s);
                 }
                 Some(Command::Heard(l)) => c.heard(l),
+                Some(Command::Bye(l)) => c.bye(l),
                 Some(Command::LinkDown(l)) => {
                     c.link_down(l);
                     socks.retain(|x| x.link != l);

@@ -225,6 +225,20 @@ fn discover_associate_switch_and_detect_a_dead_link() {
 }
 
 #[test]
+fn bye_releases_the_route() {
+    let mut b = Bed::new(responder(vec![]));
+    let global = b.associate();
+    b.cl.bye(0);
+    b.pump();
+    assert!(b.hs_events.contains(&Event::Released { global }));
+    // No session any more: no probes, no switch.
+    let later = b.after(Duration::from_millis(500));
+    let sent = b.sniffed.len();
+    b.run_until(later);
+    assert_eq!(b.sniffed.len(), sent, "nothing sent after Bye");
+}
+
+#[test]
 fn a_lost_switch_is_retransmitted() {
     let mut b = Bed::new(responder(vec![]));
     b.associate();

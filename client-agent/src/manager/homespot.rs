@@ -292,8 +292,14 @@ impl HomeSpot {
         self.global
     }
 
-    /// Removes the host route and restores rp_filter (the caller removes the global address).
+    /// Says Bye over the current link (the HomeSpot drops its route to us), removes our host
+    /// route and restores rp_filter (the caller removes the global address).
     pub async fn cleanup(&mut self) {
+        if let (Some(link), Some(_)) = (self.current, self.global) {
+            let _ = self.cmd.send(Command::Bye(link)).await;
+            // The driver sends it on its next turn.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         if self.route {
             let _ = self.nl.remove(self.advert.global_addr, None).await;
         }
