@@ -17,25 +17,9 @@ DUR=${DURATION:-10}
 OUT=$PWD/bench/out/proxy-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 chmod 777 "$OUT"
-S=hspb$$s; C=hspb$$c; N=hspb$$n
-PIDS=()
-
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for ns in $S $C $N; do
-        for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-        ip netns del $ns 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-
-for ns in $S $C $N; do ip netns add $ns; ip -n $ns link set lo up; done
-ip -n $S link add lan0 type veth peer name eth0 netns $C
-ip -n $S link add wan type veth peer name wan netns $N
-ip -n $S addr add 10.89.1.1/24 dev lan0; ip -n $S link set lan0 up
-ip -n $S addr add 10.89.0.1/24 dev wan; ip -n $S link set wan up
-ip -n $C addr add 10.89.1.2/24 dev eth0; ip -n $C link set eth0 up
-ip -n $N addr add 10.89.0.2/24 dev wan; ip -n $N link set wan up
+PREFIX=hspb
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 # For the direct path the HomeSpot namespace routes between its links.
 ip netns exec $S sysctl -qw net.ipv4.ip_forward=1
 ip -n $C route add default via 10.89.1.1

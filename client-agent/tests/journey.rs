@@ -5,13 +5,10 @@
 //! arrive byte-exact with curl exiting 0 and no restart from byte 0; every handoff's
 //! interruption is printed (API events and what the download saw).
 
-use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
-use testkit::journey::{Download, EventLog, JourneyBed, ORIGIN};
+use testkit::journey::{EventLog, JourneyBed, ORIGIN};
 
 const SIZE: u64 = 200_000_000;
 
@@ -27,18 +24,6 @@ fn when(e: &Value, anchor: (Instant, SystemTime)) -> Instant {
         anchor.0 + Duration::from_millis(ms - a)
     } else {
         anchor.0 - Duration::from_millis(a - ms)
-    }
-}
-
-fn wait_bytes(p: &AtomicU64, n: u64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while p.load(Ordering::Relaxed) < n {
-        assert!(
-            Instant::now() < deadline,
-            "download stalled at {} bytes",
-            p.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -71,32 +56,11 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     );
 
     let url = format!("http://{ORIGIN}/bytes/{SIZE}");
-    let mut curl = bed
-        .topo
-        .client
-        .command("curl")
-        .args([
-            "-sS",
-            "--fail",
-            "--max-time",
-            "170",
-            "-x",
-            "http://127.0.0.1:3129",
-            &url,
-            "-o",
-            "-",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("curl");
-    let out = curl.stdout.take().expect("stdout");
-    let progress = Arc::new(AtomicU64::new(0));
-    let p = progress.clone();
-    let reader = std::thread::spawn(move || Download::read(out, p));
+    let curl = bed.curl(&["--fail", &url]).expect("curl");
 
     // 1. Wi-Fi, then the user's switch to Bluetooth (a P-Handoff).
-    wait_bytes(&progress, 15_000_000, Duration::from_secs(30));
+    curl.wait_bytes(15_000_000, Duration::from_secs(30))
+        .expect("download started");
     let n0 = events.len();
     let r = bed
         .request(r#"{"cmd":"switch","link":"eth1"}"#)
@@ -133,12 +97,7 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     bed.topo.restore(1).expect("restore bluetooth");
     let (_, home) = log_home(&events, i + 1);
 
-    let st = curl.wait().expect("curl exit");
-    let mut err = String::new();
-    if let Some(mut e) = curl.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
-    let d = reader.join().expect("reader");
+    let (st, err, d) = curl.finish(Duration::from_secs(170)).expect("curl");
     let agent_log = bed.stop_agent().unwrap_or_default();
     // A clean stop takes back what the agent installed.
     let lo = bed
