@@ -2,10 +2,12 @@
 # Agent benchmark, one run on one machine (issue 5, acceptance 7): 64 connections, 1 KiB
 # responses from nginx in the `net` namespace, at a HomeSpot. A client using the HomeSpot proxy
 # directly vs the same client through homespot-agent's local proxy (which forwards to the
-# HomeSpot proxy over the global addresses). Median of 3 interleaved runs each; the agent's
-# RSS idle (after start, and after the load). Needs root.
+# HomeSpot proxy over the global addresses). Median of 3 interleaved runs each; the CPU time
+# the agent and homespotd spend per request; the agent's RSS idle (after start, and after the
+# load). Needs root.
 #   bench/agent.sh                 (~2 minutes)
 #   DURATION=5 bench/agent.sh      shorter
+#   CPUS=shared bench/agent.sh     laptop and HomeSpot on the same two cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup --bench
@@ -17,6 +19,11 @@ DUR=${DURATION:-10}
 OUT=$PWD/bench/out/agent-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 PREFIX=hsab
+# A HomeSpot and a laptop are two machines: by default the HomeSpot side (homespotd, nginx)
+# runs on CPU 0 and the laptop side (load generator, agent) on CPU 1. CPUS=shared lets all of
+# it share both cores (the agent's hop then competes with the HomeSpot for the same CPU).
+ON_HS=""; ON_LAPTOP=""
+if [[ "${CPUS:-split}" == split ]]; then ON_HS="taskset -c 0"; ON_LAPTOP="taskset -c 1"; fi
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
@@ -33,7 +40,7 @@ http {
     server { listen 10.89.0.2:8080; root $OUT/www; }
 }
 CFG
-ip netns exec $N nginx -c "$OUT/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+$ON_HS ip netns exec $N nginx -c "$OUT/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 
 cat > "$OUT/homespotd.toml" <<CFG
 [server]
@@ -53,7 +60,7 @@ interface = "lan0"
 address = "10.89.1.1/24"
 pools = ["10.89.1.100-10.89.1.199"]
 CFG
-ip netns exec $S "$HS_BIN" --config "$OUT/homespotd.toml" --log warn > "$OUT/homespotd.log" 2>&1 & PIDS+=($!)
+$ON_HS ip netns exec $S "$HS_BIN" --config "$OUT/homespotd.toml" --log warn > "$OUT/homespotd.log" 2>&1 & PIDS+=($!)
 sleep 0.5
 
 cat > "$OUT/agent.toml" <<CFG
@@ -64,7 +71,7 @@ interfaces = ["eth0"]
 [policy]
 throughput_rule = false
 CFG
-ip netns exec $C env HOMESPOT_LOG=warn "$AGENT" --config "$OUT/agent.toml" run > "$OUT/agent.log" 2>&1 & AG=$!; PIDS+=($AG)
+$ON_LAPTOP ip netns exec $C env HOMESPOT_LOG=warn "$AGENT" --config "$OUT/agent.toml" run > "$OUT/agent.log" 2>&1 & AG=$!; PIDS+=($AG)
 for _ in $(seq 100); do
     if "$AGENT" --api "$OUT/agent.sock" status 2>/dev/null | grep -q '"hibernating": false'; then break; fi
     sleep 0.1
@@ -76,9 +83,17 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 sleep 1
 IDLE0=$(rss "$AGPID")
 
-run() { # name connect
-    ip netns exec $C "$LG" --mode proxy --connect "$2" --origin 10.89.0.2:8080 --path /1k \
+HSPID=$(ip netns pids $S | while read -r p; do [[ "$(readlink /proc/$p/exe)" == "$HS_BIN" ]] && echo "$p"; done | head -1)
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+run() { # name connect: one load run, with the CPU time agent and homespotd spent per request
+    local a0 h0 a1 h1 n
+    a0=$(ticks "$AGPID"); h0=$(ticks "$HSPID")
+    $ON_LAPTOP ip netns exec $C "$LG" --mode proxy --connect "$2" --origin 10.89.0.2:8080 --path /1k \
         --connections 64 --duration "$DUR" | tee -a "$OUT/$1.txt"
+    a1=$(ticks "$AGPID"); h1=$(ticks "$HSPID")
+    n=$(grep -o "requests=[0-9]*" "$OUT/$1.txt" | tail -1 | cut -d= -f2)
+    [[ -n "$n" && "$n" -gt 0 ]] && awk -v a=$((a1-a0)) -v h=$((h1-h0)) -v n="$n" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "  cpu per request: agent %.1f us, homespotd %.1f us\n", 1e6*a/hz/n, 1e6*h/hz/n }' | tee -a "$OUT/$1.cpu"
 }
 for i in 1 2 3; do
     run direct 10.89.1.1:3128
@@ -91,7 +106,7 @@ field() { grep -o "$2=[0-9.]*" "$OUT/$1.txt" | cut -d= -f2 | median; }
 D_RPS=$(field direct rps); A_RPS=$(field agent rps)
 D_P99=$(field direct p99_ms); A_P99=$(field agent p99_ms)
 echo
-echo "== agent benchmark ($DUR s x 3, 64 connections, 1 KiB) =="
+echo "== agent benchmark ($DUR s x 3, 64 connections, 1 KiB, CPUs ${CPUS:-split}) =="
 printf "client -> HomeSpot proxy:          %8.0f req/s  p99 %6.2f ms\n" "$D_RPS" "$D_P99"
 printf "client -> agent -> HomeSpot proxy: %8.0f req/s  p99 %6.2f ms\n" "$A_RPS" "$A_P99"
 awk -v a="$A_RPS" -v d="$D_RPS" -v ap="$A_P99" -v dp="$D_P99" \

@@ -4,6 +4,7 @@
 //! plain link they are closed when the path changes (TLS state cannot be restarted).
 
 pub mod clamp;
+mod relay;
 mod restart;
 mod tunnel;
 pub mod upstream;
@@ -21,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 pub use restart::{strip_hop_by_hop, Shared};
 
@@ -31,6 +32,8 @@ pub enum ProxyBody {
     Stream(mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>),
     /// Fixed.
     Full(Option<Bytes>),
+    /// Straight from the upstream connection ([`relay`]).
+    Relay(Box<relay::Relay>),
 }
 
 impl http_body::Body for ProxyBody {
@@ -43,9 +46,11 @@ impl http_body::Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Stream(rx) => rx.poll_recv(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Relay(r) => r.poll(cx),
         }
     }
     fn is_end_stream(&self) -> bool {
+        // A relayed body is polled to its end, which returns its connection to the pool.
         matches!(self, ProxyBody::Full(None))
     }
 }
@@ -138,22 +143,7 @@ async fn handle(
         body,
         restartable: can_restart,
     };
-    let (head_tx, head_rx) = oneshot::channel();
-    let (frames_tx, frames_rx) = mpsc::channel(16);
-    tokio::spawn(restart::run(job, shared, head_tx, frames_tx));
-    Ok(match head_rx.await {
-        Ok(Ok((status, headers))) => {
-            let mut r = Response::new(ProxyBody::Stream(frames_rx));
-            *r.status_mut() = status;
-            *r.headers_mut() = headers;
-            r
-        }
-        Ok(Err((status, why))) => text(status, &why),
-        Err(_) => text(
-            StatusCode::BAD_GATEWAY,
-            "the request ended without a response",
-        ),
-    })
+    Ok(relay::answer(job, shared).await)
 }
 
 /// Serves the proxy on `listener` until the task is dropped.

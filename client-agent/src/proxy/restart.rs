@@ -55,7 +55,7 @@ pub type Head = Result<(StatusCode, HeaderMap), (StatusCode, String)>;
 /// Body frames to the client; an `Err` aborts the client connection.
 pub type FrameTx = mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>;
 
-enum Change {
+pub(super) enum Change {
     /// A new path: restart on it.
     NewPath,
     /// No link for longer than the hibernation bound.
@@ -64,7 +64,7 @@ enum Change {
 
 /// Waits until the path's epoch moves past `epoch` onto a usable upstream, or no link has been
 /// usable for `bound`.
-async fn changed(rx: &mut watch::Receiver<Path>, epoch: u64, bound: Duration) -> Change {
+pub(super) async fn changed(rx: &mut watch::Receiver<Path>, epoch: u64, bound: Duration) -> Change {
     let mut since_none: Option<tokio::time::Instant> = None;
     loop {
         {
@@ -145,7 +145,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// The entity we started delivering, to recognise it on resume.
-struct Entity {
+pub(super) struct Entity {
     etag: Option<HeaderValue>,
     last_modified: Option<HeaderValue>,
     /// Full length of the entity, when known.
@@ -155,7 +155,40 @@ struct Entity {
     range_end: Option<u64>,
 }
 
-fn single_range(h: &HeaderMap) -> Option<Option<(u64, Option<u64>)>> {
+impl Entity {
+    /// The entity a response head (`status`, headers `h`) starts to deliver, for a request with
+    /// the client's own single range `client_range`.
+    pub(super) fn from_head(
+        status: StatusCode,
+        h: &HeaderMap,
+        client_range: Option<(u64, Option<u64>)>,
+    ) -> Entity {
+        let partial = status == StatusCode::PARTIAL_CONTENT;
+        let (range_start, range_end) = client_range.unwrap_or((0, None));
+        Entity {
+            etag: h.get(header::ETAG).cloned(),
+            last_modified: h.get(header::LAST_MODIFIED).cloned(),
+            total: if partial {
+                content_range(h).and_then(|(_, t)| t)
+            } else {
+                content_length(h)
+            },
+            range_start: if partial { range_start } else { 0 },
+            range_end: if partial { range_end } else { None },
+        }
+    }
+}
+
+/// Where a request stands when its first attempt, streamed without a task of its own
+/// ([`super::relay`]), is handed over to [`run`] after a path change or an upstream failure.
+pub(super) struct Resumed {
+    pub entity: Entity,
+    pub delivered: u64,
+    /// The epoch of the path that failed.
+    pub epoch: u64,
+}
+
+pub(super) fn single_range(h: &HeaderMap) -> Option<Option<(u64, Option<u64>)>> {
     let Some(v) = h.get(header::RANGE) else {
         return Some(None);
     };
@@ -233,7 +266,11 @@ fn resume_check(status: StatusCode, h: &HeaderMap, e: &Entity, delivered: u64) -
     }
 }
 
-fn build(job: &Job, via_proxy: bool, resume: Option<(&Entity, u64)>) -> Request<Full<Bytes>> {
+pub(super) fn build(
+    job: &Job,
+    via_proxy: bool,
+    resume: Option<(&Entity, u64)>,
+) -> Request<Full<Bytes>> {
     let target = if via_proxy {
         job.uri.clone()
     } else {
@@ -277,9 +314,16 @@ fn build(job: &Job, via_proxy: bool, resume: Option<(&Entity, u64)>) -> Request<
     req
 }
 
-/// Runs `job` to the end: the head goes to `head`, the body to `frames`.
-pub async fn run(job: Job, shared: Arc<Shared>, head: oneshot::Sender<Head>, frames: FrameTx) {
-    let mut head = Some(head);
+/// Runs `job` to the end: the head goes to `head` (unless it was sent already: `resumed`),
+/// the body to `frames`.
+pub(super) async fn run(
+    job: Job,
+    shared: Arc<Shared>,
+    head: Option<oneshot::Sender<Head>>,
+    frames: FrameTx,
+    resumed: Option<Resumed>,
+) {
+    let mut head = head;
     let fail = |head: &mut Option<oneshot::Sender<Head>>,
                 frames: &FrameTx,
                 status: StatusCode,
@@ -300,12 +344,26 @@ pub async fn run(job: Job, shared: Arc<Shared>, head: oneshot::Sender<Head>, fra
     };
     let host = job.uri.host().unwrap_or("").to_string();
     let port = job.uri.port_u16().unwrap_or(80);
-    let url = job.uri.to_string();
     let bound = shared.cfg.hibernate;
     let mut rx = shared.path.clone();
     let mut entity: Option<Entity> = None;
     let mut delivered = 0u64;
     let mut failures = 0u32;
+    if let Some(r) = resumed {
+        if !job.restartable {
+            return fail(
+                &mut head,
+                &frames,
+                StatusCode::BAD_GATEWAY,
+                "the network changed during the response; not resent".into(),
+            );
+        }
+        entity = Some(r.entity);
+        delivered = r.delivered;
+        // As after a failure below: wait briefly for a path that differs from the one that failed.
+        let _ = tokio::time::timeout(Duration::from_millis(200), changed(&mut rx, r.epoch, bound))
+            .await;
+    }
     loop {
         let Some((epoch, up)) = usable(&mut rx, bound).await else {
             return fail(
@@ -315,7 +373,7 @@ pub async fn run(job: Job, shared: Arc<Shared>, head: oneshot::Sender<Head>, fra
                 format!("no network link for {}s", bound.as_secs()),
             );
         };
-        let hops = match hops(&up, &url, &host, port).await {
+        let hops = match hops(&up, &job.uri, &host, port).await {
             Ok(h) => h,
             Err(e) => return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, e.0),
         };
@@ -392,27 +450,11 @@ pub async fn run(job: Job, shared: Arc<Shared>, head: oneshot::Sender<Head>, fra
             None => {
                 let mut h = parts.headers.clone();
                 strip_hop_by_hop(&mut h);
-                let (range_start, range_end) = client_range.unwrap_or((0, None));
-                let total = if parts.status == StatusCode::PARTIAL_CONTENT {
-                    content_range(&parts.headers).and_then(|(_, t)| t)
-                } else {
-                    content_length(&parts.headers)
-                };
-                entity = Some(Entity {
-                    etag: parts.headers.get(header::ETAG).cloned(),
-                    last_modified: parts.headers.get(header::LAST_MODIFIED).cloned(),
-                    total,
-                    range_start: if parts.status == StatusCode::PARTIAL_CONTENT {
-                        range_start
-                    } else {
-                        0
-                    },
-                    range_end: if parts.status == StatusCode::PARTIAL_CONTENT {
-                        range_end
-                    } else {
-                        None
-                    },
-                });
+                entity = Some(Entity::from_head(
+                    parts.status,
+                    &parts.headers,
+                    client_range,
+                ));
                 if let Some(hd) = head.take() {
                     if hd.send(Ok((parts.status, h))).is_err() {
                         return;
@@ -516,14 +558,7 @@ async fn run_once(
         return;
     };
     let host = job.uri.host().unwrap_or("").to_string();
-    let Ok(hs) = hops(
-        &up,
-        &job.uri.to_string(),
-        &host,
-        job.uri.port_u16().unwrap_or(80),
-    )
-    .await
-    else {
+    let Ok(hs) = hops(&up, &job.uri, &host, job.uri.port_u16().unwrap_or(80)).await else {
         let _ = head.send(Err((StatusCode::BAD_GATEWAY, "no upstream".into())));
         return;
     };

@@ -71,10 +71,11 @@ pub async fn connect(hop: Hop, timeout: Duration) -> Result<TcpStream, ConnectEr
     Ok(stream)
 }
 
-/// The hops to try for `url` (host `host`, port `port`) on `up`, best first.
+/// The hops to try for `url` (host `host`, port `port`) on `up`, best first. The URL is only
+/// written out for a PAC file.
 pub async fn hops(
     up: &Upstream,
-    url: &str,
+    url: impl std::fmt::Display,
     host: &str,
     port: u16,
 ) -> Result<Vec<Hop>, ConnectError> {
@@ -92,7 +93,7 @@ pub async fn hops(
         }]),
         Upstream::Link { addr, pac } => {
             let choices = match pac {
-                Some(p) => p.find(url, host).await.unwrap_or_else(|e| {
+                Some(p) => p.find(&url.to_string(), host).await.unwrap_or_else(|e| {
                     tracing::warn!("{e}; going DIRECT");
                     vec![Choice::Direct]
                 }),
@@ -124,7 +125,8 @@ pub async fn hops(
     }
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+/// A kept-alive upstream connection.
+pub type Sender = SendRequest<Full<Bytes>>;
 
 /// Idle upstream connections, by hop and path epoch; connections to a HomeSpot proxy are
 /// tracked for window clamping.
@@ -153,7 +155,10 @@ impl Pool {
             return;
         }
         let mut m = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|(_, e), _| *e >= epoch);
+        if !m.contains_key(&(hop, epoch)) {
+            // A new hop or path: connections of older paths are not used again.
+            m.retain(|(_, e), _| *e >= epoch);
+        }
         let v = m.entry((hop, epoch)).or_default();
         if v.len() < 1024 {
             v.push(s);
