@@ -84,18 +84,12 @@ async fn first(job: Job, shared: &Arc<Shared>) -> Result<Response<ProxyBody>, Jo
         },
         Err(_) => return Err(job),
     };
-    let attempt = async {
-        let mut s = shared
-            .pool
-            .get(hop, epoch, shared.cfg.connect_timeout)
-            .await
-            .map_err(|e| e.0)?;
-        let r = s
-            .send_request(restart::build(&job, hop.via_proxy, None))
-            .await
-            .map_err(|e| format!("upstream {}: {e}", hop.to))?;
-        Ok((r, s))
-    };
+    let attempt = restart::send(
+        shared,
+        hop,
+        epoch,
+        restart::build(&job, hop.via_proxy, None),
+    );
     let got = tokio::select! {
         r = attempt => r,
         _ = changed(&mut rx, epoch, shared.cfg.hibernate) => {
@@ -154,14 +148,24 @@ async fn first(job: Job, shared: &Arc<Shared>) -> Result<Response<ProxyBody>, Jo
 }
 
 impl Relay {
-    /// Hands the request to [`restart::run`] from where it stands.
+    /// Hands the request to [`restart::run`] from where it stands; one that may not be sent
+    /// again ends the response with an error (the client connection is closed).
     fn hand_over(&mut self) {
-        let (Some(job), Some(entity)) = (self.job.take(), self.entity.take()) else {
-            return;
-        };
         self.sender = None;
         self.watch = None;
+        let (Some(job), Some(entity)) = (self.job.take(), self.entity.take()) else {
+            // Already handed over: nothing more comes.
+            self.rest = Some(mpsc::channel(1).1);
+            return;
+        };
         let (tx, rx) = mpsc::channel(16);
+        if !job.restartable {
+            let why = "the network changed during the response; not resent";
+            tracing::info!("{} {}: 502: {why}", job.method, job.uri);
+            let _ = tx.try_send(Err(std::io::Error::other(why)));
+            self.rest = Some(rx);
+            return;
+        }
         let resumed = Resumed {
             entity,
             delivered: self.delivered,

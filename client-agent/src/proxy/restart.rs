@@ -19,7 +19,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::upstream::{hops, Pool};
+use super::upstream::{hops, Hop, Pool, Sender};
 use crate::config::ProxySettings;
 use crate::path::{Meter, Path, Upstream};
 
@@ -179,8 +179,8 @@ impl Entity {
     }
 }
 
-/// Where a request stands when its first attempt, streamed without a task of its own
-/// ([`super::relay`]), is handed over to [`run`] after a path change or an upstream failure.
+/// Where a restartable request stands when its first attempt, streamed without a task of its
+/// own ([`super::relay`]), is handed over to [`run`] after a path change or an upstream failure.
 pub(super) struct Resumed {
     pub entity: Entity,
     pub delivered: u64,
@@ -314,6 +314,26 @@ pub(super) fn build(
     req
 }
 
+/// Sends `req` on `hop` over a pooled (or new) connection of path `epoch`: the response head and
+/// the connection, or why not.
+pub(super) async fn send(
+    shared: &Shared,
+    hop: Hop,
+    epoch: u64,
+    req: Request<Full<Bytes>>,
+) -> Result<(http::Response<hyper::body::Incoming>, Sender), String> {
+    let mut s = shared
+        .pool
+        .get(hop, epoch, shared.cfg.connect_timeout)
+        .await
+        .map_err(|e| e.0)?;
+    let r = s
+        .send_request(req)
+        .await
+        .map_err(|e| format!("upstream {}: {e}", hop.to))?;
+    Ok((r, s))
+}
+
 /// Runs `job` to the end: the head goes to `head` (unless it was sent already: `resumed`),
 /// the body to `frames`.
 pub(super) async fn run(
@@ -350,14 +370,6 @@ pub(super) async fn run(
     let mut delivered = 0u64;
     let mut failures = 0u32;
     if let Some(r) = resumed {
-        if !job.restartable {
-            return fail(
-                &mut head,
-                &frames,
-                StatusCode::BAD_GATEWAY,
-                "the network changed during the response; not resent".into(),
-            );
-        }
         entity = Some(r.entity);
         delivered = r.delivered;
         // As after a failure below: wait briefly for a path that differs from the one that failed.
@@ -381,26 +393,15 @@ pub(super) async fn run(
         let mut last_err = String::from("no upstream");
         let mut moved = false;
         for hop in hops {
-            let attempt = async {
-                let mut s = shared
-                    .pool
-                    .get(hop, epoch, shared.cfg.connect_timeout)
-                    .await
-                    .map_err(|e| e.0)?;
-                let req = build(
-                    &job,
-                    hop.via_proxy,
-                    entity
-                        .as_ref()
-                        .filter(|_| delivered > 0)
-                        .map(|e| (e, delivered)),
-                );
-                let r = s
-                    .send_request(req)
-                    .await
-                    .map_err(|e| format!("upstream {}: {e}", hop.to))?;
-                Ok::<_, String>((r, s))
-            };
+            let req = build(
+                &job,
+                hop.via_proxy,
+                entity
+                    .as_ref()
+                    .filter(|_| delivered > 0)
+                    .map(|e| (e, delivered)),
+            );
+            let attempt = send(&shared, hop, epoch, req);
             tokio::select! {
                 r = attempt => match r {
                     Ok((r, s)) => { got = Some((hop, r, s)); break; }
