@@ -44,13 +44,21 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main(args: Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
-        .context("bad --log filter")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    // `level` or `target=level,...` (tracing-subscriber's `Targets`: no regex engine in the
+    // router's binary, which keeps its resident code smaller).
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log.clone());
+    let filter: tracing_subscriber::filter::Targets = spec
+        .parse()
+        .with_context(|| format!("bad log filter {spec:?} (--log or RUST_LOG)"))?;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
         .init();
 
     let cfg = Config::load(&args.config)?;
