@@ -5,7 +5,8 @@
 //! - an entity that changed between attempts (ETag differs): the client connection is closed,
 //!   what arrived is a clean prefix, never a spliced body;
 //! - GET, HEAD and PUT with a body are resent; POST without `Idempotency-Key` gets a 502 with
-//!   the reason, with the key it is resent;
+//!   the reason (or, when its response was under way, a closed connection), with the key it is
+//!   resent;
 //! - CONNECT at the HomeSpot survives P-Handoff; CONNECT on the foreign AP is closed at handoff.
 
 use std::time::Duration;
@@ -78,6 +79,28 @@ fn resume_fallbacks_and_methods() {
     let (st, err, d) = c.finish(Duration::from_secs(60)).expect("curl");
     assert!(st.success(), "{err}");
     assert_eq!((d.bytes, d.mismatch), (6_000_000, None));
+
+    // POST without a key, response under way: not resent; the client connection is closed
+    // and what arrived is a clean prefix.
+    let data = format!("@{b}");
+    let c = bed
+        .curl(&["--fail", "-X", "POST", "--data-binary", &data, &at("/echo")])
+        .expect("curl");
+    c.wait_bytes(1_000_000, Duration::from_secs(20))
+        .expect("started");
+    bed.switch(&ev, "eth2").expect("switch");
+    let (st, err, d) = c.finish(Duration::from_secs(60)).expect("curl");
+    println!("POST cut: curl {st}: {err} after {} bytes", d.bytes);
+    assert!(!st.success(), "curl must see the connection closed");
+    assert!(
+        d.bytes < 6_000_000 && d.mismatch.is_none(),
+        "{} {:?}",
+        d.bytes,
+        d.mismatch
+    );
+    assert!(bed.agent_log().contains(
+        "POST http://10.77.0.2/echo: 502: the network changed during the response; not resent"
+    ));
 
     // Response not started (the origin waits 1.5 s): GET and HEAD are resent, POST only with a key.
     for (args, want_ok) in [
