@@ -27,20 +27,7 @@ if [[ "${CPUS:-split}" == split ]]; then ON_HS="taskset -c 0"; ON_LAPTOP="taskse
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
-mkdir -p "$OUT/www"
-head -c 1024 /dev/urandom > "$OUT/www/1k"
-cat > "$OUT/nginx.conf" <<CFG
-worker_processes 1;
-pid $OUT/nginx.pid;
-error_log $OUT/nginx-error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server { listen 10.89.0.2:8080; root $OUT/www; }
-}
-CFG
-$ON_HS ip netns exec $N nginx -c "$OUT/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+start_origin
 
 cat > "$OUT/homespotd.toml" <<CFG
 [server]

@@ -25,24 +25,7 @@ ip netns exec $S sysctl -qw net.ipv4.ip_forward=1
 ip -n $C route add default via 10.89.1.1
 ip -n $N route add 10.89.1.0/24 via 10.89.0.1
 
-# Origin: nginx, one worker, a 1 KiB file over HTTP (8080) and HTTPS (8443).
-mkdir -p "$OUT/www"
-head -c 1024 /dev/urandom > "$OUT/www/1k"
-openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=origin -days 1 \
-    -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
-cat > "$OUT/nginx.conf" <<CFG
-worker_processes 1;
-pid $OUT/nginx.pid;
-error_log $OUT/nginx-error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server { listen 10.89.0.2:8080; root $OUT/www; }
-    server { listen 10.89.0.2:8443 ssl; ssl_certificate $OUT/cert.pem; ssl_certificate_key $OUT/key.pem; root $OUT/www; }
-}
-CFG
-ip netns exec $N nginx -c "$OUT/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+start_origin tls
 
 cat > "$OUT/homespotd.toml" <<CFG
 [server]
