@@ -77,12 +77,11 @@ async fn first(job: Job, shared: &Arc<Shared>) -> Result<Response<ProxyBody>, Jo
     };
     let host = job.uri.host().unwrap_or("");
     let port = job.uri.port_u16().unwrap_or(80);
-    let hop = match hops(&up, &job.uri, host, port).await {
-        Ok(h) => match h.first() {
-            Some(h) => *h,
-            None => return Err(job),
-        },
-        Err(_) => return Err(job),
+    // One place to go (a HomeSpot, DIRECT, one proxy); a PAC's failover list goes the long
+    // way, which tries each in turn once.
+    let hop = match hops(&up, &job.uri, host, port).await.as_deref() {
+        Ok([h]) => *h,
+        _ => return Err(job),
     };
     let attempt = restart::send(
         shared,
