@@ -28,6 +28,23 @@ fn bed() -> (JourneyBed, testkit::journey::EventLog) {
     (bed, ev)
 }
 
+/// Starts curl with `args`, moves the laptop to `to` once `after` bytes have arrived, and
+/// returns how curl ended.
+fn moved_mid_transfer(
+    bed: &JourneyBed,
+    ev: &testkit::journey::EventLog,
+    args: &[&str],
+    after: u64,
+    to: &str,
+) -> (std::process::ExitStatus, String, testkit::journey::Download) {
+    let c = bed.curl(args).expect("curl");
+    c.wait_bytes(after, Duration::from_secs(20))
+        .expect("started");
+    let e = bed.switch(ev, to).expect("switch");
+    println!("{args:?}: moved to {to}: {e}");
+    c.finish(Duration::from_secs(60)).expect("curl")
+}
+
 #[test]
 fn resume_fallbacks_and_methods() {
     if !testkit::can_run() {
@@ -38,26 +55,15 @@ fn resume_fallbacks_and_methods() {
     let at = |p: &str| format!("http://{ORIGIN}{p}");
 
     // No Range support: read and discard.
-    let c = bed
-        .curl(&["--fail", &at("/norange/20000000")])
-        .expect("curl");
-    c.wait_bytes(3_000_000, Duration::from_secs(20))
-        .expect("started");
-    let e = bed.switch(&ev, "eth0").expect("switch");
-    println!("no-range restart: {e}");
-    let (st, err, d) = c.finish(Duration::from_secs(60)).expect("curl");
+    let url = at("/norange/20000000");
+    let (st, err, d) = moved_mid_transfer(&bed, &ev, &["--fail", &url], 3_000_000, "eth0");
     assert!(st.success(), "{err}\n{}", bed.agent_log());
     assert_eq!((d.bytes, d.mismatch), (20_000_000, None));
     assert!(bed.agent_log().contains("reading and discarding"));
 
     // The entity changed: closed, never spliced.
-    let c = bed
-        .curl(&["--fail", &at("/changing/20000000")])
-        .expect("curl");
-    c.wait_bytes(3_000_000, Duration::from_secs(20))
-        .expect("started");
-    bed.switch(&ev, "eth2").expect("switch");
-    let (st, err, d) = c.finish(Duration::from_secs(60)).expect("curl");
+    let url = at("/changing/20000000");
+    let (st, err, d) = moved_mid_transfer(&bed, &ev, &["--fail", &url], 3_000_000, "eth2");
     println!("changed entity: curl {st}: {err} after {} bytes", d.bytes);
     assert!(!st.success(), "curl must see the connection closed");
     assert!(
@@ -72,24 +78,17 @@ fn resume_fallbacks_and_methods() {
     let body = bed.dir.join("put.bin");
     std::fs::write(&body, pattern(0, 6_000_000)).expect("body");
     let b = body.display().to_string();
-    let c = bed.curl(&["--fail", "-T", &b, &at("/echo")]).expect("curl");
-    c.wait_bytes(1_000_000, Duration::from_secs(20))
-        .expect("started");
-    bed.switch(&ev, "eth0").expect("switch");
-    let (st, err, d) = c.finish(Duration::from_secs(60)).expect("curl");
+    let echo = at("/echo");
+    let (st, err, d) =
+        moved_mid_transfer(&bed, &ev, &["--fail", "-T", &b, &echo], 1_000_000, "eth0");
     assert!(st.success(), "{err}");
     assert_eq!((d.bytes, d.mismatch), (6_000_000, None));
 
     // POST without a key, response under way: not resent; the client connection is closed
     // and what arrived is a clean prefix.
     let data = format!("@{b}");
-    let c = bed
-        .curl(&["--fail", "-X", "POST", "--data-binary", &data, &at("/echo")])
-        .expect("curl");
-    c.wait_bytes(1_000_000, Duration::from_secs(20))
-        .expect("started");
-    bed.switch(&ev, "eth2").expect("switch");
-    let (st, err, d) = c.finish(Duration::from_secs(60)).expect("curl");
+    let post = ["--fail", "-X", "POST", "--data-binary", &data, &echo];
+    let (st, err, d) = moved_mid_transfer(&bed, &ev, &post, 1_000_000, "eth2");
     println!("POST cut: curl {st}: {err} after {} bytes", d.bytes);
     assert!(!st.success(), "curl must see the connection closed");
     assert!(

@@ -116,31 +116,28 @@ async fn first(job: Job, shared: &Arc<Shared>) -> Result<Response<ProxyBody>, Jo
         Err(_) => return Err(job),
     };
     let (parts, body) = resp.into_parts();
-    if job.method == http::Method::HEAD {
-        shared.pool.put(hop, epoch, sender);
-        let mut headers = parts.headers;
-        restart::strip_hop_by_hop(&mut headers);
-        let mut r = Response::new(ProxyBody::Full(None));
-        *r.status_mut() = parts.status;
-        *r.headers_mut() = headers;
-        return Ok(r);
-    }
     let mut headers = parts.headers;
-    let entity = Entity::from_head(parts.status, &headers, client_range);
-    restart::strip_hop_by_hop(&mut headers);
-    let relay = Relay {
-        body,
-        job: Some(job),
-        entity: Some(entity),
-        delivered: 0,
-        hop,
-        epoch,
-        sender: Some(sender),
-        shared: shared.clone(),
-        watch: None,
-        rest: None,
+    let out = if job.method == http::Method::HEAD {
+        // No body: the connection is free at once.
+        shared.pool.put(hop, epoch, sender);
+        ProxyBody::Full(None)
+    } else {
+        let entity = Entity::from_head(parts.status, &headers, client_range);
+        ProxyBody::Relay(Box::new(Relay {
+            body,
+            job: Some(job),
+            entity: Some(entity),
+            delivered: 0,
+            hop,
+            epoch,
+            sender: Some(sender),
+            shared: shared.clone(),
+            watch: None,
+            rest: None,
+        }))
     };
-    let mut r = Response::new(ProxyBody::Relay(Box::new(relay)));
+    restart::strip_hop_by_hop(&mut headers);
+    let mut r = Response::new(out);
     *r.status_mut() = parts.status;
     *r.headers_mut() = headers;
     Ok(r)

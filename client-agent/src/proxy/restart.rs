@@ -1,6 +1,8 @@
-//! One proxied request with L7 restart (DESIGN.md section 6): the response streams from a
-//! task that, when the path changes under it (or the upstream fails), sends the request again
-//! on the new path and continues where the client is:
+//! One proxied request with L7 restart (DESIGN.md section 6), in a task of its own: it takes
+//! over from [`super::relay`] (which makes the first attempt without a task) when there is no
+//! usable path yet, more than one place to try, or when the path changes under a request or
+//! the upstream fails; it sends the request again on the new path and continues where the
+//! client is:
 //! - response not started: the request is resent (idempotent methods, and POST/PATCH only
 //!   with an `Idempotency-Key`; request bodies are kept up to a bound for that);
 //! - response partly delivered: `Range: bytes=N-` with `If-Range` (strong ETag, else
@@ -339,11 +341,10 @@ pub(super) async fn send(
 pub(super) async fn run(
     job: Job,
     shared: Arc<Shared>,
-    head: Option<oneshot::Sender<Head>>,
+    mut head: Option<oneshot::Sender<Head>>,
     frames: FrameTx,
     resumed: Option<Resumed>,
 ) {
-    let mut head = head;
     let fail = |head: &mut Option<oneshot::Sender<Head>>,
                 frames: &FrameTx,
                 status: StatusCode,
