@@ -110,6 +110,7 @@ pub async fn serve<H: Send + Sync + 'static>(
         let (st, s2) = (state.clone(), sig.clone());
         let svc = service_fn(move |req: Request<Incoming>| {
             let (st, sig) = (st.clone(), s2.clone());
+            let req = super::detach::request(req);
             Box::pin(async move {
                 Ok::<_, std::convert::Infallible>(
                     super::handle(&st, req, local, pages_only, &sig).await,

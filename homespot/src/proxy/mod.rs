@@ -9,6 +9,7 @@
 mod access;
 mod conn;
 mod connector;
+mod detach;
 pub mod dns;
 mod forward;
 pub mod pac;
