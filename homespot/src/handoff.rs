@@ -19,7 +19,7 @@ use phandoff::crypto::Identity;
 use phandoff::driver::{run_responder, LinkSocket};
 use phandoff::responder::{Counters, Event, Responder, ResponderConfig};
 use phandoff::routes::{self, ifindex, HostRoute, Netlink, RouteProgrammer};
-use phandoff::wire::LinkInfo;
+use phandoff::wire::{LinkInfo, LinkKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -51,6 +51,7 @@ pub struct Prepared {
     sockets: Vec<LinkSocket>,
     netlink: Netlink,
     rp_restore: Vec<(String, String)>,
+    gso_restore: Vec<(u32, u32)>,
     ifaces: Vec<String>,
 }
 
@@ -71,12 +72,18 @@ pub async fn prepare(cfg: &Config) -> Result<Option<Prepared>, HandoffError> {
         .map_err(|e| sys(format!("putting {} on lo: {e}", h.global_address)))?;
     let mut sockets = Vec::new();
     let mut rp_restore = Vec::new();
+    let mut gso_restore = Vec::new();
     for (i, l) in cfg.links.iter().enumerate() {
         let s = LinkSocket::bind(i as u8, &l.interface, h.port)
             .map_err(|e| sys(format!("P-Handoff socket on {}: {e}", l.interface)))?;
         sockets.push(s);
         let old = routes::rp_filter_loose(&l.interface).map_err(sys)?;
         rp_restore.push((l.interface.clone(), old));
+        if l.kind == LinkKind::Bluetooth {
+            if let Some(old) = one_segment_packets(&netlink, &l.interface).await {
+                gso_restore.push((ifindex(&l.interface), old));
+            }
+        }
     }
     info!(
         identity = %hex(&identity.public()),
@@ -91,6 +98,7 @@ pub async fn prepare(cfg: &Config) -> Result<Option<Prepared>, HandoffError> {
         sockets,
         netlink,
         rp_restore,
+        gso_restore,
         ifaces: cfg.links.iter().map(|l| l.interface.clone()).collect(),
     }))
 }
@@ -108,6 +116,7 @@ pub async fn run(
         sockets,
         mut netlink,
         rp_restore,
+        gso_restore,
         ifaces,
     } = p;
     let links: Vec<LinkInfo> = cfg
@@ -182,7 +191,36 @@ pub async fn run(
     for (ifname, old) in rp_restore {
         let _ = routes::restore_rp_filter(&ifname, &old);
     }
+    for (index, old) in gso_restore {
+        let _ = netlink.set_gso_max_segs(index, old).await;
+    }
     counters
+}
+
+/// Makes TCP hand a Bluetooth link one segment per packet; returns the old limit to restore.
+///
+/// TCP sizes its segmentation-offload packets from its pacing rate and sends at least two
+/// segments per packet (BBR: two above 1.2 Mbit/s; BBR's estimate on a bursty radio is often
+/// far higher). A 2 Mbit/s radio takes 6 ms per segment, so a packet of four or five segments
+/// waits 25-30 ms for the radio and arrives as one burst: the download on Bluetooth stalls
+/// that long every few hundred ms, and the packets queued behind it are what a move to Wi-Fi
+/// must wait for. Measured in BENCHMARKS.md (the journey). Offload saves nothing at this rate.
+async fn one_segment_packets(netlink: &Netlink, ifname: &str) -> Option<u32> {
+    let index = ifindex(ifname);
+    let old = netlink.gso_max_segs(index).await.ok().flatten()?;
+    if old <= 1 {
+        return None;
+    }
+    match netlink.set_gso_max_segs(index, 1).await {
+        Ok(()) => {
+            info!(interface = %ifname, was = old, "Bluetooth link: one TCP segment per packet");
+            Some(old)
+        }
+        Err(e) => {
+            warn!(interface = %ifname, error = %e, "cannot limit the Bluetooth link's packet size");
+            None
+        }
+    }
 }
 
 /// Carries out a `Route` or `Released` event on `rp`; `routed` tracks what is installed.

@@ -221,6 +221,31 @@ fn homespotd_advertises_associates_switches_and_keeps_addresses() {
     );
 }
 
+/// A Bluetooth link gets one TCP segment per packet while homespotd runs (a multi-segment
+/// packet waits tens of ms for a 2 Mbit/s radio and arrives as a burst), and its old limit
+/// back at a clean stop.
+#[test]
+fn bluetooth_links_carry_one_segment_per_packet_until_stop() {
+    need_root!();
+    let mut bed = handoff_bed(false, "kind = \"bluetooth\"\n");
+    let gso = |bed: &Bed| {
+        let out = bed
+            .topo
+            .homespot
+            .run(&["ip", "-d", "link", "show", "lan0"])
+            .expect("ip link");
+        out.split_whitespace()
+            .skip_while(|w| *w != "gso_max_segs")
+            .nth(1)
+            .and_then(|n| n.parse::<u32>().ok())
+            .expect("gso_max_segs in ip -d link")
+    };
+    assert_eq!(gso(&bed), 1);
+    let log = bed.stop_daemon().expect("stop");
+    assert!(log.contains("one TCP segment per packet"), "{log}");
+    assert_eq!(gso(&bed), 65535);
+}
+
 /// Arrival times of a stream at the HomeSpot's global address, port 9000.
 fn sink(bed: &Bed) -> std::thread::JoinHandle<anyhow::Result<Vec<(Instant, usize)>>> {
     bed.topo

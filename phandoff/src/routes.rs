@@ -119,9 +119,10 @@ pub use self::netlink::Netlink;
 mod netlink {
     use std::net::Ipv4Addr;
 
+    use rtnetlink::packet_route::link::LinkAttribute;
     use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric, RouteProtocol, RouteScope};
     use rtnetlink::packet_route::rule::RuleAction;
-    use rtnetlink::{Handle, RouteMessageBuilder};
+    use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
     use super::{HostRoute, RouteError, RouteProgrammer};
 
@@ -166,6 +167,28 @@ mod netlink {
     }
 
     impl Netlink {
+        /// The interface's `gso_max_segs` (`None`: the kernel did not say).
+        pub async fn gso_max_segs(&self, ifindex: u32) -> Result<Option<u32>, RouteError> {
+            use futures_util::TryStreamExt;
+            let mut links = self.handle.link().get().match_index(ifindex).execute();
+            while let Some(m) = links.try_next().await.map_err(nl)? {
+                for a in m.attributes {
+                    if let LinkAttribute::GsoMaxSegs(n) = a {
+                        return Ok(Some(n));
+                    }
+                }
+            }
+            Ok(None)
+        }
+
+        /// `ip link set <ifindex> gso_max_segs <segs>`: the most segments TCP puts in one
+        /// packet it hands to the interface.
+        pub async fn set_gso_max_segs(&self, ifindex: u32, segs: u32) -> Result<(), RouteError> {
+            let mut msg = LinkUnspec::new_with_index(ifindex).build();
+            msg.attributes.push(LinkAttribute::GsoMaxSegs(segs));
+            self.handle.link().set(msg).execute().await.map_err(nl)
+        }
+
         /// Puts `addr`/32 on the interface `ifindex` unless it is there already.
         pub async fn ensure_address(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), RouteError> {
             match self
