@@ -15,7 +15,7 @@ use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 
-use super::restart::{self, changed, single_range, Change, Entity, Job, Resumed, Shared};
+use super::restart::{self, changed, single_range, Change, Entity, Job, Planned, Resumed, Shared};
 use super::upstream::{hops, Hop, Sender};
 use super::{text, ProxyBody};
 
@@ -40,13 +40,20 @@ pub struct Relay {
 
 /// Answers `job`: the first attempt here, anything harder in a task of its own.
 pub async fn answer(job: Job, shared: Arc<Shared>) -> Response<ProxyBody> {
-    let job = match first(job, &shared).await {
+    let (job, planned) = match first(job, &shared).await {
         Ok(r) => return r,
-        Err(job) => job,
+        Err(x) => x,
     };
     let (head_tx, head_rx) = oneshot::channel();
     let (frames_tx, frames_rx) = mpsc::channel(16);
-    tokio::spawn(restart::run(job, shared, Some(head_tx), frames_tx, None));
+    tokio::spawn(restart::run(
+        job,
+        shared,
+        Some(head_tx),
+        frames_tx,
+        None,
+        planned,
+    ));
     match head_rx.await {
         Ok(Ok((status, headers))) => {
             let mut r = Response::new(ProxyBody::Stream(frames_rx));
@@ -62,26 +69,31 @@ pub async fn answer(job: Job, shared: Arc<Shared>) -> Response<ProxyBody> {
     }
 }
 
-/// One attempt on the path as it is now; the job back if it should go the long way.
-async fn first(job: Job, shared: &Arc<Shared>) -> Result<Response<ProxyBody>, Job> {
+/// One attempt on the path as it is now; the job back if it should go the long way, with
+/// the places to go when the PAC gave several.
+async fn first(
+    job: Job,
+    shared: &Arc<Shared>,
+) -> Result<Response<ProxyBody>, (Job, Option<Planned>)> {
     let Some(client_range) = single_range(&job.headers) else {
-        return Err(job);
+        return Err((job, None));
     };
     let mut rx = shared.path.clone();
     let (epoch, up) = {
         let p = rx.borrow_and_update();
         match &p.upstream {
             Some(u) => (p.epoch, u.clone()),
-            None => return Err(job),
+            None => return Err((job, None)),
         }
     };
     let host = job.uri.host().unwrap_or("");
     let port = job.uri.port_u16().unwrap_or(80);
     // One place to go (a HomeSpot, DIRECT, one proxy); a PAC's failover list goes the long
     // way, which tries each in turn once.
-    let hop = match hops(&up, &job.uri, host, port).await.as_deref() {
-        Ok([h]) => *h,
-        _ => return Err(job),
+    let hop = match hops(&up, &job.uri, host, port).await {
+        Ok(h) if h.len() == 1 => h[0],
+        Ok(hops) => return Err((job, Some(Planned { epoch, hops }))),
+        Err(_) => return Err((job, None)),
     };
     let attempt = restart::send(
         shared,
@@ -98,7 +110,7 @@ async fn first(job: Job, shared: &Arc<Shared>) -> Result<Response<ProxyBody>, Jo
                     job.method,
                     job.uri
                 );
-                return Err(job);
+                return Err((job, None));
             }
             Err(format!(
                 "the network changed during a {} without Idempotency-Key; not resent (add an Idempotency-Key header to allow it)",
@@ -113,7 +125,7 @@ async fn first(job: Job, shared: &Arc<Shared>) -> Result<Response<ProxyBody>, Jo
             tracing::info!("{} {}: 502: {why}", job.method, job.uri);
             return Ok(text(StatusCode::BAD_GATEWAY, &why));
         }
-        Err(_) => return Err(job),
+        Err(_) => return Err((job, None)),
     };
     let (parts, body) = resp.into_parts();
     let mut headers = parts.headers;
@@ -173,6 +185,7 @@ impl Relay {
             None,
             tx,
             Some(resumed),
+            None,
         ));
         self.rest = Some(rx);
     }

@@ -181,6 +181,13 @@ impl Entity {
     }
 }
 
+/// Where a request may go, as the relay found it on the path of `epoch`: a PAC's failover
+/// list is evaluated once, not again here.
+pub(super) struct Planned {
+    pub epoch: u64,
+    pub hops: Vec<Hop>,
+}
+
 /// Where a restartable request stands when its first attempt, streamed without a task of its
 /// own ([`super::relay`]), is handed over to [`run`] after a path change or an upstream failure.
 pub(super) struct Resumed {
@@ -344,6 +351,7 @@ pub(super) async fn run(
     mut head: Option<oneshot::Sender<Head>>,
     frames: FrameTx,
     resumed: Option<Resumed>,
+    mut planned: Option<Planned>,
 ) {
     let fail = |head: &mut Option<oneshot::Sender<Head>>,
                 frames: &FrameTx,
@@ -386,9 +394,12 @@ pub(super) async fn run(
                 format!("no network link for {}s", bound.as_secs()),
             );
         };
-        let hops = match hops(&up, &job.uri, &host, port).await {
-            Ok(h) => h,
-            Err(e) => return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, e.0),
+        let hops = match planned.take().filter(|p| p.epoch == epoch) {
+            Some(p) => p.hops,
+            None => match hops(&up, &job.uri, &host, port).await {
+                Ok(h) => h,
+                Err(e) => return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, e.0),
+            },
         };
         let mut got = None;
         let mut last_err = String::from("no upstream");
