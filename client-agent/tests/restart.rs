@@ -7,7 +7,8 @@
 //! - GET, HEAD and PUT with a body are resent; POST without `Idempotency-Key` gets a 502 with
 //!   the reason (or, when its response was under way, a closed connection), with the key it is
 //!   resent;
-//! - CONNECT at the HomeSpot survives P-Handoff; CONNECT on the foreign AP is closed at handoff.
+//! - CONNECT at the HomeSpot survives P-Handoff; CONNECT on the foreign AP is closed at handoff;
+//! - on the AP, the PAC's `PROXY 10.88.1.1:8888; DIRECT`: with tinyproxy gone, DIRECT.
 
 use std::time::Duration;
 
@@ -191,4 +192,51 @@ fn connect_survives_p_handoff_and_is_closed_on_a_foreign_network() {
     assert!(st.success(), "{err}\n{}", bed.agent_log());
     assert_eq!((d.bytes, d.mismatch), (30_000_000, None));
     assert_eq!(e1["kind"], "p-handoff");
+}
+
+#[test]
+fn a_dead_pac_proxy_is_skipped_for_the_next_choice() {
+    if !testkit::can_run() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (bed, _ev) = bed();
+    // DIRECT from the AP's network: the AP forwards and the Internet routes back to it.
+    bed.ap
+        .run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .expect("forwarding");
+    bed.topo
+        .net
+        .run(&["ip", "route", "add", "10.88.1.0/24", "via", "10.88.0.1"])
+        .expect("route back");
+    let url = format!("http://{ORIGIN}/bytes/100000");
+    let get = || {
+        bed.curl(&["--fail", "-s", &url])
+            .expect("curl")
+            .finish(Duration::from_secs(20))
+            .expect("curl")
+    };
+    let (st, err, d) = get();
+    assert!(st.success(), "{err}\n{}", bed.agent_log());
+    assert_eq!((d.bytes, d.mismatch), (100_000, None));
+    assert!(!bed.agent_log().contains("via 10.88.1.1:8888"));
+
+    // tinyproxy (the PAC's first choice) ends, by its PID in the AP's namespace.
+    for pid in bed.ap.pids() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "tinyproxy" {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, err, d) = get();
+    let log = bed.agent_log();
+    assert!(st.success(), "{err}\n{log}");
+    assert_eq!((d.bytes, d.mismatch), (100_000, None));
+    assert!(
+        log.contains("GET http://10.77.0.2/bytes/100000 via 10.88.1.1:8888: connect"),
+        "{log}"
+    );
 }

@@ -417,7 +417,10 @@ pub(super) async fn run(
             tokio::select! {
                 r = attempt => match r {
                     Ok((r, s)) => { got = Some((hop, r, s)); break; }
-                    Err(e) => last_err = e,
+                    Err(e) => {
+                        tracing::info!("{} {} via {}: {e}", job.method, job.uri, hop.to);
+                        last_err = e;
+                    }
                 },
                 c = changed(&mut rx, epoch, bound) => {
                     if let Change::Gone = c {
