@@ -108,6 +108,7 @@ pub async fn run(
     cfg: &Config,
     p: Prepared,
     store: Arc<LeaseStore>,
+    moves: Arc<crate::moves::Moves>,
     shutdown: CancellationToken,
 ) -> Counters {
     let Prepared {
@@ -119,6 +120,7 @@ pub async fn run(
         gso_restore,
         ifaces,
     } = p;
+    let rates: Vec<Option<u64>> = cfg.links.iter().map(|l| l.rate).collect();
     let links: Vec<LinkInfo> = cfg
         .links
         .iter()
@@ -174,12 +176,12 @@ pub async fn run(
                 }
             }
             Event::Route { global, .. } => {
-                if apply(&ev, &mut netlink, &h, &ifaces, &mut routed).await {
+                if apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await {
                     let _ = installed.send(global).await;
                 }
             }
             Event::Released { .. } => {
-                apply(&ev, &mut netlink, &h, &ifaces, &mut routed).await;
+                apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await;
             }
         }
     }
@@ -231,6 +233,8 @@ async fn apply<R: RouteProgrammer>(
     h: &HandoffConfig,
     ifaces: &[String],
     routed: &mut BTreeSet<Ipv4Addr>,
+    rates: &[Option<u64>],
+    moves: &crate::moves::Moves,
 ) -> bool {
     match *ev {
         Event::Route { global, link, via } => {
@@ -249,6 +253,7 @@ async fn apply<R: RouteProgrammer>(
             match rp.replace(&r).await {
                 Ok(()) => {
                     routed.insert(global);
+                    moves.moved(global, rates.get(usize::from(link)).copied().flatten());
                     info!(%global, interface = %ifname, %via, "route switched");
                     true
                 }
@@ -353,6 +358,8 @@ mod tests {
             &h,
             &ifaces,
             &mut routed,
+            &[],
+            &crate::moves::Moves::default(),
         )
         .await;
         apply(
@@ -365,6 +372,8 @@ mod tests {
             &h,
             &ifaces,
             &mut routed,
+            &[],
+            &crate::moves::Moves::default(),
         )
         .await;
         apply(
@@ -373,6 +382,8 @@ mod tests {
             &h,
             &ifaces,
             &mut routed,
+            &[],
+            &crate::moves::Moves::default(),
         )
         .await;
         assert_eq!(

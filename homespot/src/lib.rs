@@ -18,5 +18,6 @@ pub mod config;
 pub mod dhcp;
 pub mod handoff;
 pub mod memory;
+pub mod moves;
 pub mod proxy;
 pub mod store;

@@ -121,11 +121,14 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let proxy_cfg = cfg.clone();
         let proxy_stop = shutdown.clone();
-        let proxy =
-            tokio::spawn(async move { proxy::run(&proxy_cfg, listeners, proxy_stop).await });
+        let moves = Arc::new(homespot::moves::Moves::default());
+        let proxy_moves = moves.clone();
+        let proxy = tokio::spawn(async move {
+            proxy::run(&proxy_cfg, listeners, proxy_moves, proxy_stop).await
+        });
         let handoff = handoff.map(|p| {
             let (c, s, stop) = (cfg.clone(), store.clone(), shutdown.clone());
-            tokio::spawn(async move { homespot::handoff::run(&c, p, s, stop).await })
+            tokio::spawn(async move { homespot::handoff::run(&c, p, s, moves, stop).await })
         });
         let counters = server::run(cfg, sockets, store, shutdown.clone()).await;
         shutdown.cancel();

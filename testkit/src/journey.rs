@@ -135,15 +135,17 @@ impl JourneyBed {
         let ap = Netns::new("ap")?;
         let origin = Origin::start(&topo.net, ORIGIN.parse::<SocketAddr>()?)?;
         // HomeSpot.
-        let kinds = ["wifi", "bluetooth"];
+        // Kinds and the rates the radios below are shaped to (`rate_mbps`: the HomeSpot knows
+        // what its radios carry).
+        let kinds = [("wifi", 50), ("bluetooth", 2)];
         let mut cfg = format!(
             "[server]\nlease_db = \"{}\"\n[handoff]\nglobal_subnet = \"10.200.0.0/24\"\nidentity = \"{}\"\n",
             dir.join("leases.redb").display(),
             dir.join("identity.key").display()
         );
-        for (l, kind) in topo.links.iter().zip(kinds) {
+        for (l, (kind, mbps)) in topo.links.iter().zip(kinds) {
             cfg += &format!(
-                "\n[[link]]\nname = \"{kind}\"\nkind = \"{kind}\"\ninterface = \"{}\"\naddress = \"{}/24\"\n\
+                "\n[[link]]\nname = \"{kind}\"\nkind = \"{kind}\"\nrate_mbps = {mbps}\ninterface = \"{}\"\naddress = \"{}/24\"\n\
                  pools = [\"{}-{}\"]\nlease_time = \"1h\"\n",
                 l.hs_if,
                 l.hs_addr,

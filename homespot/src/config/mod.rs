@@ -69,6 +69,7 @@ struct RawLink {
     reservations: Vec<RawReservation>,
     kind: Option<String>,
     l2_id: Option<String>,
+    rate_mbps: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +130,9 @@ pub struct LinkConfig {
     pub kind: phandoff::wire::LinkKind,
     /// Its L2 identity (SSID bytes, or a Bluetooth address), advertised by Co-Link.
     pub l2_id: Vec<u8>,
+    /// What the link carries (bytes per second), if configured: a client's proxy connections
+    /// moved onto it by P-Handoff are paced at no more than this while they settle.
+    pub rate: Option<u64>,
 }
 
 /// An inclusive range of addresses.
@@ -462,9 +466,20 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
             ))
         }
     };
+    let rate = match rl.rate_mbps {
+        None => None,
+        Some(r) if r.is_finite() && r > 0.0 && r <= 100_000.0 => Some((r * 125_000.0) as u64),
+        Some(r) => {
+            return Err((
+                at("rate_mbps"),
+                format!("{r} is not a rate between 0 and 100000 Mbit/s"),
+            ))
+        }
+    };
     Ok(LinkConfig {
         kind,
         l2_id,
+        rate,
         name: rl.name,
         interface: rl.interface,
         address,

@@ -95,6 +95,13 @@ pub async fn serve<H: Send + Sync + 'static>(
         Ok(std::net::SocketAddr::V4(a)) => *a.ip(),
         _ => std::net::Ipv4Addr::UNSPECIFIED,
     };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let moved = match stream.peer_addr() {
+        Ok(std::net::SocketAddr::V4(a)) => state.moves.register(*a.ip()),
+        _ => Arc::default(),
+    };
+    // Until when the connection is held to its new link's rate (after a move).
+    let mut lift: Option<Instant> = None;
     let mut stream = stream;
     let mut pre = Bytes::new();
     loop {
@@ -130,6 +137,17 @@ pub async fn serve<H: Send + Sync + 'static>(
         let res = loop {
             tokio::select! {
                 r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+                // The socket lives inside `conn`, which is alive here.
+                rate = moved.next() => {
+                    if rate > 0 {
+                        crate::moves::cap_pacing(fd, rate);
+                        lift = Some(Instant::now() + crate::moves::SETTLE);
+                    }
+                }
+                _ = tokio::time::sleep_until(lift.unwrap_or_else(Instant::now)), if lift.is_some() => {
+                    crate::moves::cap_pacing(fd, u64::MAX);
+                    lift = None;
+                }
                 _ = check.tick(), if !ending => {
                     let now = sig.activity();
                     if now == last && now.0 == now.1 && now.0 > 0 && sig.park.load(Ordering::Relaxed) {

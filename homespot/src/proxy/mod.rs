@@ -120,12 +120,14 @@ pub struct State {
     direct: Vec<Ipv4Net>,
     own: Vec<Ipv4Addr>,
     counters: Counters,
+    moves: Arc<crate::moves::Moves>,
 }
 
 /// Runs the proxy until `shutdown`; returns its counters.
 pub async fn run(
     cfg: &Config,
     listeners: Listeners,
+    moves: Arc<crate::moves::Moves>,
     shutdown: CancellationToken,
 ) -> Result<Arc<State>, DnsError> {
     let pc = cfg.proxy.clone();
@@ -162,6 +164,7 @@ pub async fn run(
             .chain(cfg.handoff.as_ref().map(|h| h.global_address))
             .collect(),
         counters: Counters::default(),
+        moves,
     });
     let mut tasks = Vec::new();
     tokio::spawn(crate::memory::give_back_after_parking(
