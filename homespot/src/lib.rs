@@ -5,7 +5,9 @@
 //!
 //! Also: an HTTP proxy on every link address with the PAC file (`proxy`), and, with a
 //! `[handoff]` section, the P-Handoff/Co-Link responder (`handoff`): signed adverts, stable
-//! global addresses per client key, host routes switched through rtnetlink.
+//! global addresses per client key, host routes switched through rtnetlink; a client moved
+//! onto a faster link has its proxy connections paced at that link's configured rate for a
+//! moment ([`moves`]), and Bluetooth links carry one TCP segment per packet.
 //!
 //! What it does not do yet: the admin panel. It does not configure interface addresses: the OS (netifd on
 //! OpenWrt, the test bed in tests) puts each link's address on its interface.
