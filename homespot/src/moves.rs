@@ -43,18 +43,28 @@ impl Mover {
 pub struct Moves {
     by_client: Mutex<HashMap<Ipv4Addr, Vec<Weak<Mover>>>>,
     rate: Mutex<HashMap<Ipv4Addr, u64>>,
+    registered: AtomicU64,
 }
 
+/// Every this many registrations, closed connections of all clients are forgotten.
+const SWEEP: u64 = 1024;
+
 impl Moves {
-    /// Tracks a connection from `client` while the returned handle lives.
+    /// Tracks a connection from `client` while the returned handle lives. Closed connections
+    /// are dropped from the client's own list here (so an accept costs that client's
+    /// connections, not everyone's), and from every list once every [`SWEEP`] registrations.
     pub fn register(&self, client: Ipv4Addr) -> Arc<Mover> {
         let m = Arc::new(Mover::default());
         if let Ok(mut map) = self.by_client.lock() {
-            map.retain(|_, v| {
-                v.retain(|w| w.strong_count() > 0);
-                !v.is_empty()
-            });
-            map.entry(client).or_default().push(Arc::downgrade(&m));
+            if self.registered.fetch_add(1, Ordering::Relaxed) % SWEEP == SWEEP - 1 {
+                map.retain(|_, v| {
+                    v.retain(|w| w.strong_count() > 0);
+                    !v.is_empty()
+                });
+            }
+            let v = map.entry(client).or_default();
+            v.retain(|w| w.strong_count() > 0);
+            v.push(Arc::downgrade(&m));
         }
         m
     }
