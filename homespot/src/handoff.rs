@@ -2,21 +2,26 @@
 //! HomeSpot's persisted identity, client global addresses kept in redb, and host routes
 //! programmed through rtnetlink.
 //!
-//! At start ([`prepare`]): the global address goes on `lo` (the proxy listens there too), the
-//! identity is loaded (or made, mode 0600), a UDP socket is bound on each link, and
-//! reverse-path filtering is set loose on the links (packets of the old link still arrive
-//! after a switch). While running ([`run`]): each `Route` event replaces the client's /32
-//! route, each new assignment is written before it is used again. On shutdown the routes it
-//! installed are removed and `rp_filter` is restored.
+//! At start ([`prepare`]): the global address goes on `lo` (the proxy listens there too), an
+//! unreachable route covers the global subnet (an address without a client's /32 never
+//! follows the default route out of the WAN), the identity is loaded (or made, mode 0600),
+//! the OS's randomness is checked, a UDP socket is bound on each link, and reverse-path
+//! filtering is set loose on the links (packets of the old link still arrive after a
+//! switch). While running ([`run`]): each `Route` event replaces the client's /32 route; each
+//! completed handshake's assignment is written; expired and evicted assignments are
+//! forgotten and their routes removed; refusals are logged at `warn`, summed over at most
+//! one line per 10 s. On shutdown the routes it installed are removed and `rp_filter` is
+//! restored. After a `kill -9` the routes stay: clients re-handshake with the new process
+//! (it answers their probes with a signed "unknown session") and re-assert them.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
 use phandoff::crypto::Identity;
-use phandoff::driver::{run_responder, LinkSocket};
+use phandoff::driver::{os_rng, run_responder, Clock, LinkSocket, ResponderStatus};
 use phandoff::responder::{Counters, Event, Responder, ResponderConfig};
 use phandoff::routes::{self, ifindex, HostRoute, Netlink, RouteProgrammer};
 use phandoff::wire::{LinkInfo, LinkKind};
@@ -48,6 +53,7 @@ pub enum HandoffError {
 pub struct Prepared {
     cfg: HandoffConfig,
     identity: Identity,
+    rng: rand_core::UnwrapErr<rand_core::OsRng>,
     sockets: Vec<LinkSocket>,
     netlink: Netlink,
     rp_restore: Vec<(String, String)>,
@@ -64,12 +70,18 @@ pub async fn prepare(cfg: &Config) -> Result<Option<Prepared>, HandoffError> {
     let Some(h) = cfg.handoff.clone() else {
         return Ok(None);
     };
+    let rng = os_rng().map_err(sys)?;
     let identity = load_identity(&h.identity)?;
     let netlink = Netlink::new().map_err(sys)?;
     netlink
         .ensure_address(ifindex("lo"), h.global_address)
         .await
         .map_err(|e| sys(format!("putting {} on lo: {e}", h.global_address)))?;
+    let net = h.global_subnet;
+    netlink
+        .unreachable(net.network(), net.prefix_len())
+        .await
+        .map_err(|e| sys(format!("unreachable route for {net}: {e}")))?;
     let mut sockets = Vec::new();
     let mut rp_restore = Vec::new();
     let mut gso_restore = Vec::new();
@@ -95,6 +107,7 @@ pub async fn prepare(cfg: &Config) -> Result<Option<Prepared>, HandoffError> {
     Ok(Some(Prepared {
         cfg: h,
         identity,
+        rng,
         sockets,
         netlink,
         rp_restore,
@@ -114,6 +127,7 @@ pub async fn run(
     let Prepared {
         cfg: h,
         identity,
+        rng,
         sockets,
         mut netlink,
         rp_restore,
@@ -137,7 +151,8 @@ pub async fn run(
             pac_url: l.wpad_url.clone().unwrap_or_default().into_bytes(),
         })
         .collect();
-    let known = store.load_globals().unwrap_or_else(|e| {
+    let clock = Clock::new();
+    let known = store.load_globals(clock.now()).unwrap_or_else(|e| {
         warn!(error = %e, "cannot read global address assignments; starting without them");
         Vec::new()
     });
@@ -149,30 +164,48 @@ pub async fn run(
         global_addr: h.global_address,
         pool: h.pool(),
         advert_interval: h.advert_interval,
+        expiry: h.expire_after,
+        session_idle: h.session_idle,
+        handshake_rate: h.handshake_rate,
     };
-    let responder = Responder::new(rcfg, identity, random32(), known);
+    let responder = Responder::new(rcfg, identity, rng, known);
     let (tx, mut rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = oneshot::channel();
     // Make-before-break: the responder answers a Switch only once its route is in place.
     let (installed, installed_rx) = mpsc::channel(256);
-    let task = tokio::spawn(run_responder(responder, sockets, tx, installed_rx, stop_rx));
+    let (status_tx, status) = tokio::sync::watch::channel(ResponderStatus::default());
+    let task = tokio::spawn(run_responder(
+        responder,
+        sockets,
+        tx,
+        installed_rx,
+        status_tx,
+        stop_rx,
+    ));
     let mut routed: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut refusals = Refusals::default();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                refusals.log(&status.borrow().counters);
+                continue;
+            }
             ev = rx.recv() => match ev { Some(e) => e, None => break },
         };
         match ev {
-            Event::Assigned { client_key, global } => {
-                let s = store.clone();
-                let saved =
-                    tokio::task::spawn_blocking(move || s.save_global(&client_key, global)).await;
-                match saved {
-                    Ok(Ok(())) => {
-                        info!(client = %hex(&client_key[..8]), %global, "global address assigned")
-                    }
-                    Ok(Err(e)) => warn!(error = %e, %global, "global address not saved"),
-                    Err(e) => warn!(error = %e, "saving the global address failed"),
+            Event::Confirmed {
+                client_key,
+                global,
+                new,
+                assignment,
+            } => {
+                persist(&store, client_key, Some(assignment)).await;
+                if new {
+                    info!(client = %hex(&client_key[..8]), %global, "global address assigned");
+                } else {
+                    info!(client = %hex(&client_key[..8]), %global, "client associated");
                 }
             }
             Event::Route { global, .. } => {
@@ -180,8 +213,33 @@ pub async fn run(
                     let _ = installed.send(global).await;
                 }
             }
-            Event::Released { .. } => {
+            Event::Released {
+                client_key,
+                assignment,
+                ..
+            } => {
                 apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await;
+                if assignment.is_some() {
+                    persist(&store, client_key, assignment).await;
+                }
+            }
+            Event::Evicted {
+                client_key,
+                global,
+                expired,
+            } => {
+                apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await;
+                persist(&store, client_key, None).await;
+                if expired {
+                    info!(client = %hex(&client_key[..8]), %global, "global address expired (unused)");
+                } else {
+                    warn!(client = %hex(&client_key[..8]), %global,
+                        "global address pool full: evicted the assignment unused the longest");
+                }
+            }
+            Event::PoolNearlyFull { used, size } => {
+                warn!(used, size, subnet = %h.global_subnet,
+                    "global address pool nearly full (90 %); unused assignments will be evicted");
             }
         }
     }
@@ -190,6 +248,10 @@ pub async fn run(
     for g in routed {
         let _ = netlink.remove(g, None).await;
     }
+    let net = h.global_subnet;
+    let _ = netlink
+        .remove_unreachable(net.network(), net.prefix_len())
+        .await;
     for (ifname, old) in rp_restore {
         let _ = routes::restore_rp_filter(&ifname, &old);
     }
@@ -263,7 +325,7 @@ async fn apply<R: RouteProgrammer>(
                 }
             }
         }
-        Event::Released { global } => {
+        Event::Released { global, .. } | Event::Evicted { global, .. } => {
             let done = match rp.remove(global, None).await {
                 Ok(()) => true,
                 Err(e) => {
@@ -275,16 +337,94 @@ async fn apply<R: RouteProgrammer>(
             info!(%global, "client left");
             done
         }
-        Event::Assigned { .. } => false,
+        Event::Confirmed { .. } | Event::PoolNearlyFull { .. } => false,
     }
 }
 
-fn random32() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
+/// Writes (or, with `None`, forgets) `key`'s assignment off the async threads.
+async fn persist(store: &Arc<LeaseStore>, key: [u8; 32], a: Option<phandoff::pool::Assignment>) {
+    let s = store.clone();
+    let r = tokio::task::spawn_blocking(move || match a {
+        Some(a) => s.save_global(&key, &a),
+        None => s.forget_global(&key),
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "global address assignment not saved"),
+        Err(e) => warn!(error = %e, "saving the global address assignment failed"),
     }
-    b
+}
+
+/// Refusals that are attack patterns, logged at `warn` as one line per 10 s at most.
+#[derive(Default)]
+struct Refusals {
+    last: Counters,
+    pending: Counters,
+    logged: Option<std::time::Instant>,
+}
+
+impl Refusals {
+    fn log(&mut self, now: &Counters) {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let (c, l) = (now, &self.last);
+        let p = &mut self.pending;
+        p.stale_timestamp += d(c.stale_timestamp, l.stale_timestamp);
+        p.bad_handshake += d(c.bad_handshake, l.bad_handshake);
+        p.bad_mac1 += d(c.bad_mac1, l.bad_mac1);
+        p.cookie_demanded += d(c.cookie_demanded, l.cookie_demanded);
+        p.rate_limited += d(c.rate_limited, l.rate_limited);
+        p.forged += d(c.forged, l.forged);
+        p.replayed += d(c.replayed, l.replayed);
+        p.unknown_session += d(c.unknown_session, l.unknown_session);
+        p.old_version += d(c.old_version, l.old_version);
+        p.pool_full += d(c.pool_full, l.pool_full);
+        p.queries_limited += d(c.queries_limited, l.queries_limited);
+        p.malformed += d(c.malformed, l.malformed);
+        self.last = now.clone();
+        let any = p.stale_timestamp
+            + p.bad_handshake
+            + p.bad_mac1
+            + p.cookie_demanded
+            + p.rate_limited
+            + p.forged
+            + p.replayed
+            + p.old_version
+            + p.pool_full
+            + p.queries_limited
+            + p.malformed
+            > 0;
+        let due = self
+            .logged
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
+        if !any || !due {
+            return;
+        }
+        let p = std::mem::take(&mut self.pending);
+        self.logged = Some(std::time::Instant::now());
+        warn!(
+            replayed_handshake = p.stale_timestamp,
+            bad_handshake = p.bad_handshake,
+            bad_mac1 = p.bad_mac1,
+            cookie_demanded = p.cookie_demanded,
+            rate_limited = p.rate_limited,
+            forged = p.forged,
+            replayed = p.replayed,
+            unknown_session = p.unknown_session,
+            version_1 = p.old_version,
+            pool_full = p.pool_full,
+            queries_limited = p.queries_limited,
+            malformed = p.malformed,
+            "P-Handoff refused messages (since the last such line)"
+        );
+    }
+}
+
+fn random32() -> Result<[u8; 32], HandoffError> {
+    let mut b = [0u8; 32];
+    rand_core::TryRngCore::try_fill_bytes(&mut rand_core::OsRng, &mut b)
+        .map_err(|e| sys(format!("no randomness from the OS: {e}")))?;
+    Ok(b)
 }
 
 /// Loads the 32-byte identity seed, or makes one (mode 0600) on first start.
@@ -304,10 +444,7 @@ fn load_identity(path: &Path) -> Result<Identity, HandoffError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
             }
-            let seed = random32();
-            if seed == [0; 32] {
-                return Err(err("no randomness from /dev/urandom".into()));
-            }
+            let seed = random32()?;
             let mut f = std::fs::OpenOptions::new();
             std::os::unix::fs::OpenOptionsExt::mode(f.write(true).create_new(true), 0o600);
             let mut file = f.open(path).map_err(|e| err(e.to_string()))?;
@@ -339,6 +476,9 @@ mod tests {
             advert_interval: std::time::Duration::from_secs(1),
             rto_min_ms: Some(20),
             quickack: true,
+            expire_after: std::time::Duration::from_secs(30 * 86_400),
+            session_idle: std::time::Duration::from_secs(180),
+            handshake_rate: 200,
         }
     }
 
@@ -377,7 +517,11 @@ mod tests {
         )
         .await;
         apply(
-            &Event::Released { global: g },
+            &Event::Released {
+                client_key: [0; 32],
+                global: g,
+                assignment: None,
+            },
             &mut rec,
             &h,
             &ifaces,

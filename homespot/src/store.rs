@@ -2,7 +2,8 @@
 //! client key.
 //!
 //! One table maps an IPv4 address to its lease record; another maps a client key to its
-//! global address. [`LeaseStore::commit`] writes a batch of
+//! global address, when it was last used and its last handshake timestamp (records of the
+//! first version, address only, are read as used at load time). [`LeaseStore::commit`] writes a batch of
 //! records in one transaction with immediate durability: when it returns `Ok`, the records survive
 //! a crash or `kill -9`. Grouping many clients' leases into one commit is the caller's job
 //! (see `dhcp::server`).
@@ -10,12 +11,17 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use phandoff::endpoint::Instant;
+use phandoff::pool::Assignment;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::dhcp::lease::{Lease, LeaseState};
 
 const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases_v1");
-const GLOBALS: TableDefinition<&[u8; 32], u32> = TableDefinition::new("handoff_globals_v1");
+const GLOBALS_V1: TableDefinition<&[u8; 32], u32> = TableDefinition::new("handoff_globals_v1");
+/// Value: global address (4), last used (8, microseconds since the Unix epoch), handshake
+/// timestamp (8), all big-endian.
+const GLOBALS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("handoff_globals_v2");
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +64,7 @@ impl LeaseStore {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(LEASES)?;
+        txn.open_table(GLOBALS_V1)?;
         txn.open_table(GLOBALS)?;
         txn.commit()?;
         Ok(LeaseStore { db })
@@ -103,28 +110,65 @@ impl LeaseStore {
 }
 
 impl LeaseStore {
-    /// Every client key's global address.
-    pub fn load_globals(&self) -> Result<Vec<([u8; 32], Ipv4Addr)>, StoreError> {
+    /// Every client key's assignment. `now` stands for "last used" in first-version records.
+    pub fn load_globals(&self, now: Instant) -> Result<Vec<([u8; 32], Assignment)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(GLOBALS)?;
-        let mut out = Vec::new();
+        let mut out = std::collections::BTreeMap::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            out.push((*k.value(), Ipv4Addr::from(v.value())));
+            if let Some(a) = decode_global(v.value()) {
+                out.insert(*k.value(), a);
+            }
         }
-        Ok(out)
+        let old = txn.open_table(GLOBALS_V1)?;
+        for row in old.iter()? {
+            let (k, v) = row?;
+            out.entry(*k.value()).or_insert(Assignment {
+                global: Ipv4Addr::from(v.value()),
+                last_used: now,
+                timestamp: 0,
+            });
+        }
+        Ok(out.into_iter().collect())
     }
 
-    /// Records `key`'s global address durably.
-    pub fn save_global(&self, key: &[u8; 32], addr: Ipv4Addr) -> Result<(), StoreError> {
+    /// Records `key`'s assignment durably.
+    pub fn save_global(&self, key: &[u8; 32], a: &Assignment) -> Result<(), StoreError> {
+        let mut v = Vec::with_capacity(20);
+        v.extend_from_slice(&a.global.octets());
+        v.extend_from_slice(&a.last_used.0.to_be_bytes());
+        v.extend_from_slice(&a.timestamp.to_be_bytes());
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(GLOBALS)?;
-            table.insert(key, u32::from(addr))?;
+            table.insert(key, v.as_slice())?;
         }
         txn.commit()?;
         Ok(())
     }
+
+    /// Forgets `key`'s assignment (expired or evicted).
+    pub fn forget_global(&self, key: &[u8; 32]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            txn.open_table(GLOBALS)?.remove(key)?;
+            txn.open_table(GLOBALS_V1)?.remove(key)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn decode_global(v: &[u8]) -> Option<Assignment> {
+    if v.len() != 20 {
+        return None;
+    }
+    Some(Assignment {
+        global: Ipv4Addr::new(v[0], v[1], v[2], v[3]),
+        last_used: Instant(u64::from_be_bytes(v[4..12].try_into().ok()?)),
+        timestamp: u64::from_be_bytes(v[12..20].try_into().ok()?),
+    })
 }
 
 // Record layout, version 1: [1][state u8][expires u64 BE][client key bytes...]
@@ -181,18 +225,42 @@ mod tests {
     }
 
     #[test]
-    fn globals_survive_reopening() {
+    fn globals_survive_reopening_and_can_be_forgotten() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("g.redb");
+        let a = Assignment {
+            global: Ipv4Addr::new(10, 200, 0, 2),
+            last_used: Instant(1_700_000_000_000_000),
+            timestamp: 42,
+        };
         {
             let s = LeaseStore::open(&path).expect("open");
-            s.save_global(&[7; 32], Ipv4Addr::new(10, 200, 0, 2))
-                .expect("save");
+            s.save_global(&[7; 32], &a).expect("save");
+            s.save_global(&[8; 32], &a).expect("save");
+            s.forget_global(&[8; 32]).expect("forget");
+            // A first-version record.
+            let txn = s.db.begin_write().expect("txn");
+            txn.open_table(GLOBALS_V1)
+                .expect("v1")
+                .insert(&[9; 32], u32::from(Ipv4Addr::new(10, 200, 0, 3)))
+                .expect("insert");
+            txn.commit().expect("commit");
         }
         let s = LeaseStore::open(&path).expect("reopen");
+        let now = Instant(1_800_000_000_000_000);
         assert_eq!(
-            s.load_globals().expect("load"),
-            vec![([7; 32], Ipv4Addr::new(10, 200, 0, 2))]
+            s.load_globals(now).expect("load"),
+            vec![
+                ([7; 32], a),
+                (
+                    [9; 32],
+                    Assignment {
+                        global: Ipv4Addr::new(10, 200, 0, 3),
+                        last_used: now,
+                        timestamp: 0
+                    }
+                )
+            ]
         );
     }
 

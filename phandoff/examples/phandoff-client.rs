@@ -127,7 +127,7 @@ async fn run() -> Result<(), String> {
         ClientConfig::default(),
         ClientKeys::from_secret(secret),
         None,
-        random32()?,
+        phandoff::driver::os_rng().map_err(|x| e(&x))?,
         PORT,
     );
     let (cmd, cmd_rx) = mpsc::channel(8);
@@ -189,7 +189,7 @@ async fn run() -> Result<(), String> {
         ClientConfig::default(),
         ClientKeys::from_secret(secret),
         pinned,
-        random32()?,
+        phandoff::driver::os_rng().map_err(|x| e(&x))?,
         PORT,
     );
     let (cmd, cmd_rx) = mpsc::channel(8);

@@ -1,18 +1,32 @@
-//! The client's side: discover a HomeSpot (pinning its identity on first use), associate,
-//! switch links make-before-break, and watch every link with probes.
+//! The client's side: take a HomeSpot's verified advert, run the Noise IK handshake (with
+//! cookies when the HomeSpot is under load), switch links make-before-break, watch every link
+//! with probes, and re-handshake at once when the HomeSpot says it no longer knows the session
+//! (it restarted or evicted it), keeping the global address.
 //!
 //! Links are named by the HomeSpot's link indices from its advert; the caller maps its own
-//! interfaces to them (an interface whose address is in a link's subnet is on that link) and
-//! says which are up with [`Client::link_up`]. Call order as for the responder: feed
-//! datagrams, call `handle_timeout` when `poll_timeout` says, drain transmits and events.
+//! interfaces to them and says which are up with [`Client::link_up`]. Which identity to trust
+//! on which network is the caller's decision (the agent pins identities per network); this
+//! core only takes adverts genuinely signed by the identity it was given. Call order as for
+//! the responder: feed datagrams, call `handle_timeout` when `poll_timeout` says, drain
+//! transmits and events.
+//!
+//! Time: `now` doubles as the handshake timestamp, which must grow across restarts of the
+//! client; the driver's clock counts microseconds since the Unix epoch for that reason.
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use core::net::{Ipv4Addr, SocketAddrV4};
 use core::time::Duration;
 
-use crate::crypto::{self, ClientKeys, ReplayWindow, SessionKeys};
-use crate::endpoint::{Dest, Drbg, Instant, Transmit};
-use crate::wire::{Advert, Associate, Message, Query, Sealed, SealedBody};
+use rand_core::CryptoRng;
+
+use crate::crypto::{self, ClientKeys, ReplayWindow};
+use crate::endpoint::{Dest, Instant, Transmit};
+use crate::noise::{self, Initiator, Session};
+use crate::wire::{
+    Advert, Body, CookieReply, DecodeError, Initiation, Message, Query, Response, Transport,
+    UnknownSession, INIT_MAC1_AT, RESP_MAC1_AT, TAG_LEN,
+};
 
 /// Timers of the client.
 #[derive(Debug, Clone, Copy)]
@@ -21,9 +35,9 @@ pub struct ClientConfig {
     pub probe_interval: Duration,
     /// A link whose probes go unanswered this many times in a row is dead.
     pub probe_misses: u32,
-    /// Retransmission period of Associate and Switch.
+    /// Retransmission period of the handshake, Confirm and Switch.
     pub retry: Duration,
-    /// Attempts before an Associate or Switch is given up.
+    /// Attempts before a handshake or Switch is given up.
     pub tries: u32,
 }
 
@@ -42,22 +56,35 @@ impl Default for ClientConfig {
 /// What the caller must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
-    /// A genuine advert from the pinned (or newly pinned) HomeSpot.
+    /// A genuine advert from the HomeSpot we were given.
     Discovered {
         /// The advert.
         advert: Advert,
     },
-    /// An advert signed by another identity than the pinned one: ignored.
+    /// An advert signed by another identity: ignored.
     IdentityMismatch {
         /// What it claimed.
         got: [u8; 32],
     },
-    /// Associated: put `global` on the loopback interface.
+    /// The handshake completed and the HomeSpot holds our address: put `global` on the
+    /// loopback interface.
     Associated {
         /// The client's global address.
         global: Ipv4Addr,
         /// The HomeSpot's global address.
         homespot: Ipv4Addr,
+        /// A session existed before (a re-handshake): the caller re-asserts its route with a
+        /// Switch on the current link.
+        renewed: bool,
+        /// From the first Initiation to the Confirmed.
+        took: Duration,
+    },
+    /// The handshake was given up after every try.
+    AssociateFailed,
+    /// The HomeSpot (signed notice) no longer knows our session: re-handshaking over `link`.
+    SessionLost {
+        /// The link the notice came on.
+        link: u8,
     },
     /// The HomeSpot routes to us over `link` now: point our route to the HomeSpot there too.
     SwitchDone {
@@ -83,17 +110,21 @@ pub enum ClientEvent {
     },
 }
 
-/// What the client refused, for logs and tests.
+/// What the client refused or saw, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ClientCounters {
     /// Datagrams that did not parse.
     pub malformed: u64,
-    /// Adverts or acks with bad signatures, sealed messages with bad tags.
+    /// Adverts with bad signatures, handshake or transport messages that did not verify.
     pub forged: u64,
-    /// Sealed messages seen before.
+    /// Transport messages seen before.
     pub replayed: u64,
-    /// Adverts from another identity than the pinned one.
+    /// Adverts from another identity than ours.
     pub wrong_identity: u64,
+    /// Cookies received (the HomeSpot was under load).
+    pub cookies: u64,
+    /// Genuine UnknownSession notices (the HomeSpot forgot the session).
+    pub unknown_session: u64,
 }
 
 struct LinkState {
@@ -108,14 +139,26 @@ struct Pending {
     started: Instant,
     next_try: Instant,
     tries: u32,
-    seq: u64,
 }
 
-struct Session {
-    id: u64,
-    keys: SessionKeys,
+/// A handshake in flight: the Initiation sent last, or the Confirm awaiting its answer.
+struct Handshake {
+    p: Pending,
+    sender: u32,
+    init: Option<Initiator>,
+    mac1: [u8; TAG_LEN],
+    /// After the Response: the new session, not yet confirmed by the HomeSpot.
+    confirming: Option<Live>,
+}
+
+struct Live {
+    session: Session,
+    /// The HomeSpot's index for the session.
+    remote: u32,
+    /// Ours.
+    local: u32,
     global: Ipv4Addr,
-    tx_seq: u64,
+    tx: u64,
     rx: ReplayWindow,
 }
 
@@ -123,13 +166,15 @@ struct Session {
 pub struct Client {
     cfg: ClientConfig,
     keys: ClientKeys,
-    rng: Drbg,
+    rng: Box<dyn CryptoRng + Send>,
     port: u16,
     pinned: Option<[u8; 32]>,
     advert: Option<Advert>,
     links: BTreeMap<u8, LinkState>,
-    assoc: Option<(Pending, [u8; 16])>,
-    session: Option<Session>,
+    handshake: Option<Handshake>,
+    session: Option<Live>,
+    cookie: Option<([u8; TAG_LEN], Instant)>,
+    last_timestamp: u64,
     switch: Option<Pending>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ClientEvent>,
@@ -137,25 +182,27 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client with its key pair, the identity it pinned before (if any), seeded randomness,
+    /// A client with its key pair, the identity it trusts here (if decided), its randomness,
     /// and the HomeSpot's protocol `port`.
     pub fn new(
         cfg: ClientConfig,
         keys: ClientKeys,
         pinned: Option<[u8; 32]>,
-        seed: [u8; 32],
+        rng: impl CryptoRng + Send + 'static,
         port: u16,
     ) -> Client {
         Client {
             cfg,
             keys,
-            rng: Drbg::new(seed),
+            rng: Box::new(rng),
             port,
             pinned,
             advert: None,
             links: BTreeMap::new(),
-            assoc: None,
+            handshake: None,
             session: None,
+            cookie: None,
+            last_timestamp: 0,
             switch: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -168,13 +215,17 @@ impl Client {
         &self.counters
     }
 
-    /// The pinned identity (to persist).
+    /// The identity this client takes adverts from.
     pub fn pinned(&self) -> Option<[u8; 32]> {
         self.pinned
     }
 
-    /// Broadcasts a Query on the interface the caller calls `link` (before the advert, the
-    /// caller's own number for it).
+    /// Our global address, once associated.
+    pub fn global(&self) -> Option<Ipv4Addr> {
+        self.session.as_ref().map(|s| s.global)
+    }
+
+    /// Broadcasts a Query on the interface the caller calls `link`.
     pub fn query(&mut self, link: u8) {
         let nonce = self.rng.next_u64();
         self.transmits.push_back(Transmit {
@@ -184,9 +235,15 @@ impl Client {
         });
     }
 
-    /// Takes an advert another client already verified (a discovery probe's), so this one can
-    /// associate at once. Ignored unless it comes from the pinned identity.
+    /// Takes an advert the caller already verified and decided to trust. Ignored unless it is
+    /// genuine and from the identity this client was given (or, with none, pins it).
     pub fn learn(&mut self, advert: Advert) {
+        if !crypto::advert_is_genuine(&advert) {
+            return;
+        }
+        if self.pinned.is_none() {
+            self.pinned = Some(advert.identity);
+        }
         if self.pinned == Some(advert.identity) {
             self.advert = Some(advert);
         }
@@ -206,19 +263,17 @@ impl Client {
     }
 
     /// Ends the association over `link`: the HomeSpot removes its route to our global address.
-    /// Sent once (a lost Bye leaves the route until the HomeSpot restarts, as before); the
-    /// session is gone either way.
     pub fn bye(&mut self, link: u8) {
         if self.session.is_some() {
-            self.seal_and_send(link, SealedBody::Bye);
+            self.seal_and_send(link, Body::Bye);
         }
         self.session = None;
         self.switch = None;
+        self.handshake = None;
     }
 
     /// Traffic from the HomeSpot arrived on `link` (the caller watches the interface's
-    /// counters): as good as an answered probe. A saturated slow link queues probe answers
-    /// behind data; counting the data keeps it from being declared dead.
+    /// counters): as good as an answered probe.
     pub fn heard(&mut self, link: u8) {
         if let Some(l) = self.links.get_mut(&link) {
             l.unanswered = 0;
@@ -240,19 +295,21 @@ impl Client {
         Some(SocketAddrV4::new(l.router, self.port))
     }
 
-    /// Starts an association over `link` (retransmitted until answered or given up).
+    /// Starts a handshake over `link` (retransmitted until answered or given up). A session
+    /// we hold keeps working until the new one is confirmed.
     pub fn associate(&mut self, now: Instant, link: u8) {
-        let nonce = self.rng.next16();
-        self.assoc = Some((
-            Pending {
+        self.handshake = Some(Handshake {
+            p: Pending {
                 link,
                 started: now,
                 next_try: now,
                 tries: 0,
-                seq: 0,
             },
-            nonce,
-        ));
+            sender: 0,
+            init: None,
+            mac1: [0; TAG_LEN],
+            confirming: None,
+        });
         self.handle_timeout(now);
     }
 
@@ -264,46 +321,115 @@ impl Client {
             started: now,
             next_try: now,
             tries: 0,
-            seq: 0,
         });
         self.handle_timeout(now);
     }
 
-    fn seal_and_send(&mut self, link: u8, body: SealedBody) -> Option<u64> {
+    fn seal_and_send(&mut self, link: u8, body: Body) -> Option<u64> {
         let to = self.homespot_on(link)?;
         let s = self.session.as_mut()?;
-        s.tx_seq += 1;
-        let seq = s.tx_seq;
-        let payload = crypto::sealed_message(s.id, seq, body, &s.keys.to_homespot);
+        let counter = s.tx;
+        s.tx += 1;
+        let sealed = s.session.seal(counter, &body).ok()?;
+        let m = Message::Transport(Transport {
+            receiver: s.remote,
+            counter,
+            sealed,
+        });
         self.transmits.push_back(Transmit {
             link,
             to: Dest::Unicast(to),
-            payload,
+            payload: m.emit(),
         });
-        Some(seq)
+        Some(counter)
+    }
+
+    /// A fresh Initiation (new ephemeral key, new index, a newer timestamp).
+    fn send_initiation(&mut self, now: Instant, link: u8) {
+        let (Some(to), Some(a)) = (self.homespot_on(link), self.advert.as_ref()) else {
+            return;
+        };
+        let (remote, identity) = (a.noise_key, a.identity);
+        let ts = now.0.max(self.last_timestamp + 1);
+        self.last_timestamp = ts;
+        let mut eph = [0u8; 32];
+        self.rng.fill_bytes(&mut eph);
+        let sender = self.rng.next_u32();
+        let Ok((init, noise_part)) =
+            Initiator::start(self.keys.secret(), &remote, &identity, eph, ts)
+        else {
+            return;
+        };
+        let mut m = Initiation {
+            sender,
+            noise: noise_part,
+            mac1: [0; TAG_LEN],
+            mac2: [0; TAG_LEN],
+        };
+        let bytes = Message::Initiation(m).emit();
+        m.mac1 = noise::mac(&noise::mac1_key(&remote), &bytes[..INIT_MAC1_AT]);
+        let fresh = self
+            .cookie
+            .filter(|(_, at)| now.since(*at) < crate::responder::COOKIE_LIFETIME);
+        if let Some((cookie, _)) = fresh {
+            let bytes = Message::Initiation(m).emit();
+            m.mac2 = noise::mac(&cookie, &bytes[..INIT_MAC1_AT + TAG_LEN]);
+        }
+        if let Some(h) = self.handshake.as_mut() {
+            h.sender = sender;
+            h.init = Some(init);
+            h.mac1 = m.mac1;
+            h.confirming = None;
+        }
+        self.transmits.push_back(Transmit {
+            link,
+            to: Dest::Unicast(to),
+            payload: Message::Initiation(m).emit(),
+        });
+    }
+
+    fn send_confirm(&mut self) {
+        let Some(h) = self.handshake.as_mut() else {
+            return;
+        };
+        let link = h.p.link;
+        let Some(c) = h.confirming.as_mut() else {
+            return;
+        };
+        let counter = c.tx;
+        c.tx += 1;
+        let Ok(sealed) = c.session.seal(counter, &Body::Confirm) else {
+            return;
+        };
+        let m = Message::Transport(Transport {
+            receiver: c.remote,
+            counter,
+            sealed,
+        });
+        if let Some(to) = self.homespot_on(link) {
+            self.transmits.push_back(Transmit {
+                link,
+                to: Dest::Unicast(to),
+                payload: m.emit(),
+            });
+        }
     }
 
     /// Retransmissions and probes that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some((p, nonce)) = self.assoc.as_mut() {
-            if now >= p.next_try {
-                if p.tries >= self.cfg.tries {
-                    self.assoc = None;
+        if let Some(h) = self.handshake.as_mut() {
+            if now >= h.p.next_try {
+                if h.p.tries >= self.cfg.tries {
+                    self.handshake = None;
+                    self.events.push_back(ClientEvent::AssociateFailed);
                 } else {
-                    p.tries += 1;
-                    p.next_try = now + self.cfg.retry;
-                    let (link, nonce) = (p.link, *nonce);
-                    if let Some(to) = self.homespot_on(link) {
-                        let payload = Message::Associate(Associate {
-                            client_key: self.keys.public(),
-                            nonce,
-                        })
-                        .emit();
-                        self.transmits.push_back(Transmit {
-                            link,
-                            to: Dest::Unicast(to),
-                            payload,
-                        });
+                    h.p.tries += 1;
+                    h.p.next_try = now + self.cfg.retry;
+                    let link = h.p.link;
+                    if h.confirming.is_some() {
+                        self.send_confirm();
+                    } else {
+                        self.send_initiation(now, link);
                     }
                 }
             }
@@ -315,20 +441,17 @@ impl Client {
                     self.switch = None;
                     self.events.push_back(ClientEvent::SwitchFailed { link });
                 } else if let Some(addr) = self.links.get(&link).map(|l| l.local) {
-                    let global = self.session.as_ref().map(|s| s.global);
-                    if let Some(global) = global {
-                        let seq = self.seal_and_send(
+                    if self.session.is_some() {
+                        self.seal_and_send(
                             link,
-                            SealedBody::Switch {
+                            Body::Switch {
                                 link,
-                                global,
                                 client_addr: addr,
                             },
                         );
                         if let Some(p) = self.switch.as_mut() {
                             p.tries += 1;
                             p.next_try = now + self.cfg.retry;
-                            p.seq = seq.unwrap_or(p.seq);
                         }
                     }
                 }
@@ -355,7 +478,7 @@ impl Client {
                 l.alive = false;
                 self.events.push_back(ClientEvent::LinkDead { link });
             }
-            self.seal_and_send(link, SealedBody::Probe { link });
+            self.seal_and_send(link, Body::Probe { link });
         }
     }
 
@@ -363,8 +486,8 @@ impl Client {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t: Option<Instant> = None;
         let mut at = |i: Instant| t = Some(t.map_or(i, |x| x.min(i)));
-        if let Some((p, _)) = &self.assoc {
-            at(p.next_try);
+        if let Some(h) = &self.handshake {
+            at(h.p.next_try);
         }
         if let Some(p) = &self.switch {
             at(p.next_try);
@@ -391,84 +514,160 @@ impl Client {
     pub fn handle_datagram(&mut self, now: Instant, link: u8, data: &[u8]) {
         let msg = match Message::parse(data) {
             Ok(m) => m,
-            Err(_) => {
+            Err(DecodeError::OldVersion) | Err(_) => {
                 self.counters.malformed += 1;
                 return;
             }
         };
         match msg {
-            Message::Advert(a) => {
-                if !crypto::advert_is_genuine(&a) {
-                    self.counters.forged += 1;
-                    return;
-                }
-                match self.pinned {
-                    Some(p) if p != a.identity => {
-                        self.counters.wrong_identity += 1;
-                        self.events
-                            .push_back(ClientEvent::IdentityMismatch { got: a.identity });
-                        return;
-                    }
-                    Some(_) => {}
-                    None => self.pinned = Some(a.identity),
-                }
-                let newer = self
-                    .advert
-                    .as_ref()
-                    .is_none_or(|old| a.epoch >= old.epoch || old.identity != a.identity);
-                if newer {
-                    self.advert = Some(a.clone());
-                    self.events.push_back(ClientEvent::Discovered { advert: a });
-                }
-            }
-            Message::AssociateAck(ack) => {
-                let (Some(pin), Some((_, nonce))) = (self.pinned, self.assoc.as_ref()) else {
-                    return;
-                };
-                if ack.client_key != self.keys.public()
-                    || !crypto::ack_is_genuine(&ack, &pin, nonce)
-                {
-                    self.counters.forged += 1;
-                    return;
-                }
-                let keys = self.keys.session(&ack, nonce);
-                self.assoc = None;
-                self.session = Some(Session {
-                    id: ack.session,
-                    keys,
-                    global: ack.global_addr,
-                    tx_seq: 0,
-                    rx: ReplayWindow::default(),
-                });
-                let homespot = self
-                    .advert
-                    .as_ref()
-                    .map(|a| a.global_addr)
-                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
-                self.events.push_back(ClientEvent::Associated {
-                    global: ack.global_addr,
-                    homespot,
-                });
-            }
-            Message::Sealed(m) => self.sealed(now, link, m),
-            Message::Query(_) | Message::Associate(_) => {}
+            Message::Advert(a) => self.on_advert(a),
+            Message::Response(r) => self.on_response(now, data, r),
+            Message::CookieReply(c) => self.on_cookie(now, c),
+            Message::Transport(t) => self.on_transport(now, t),
+            Message::UnknownSession(u) => self.on_unknown(now, link, u),
+            Message::Query(_) | Message::Initiation(_) => {}
         }
     }
 
-    fn sealed(&mut self, now: Instant, link: u8, m: Sealed) {
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
-        if m.session != s.id || !crypto::tag_is_valid(&m, &s.keys.to_client) {
+    fn on_advert(&mut self, a: Advert) {
+        if !crypto::advert_is_genuine(&a) {
             self.counters.forged += 1;
             return;
         }
-        if !s.rx.accept(m.seq) {
+        match self.pinned {
+            Some(p) if p != a.identity => {
+                self.counters.wrong_identity += 1;
+                self.events
+                    .push_back(ClientEvent::IdentityMismatch { got: a.identity });
+                return;
+            }
+            Some(_) => {}
+            None => self.pinned = Some(a.identity),
+        }
+        let newer = self
+            .advert
+            .as_ref()
+            .is_none_or(|old| a.epoch >= old.epoch || old.noise_key != a.noise_key);
+        if newer {
+            self.advert = Some(a.clone());
+            self.events.push_back(ClientEvent::Discovered { advert: a });
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, data: &[u8], r: Response) {
+        let Some(h) = self.handshake.as_mut() else {
+            return;
+        };
+        if h.sender != r.receiver || h.init.is_none() {
+            return;
+        }
+        let key = noise::mac1_key(&self.keys.public());
+        if !noise::mac_ok(&key, &data[..RESP_MAC1_AT], &r.mac1) {
+            self.counters.forged += 1;
+            return;
+        }
+        let Some(init) = h.init.take() else { return };
+        let session = match init.finish(&r.noise) {
+            Ok(s) => s,
+            Err(_) => {
+                self.counters.forged += 1;
+                return;
+            }
+        };
+        h.confirming = Some(Live {
+            session,
+            remote: r.sender,
+            local: r.receiver,
+            global: Ipv4Addr::UNSPECIFIED,
+            tx: 0,
+            rx: ReplayWindow::default(),
+        });
+        h.p.tries = 1;
+        h.p.next_try = now + self.cfg.retry;
+        self.send_confirm();
+    }
+
+    fn on_cookie(&mut self, now: Instant, c: CookieReply) {
+        let (Some(h), Some(a)) = (self.handshake.as_mut(), self.advert.as_ref()) else {
+            return;
+        };
+        if h.sender != c.receiver {
+            return;
+        }
+        let key = noise::cookie_key(&a.noise_key);
+        match noise::open_cookie(&key, &c.nonce, &c.cookie, &h.mac1) {
+            Some(cookie) => {
+                self.counters.cookies += 1;
+                self.cookie = Some((cookie, now));
+                // Try again at once, with the cookie.
+                h.p.next_try = now;
+                self.handle_timeout(now);
+            }
+            None => self.counters.forged += 1,
+        }
+    }
+
+    fn on_transport(&mut self, now: Instant, t: Transport) {
+        let confirming = self
+            .handshake
+            .as_ref()
+            .and_then(|h| h.confirming.as_ref())
+            .is_some_and(|c| c.local == t.receiver);
+        if confirming {
+            let Some(mut h) = self.handshake.take() else {
+                return;
+            };
+            let Some(mut c) = h.confirming.take() else {
+                return;
+            };
+            match c.session.open(t.counter, &t.sealed) {
+                Ok(Body::Confirmed { global }) if c.rx.accept(t.counter) => {
+                    c.global = global;
+                    let renewed = self.session.is_some();
+                    self.session = Some(c);
+                    let homespot = self
+                        .advert
+                        .as_ref()
+                        .map(|a| a.global_addr)
+                        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    for l in self.links.values_mut() {
+                        l.next_probe = now;
+                    }
+                    self.events.push_back(ClientEvent::Associated {
+                        global,
+                        homespot,
+                        renewed,
+                        took: now.since(h.p.started),
+                    });
+                }
+                _ => {
+                    self.counters.forged += 1;
+                    h.confirming = Some(c);
+                    self.handshake = Some(h);
+                }
+            }
+            return;
+        }
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if s.local != t.receiver {
+            self.counters.forged += 1;
+            return;
+        }
+        let body = match s.session.open(t.counter, &t.sealed) {
+            Ok(b) => b,
+            Err(_) => {
+                self.counters.forged += 1;
+                return;
+            }
+        };
+        if !s.rx.accept(t.counter) {
             self.counters.replayed += 1;
             return;
         }
-        match m.body {
-            SealedBody::SwitchAck { link: l } => {
+        match body {
+            Body::SwitchAck { link: l } => {
                 if let Some(p) = self.switch.as_ref().filter(|p| p.link == l) {
                     let took = now.since(p.started);
                     self.switch = None;
@@ -476,7 +675,7 @@ impl Client {
                         .push_back(ClientEvent::SwitchDone { link: l, took });
                 }
             }
-            SealedBody::ProbeAck { link: l, .. } => {
+            Body::ProbeAck { link: l, .. } => {
                 if let Some(st) = self.links.get_mut(&l) {
                     st.unanswered = 0;
                     if !st.alive {
@@ -484,9 +683,27 @@ impl Client {
                         self.events.push_back(ClientEvent::LinkAlive { link: l });
                     }
                 }
-                let _ = link;
             }
             _ => {}
         }
+    }
+
+    fn on_unknown(&mut self, now: Instant, link: u8, u: UnknownSession) {
+        let (Some(s), Some(pin)) = (self.session.as_ref(), self.pinned) else {
+            return;
+        };
+        // Only a notice about our session, answering one of our recent messages, signed by
+        // the HomeSpot: anyone else's costs us one signature check and nothing more.
+        let recent = u.counter < s.tx && s.tx - u.counter <= 64;
+        if u.receiver != s.remote || !recent || !crypto::unknown_is_genuine(&u, &pin) {
+            self.counters.forged += 1;
+            return;
+        }
+        self.counters.unknown_session += 1;
+        if self.handshake.is_some() {
+            return;
+        }
+        self.events.push_back(ClientEvent::SessionLost { link });
+        self.associate(now, link);
     }
 }

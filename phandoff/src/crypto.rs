@@ -1,37 +1,34 @@
-//! The security of the protocol: who signs what, how session keys are made, how sealed
-//! messages are tagged and replays refused.
-//!
-//! - The HomeSpot has a long-lived Ed25519 [`Identity`]; it signs adverts and AssociateAcks.
-//!   Clients pin the identity on first use (the pinning lives with the client).
-//! - A client's identity is a long-lived X25519 key ([`ClientKeys`]). At association the
-//!   HomeSpot answers with an ephemeral X25519 key; both sides derive [`SessionKeys`] from the
-//!   shared secret and both nonces. Only the holder of the client's secret key can produce
-//!   valid tags, so nobody else can move its routes.
-//! - Every sealed message carries a sequence number and a truncated HMAC-SHA256 tag; a
-//!   [`ReplayWindow`] refuses repeats and old messages while tolerating reordering across links.
-//!
-//! Randomness comes from the caller (seeds and nonces are arguments), so the core stays
-//! sans-IO and deterministic under test.
+//! Long-lived keys and signatures: the HomeSpot's Ed25519 identity (adverts and
+//! UnknownSession notices are signed with it) and the static X25519 key it derives for the
+//! Noise handshake; the client's static X25519 key; and the replay window of transport
+//! messages. The handshake itself is in [`crate::noise`].
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha512};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::wire::{self, Advert, AssociateAck, Sealed, TAG_LEN};
+use crate::wire::{self, Advert, UnknownSession};
 
-type HmacSha256 = Hmac<Sha256>;
-
-/// The HomeSpot's long-lived signing identity.
+/// The HomeSpot's long-lived identity: an Ed25519 signing key, and the X25519 static key of
+/// the Noise handshake derived from the same seed (SHA-512 with a label of its own, so the
+/// two keys are independent). The advert carries both, signed.
 pub struct Identity {
     key: SigningKey,
+    noise: [u8; 32],
 }
 
 impl Identity {
     /// The identity for a 32-byte secret seed (persisted by the HomeSpot).
     pub fn from_seed(seed: [u8; 32]) -> Identity {
+        let mut h = Sha512::new();
+        h.update(b"phandoff v2 noise static key");
+        h.update(seed);
+        let d = h.finalize();
+        let mut noise = [0u8; 32];
+        noise.copy_from_slice(&d[..32]);
         Identity {
             key: SigningKey::from_bytes(&seed),
+            noise,
         }
     }
 
@@ -40,19 +37,32 @@ impl Identity {
         self.key.verifying_key().to_bytes()
     }
 
-    /// Signs `advert` in place (its `identity` is set to ours first).
+    /// The Noise static secret (X25519).
+    pub fn noise_secret(&self) -> &[u8; 32] {
+        &self.noise
+    }
+
+    /// The Noise static public key (in the advert).
+    pub fn noise_public(&self) -> [u8; 32] {
+        x25519_public(&self.noise)
+    }
+
+    /// Signs `advert` in place (its `identity` and `noise_key` are set to ours first).
     pub fn sign_advert(&self, advert: &mut Advert) {
         advert.identity = self.public();
+        advert.noise_key = self.noise_public();
         advert.signature = self.key.sign(&wire::advert_signed_bytes(advert)).to_bytes();
     }
 
-    /// Signs `ack` in place, bound to the client's nonce.
-    pub fn sign_ack(&self, ack: &mut AssociateAck, client_nonce: &[u8; 16]) {
-        ack.signature = self
-            .key
-            .sign(&wire::ack_signed_bytes(ack, client_nonce))
-            .to_bytes();
+    /// Signs an UnknownSession notice in place.
+    pub fn sign_unknown(&self, m: &mut UnknownSession) {
+        m.signature = self.key.sign(&wire::unknown_signed_bytes(m)).to_bytes();
     }
+}
+
+/// The X25519 public key of `secret`.
+pub fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
+    PublicKey::from(&StaticSecret::from(*secret)).to_bytes()
 }
 
 /// Whether `advert` is signed by the identity it names.
@@ -64,13 +74,9 @@ pub fn advert_is_genuine(advert: &Advert) -> bool {
     )
 }
 
-/// Whether `ack` is signed by `identity` and answers the Associate that carried `client_nonce`.
-pub fn ack_is_genuine(ack: &AssociateAck, identity: &[u8; 32], client_nonce: &[u8; 16]) -> bool {
-    verify(
-        identity,
-        &wire::ack_signed_bytes(ack, client_nonce),
-        &ack.signature,
-    )
+/// Whether an UnknownSession notice is signed by `identity`.
+pub fn unknown_is_genuine(m: &UnknownSession, identity: &[u8; 32]) -> bool {
+    verify(identity, &wire::unknown_signed_bytes(m), &m.signature)
 }
 
 fn verify(public: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
@@ -80,170 +86,49 @@ fn verify(public: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
     }
 }
 
-/// A client's long-lived X25519 key pair.
+/// A client's long-lived X25519 key pair: its identity towards HomeSpots (the same key gets
+/// the same global address).
+#[derive(Clone)]
 pub struct ClientKeys {
-    secret: StaticSecret,
+    secret: [u8; 32],
 }
 
 impl ClientKeys {
     /// The key pair for a 32-byte secret (persisted by the client).
     pub fn from_secret(secret: [u8; 32]) -> ClientKeys {
-        ClientKeys {
-            secret: StaticSecret::from(secret),
-        }
+        ClientKeys { secret }
     }
 
-    /// The public key: the client's identity towards HomeSpots.
+    /// The public key.
     pub fn public(&self) -> [u8; 32] {
-        PublicKey::from(&self.secret).to_bytes()
+        x25519_public(&self.secret)
     }
 
-    /// The session keys for `ack` (answering an Associate with `client_nonce`).
-    pub fn session(&self, ack: &AssociateAck, client_nonce: &[u8; 16]) -> SessionKeys {
-        let shared = self.secret.diffie_hellman(&PublicKey::from(ack.ephemeral));
-        SessionKeys::derive(
-            shared.as_bytes(),
-            &ack.client_key,
-            &ack.ephemeral,
-            client_nonce,
-            &ack.nonce,
-        )
+    /// The secret, for the Noise handshake.
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
     }
 }
 
-/// The HomeSpot's side of one association: an ephemeral X25519 key.
-pub struct Ephemeral {
-    secret: StaticSecret,
-}
-
-impl Ephemeral {
-    /// An ephemeral key from 32 random bytes.
-    pub fn from_random(bytes: [u8; 32]) -> Ephemeral {
-        Ephemeral {
-            secret: StaticSecret::from(bytes),
-        }
-    }
-
-    /// Its public key (sent in AssociateAck).
-    pub fn public(&self) -> [u8; 32] {
-        PublicKey::from(&self.secret).to_bytes()
-    }
-
-    /// The session keys with the client `client_key`.
-    pub fn session(
-        &self,
-        client_key: &[u8; 32],
-        client_nonce: &[u8; 16],
-        hs_nonce: &[u8; 16],
-    ) -> SessionKeys {
-        let shared = self.secret.diffie_hellman(&PublicKey::from(*client_key));
-        SessionKeys::derive(
-            shared.as_bytes(),
-            client_key,
-            &self.public(),
-            client_nonce,
-            hs_nonce,
-        )
-    }
-}
-
-/// One key per direction, so a message can never be reflected back to its sender.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SessionKeys {
-    /// Tags messages from the client to the HomeSpot.
-    pub to_homespot: [u8; 32],
-    /// Tags messages from the HomeSpot to the client.
-    pub to_client: [u8; 32],
-}
-
-impl core::fmt::Debug for SessionKeys {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("SessionKeys(..)")
-    }
-}
-
-impl SessionKeys {
-    fn derive(
-        shared: &[u8; 32],
-        client_key: &[u8; 32],
-        ephemeral: &[u8; 32],
-        cn: &[u8; 16],
-        sn: &[u8; 16],
-    ) -> SessionKeys {
-        // HKDF-SHA256 (RFC 5869): extract with the nonces as salt, expand per direction.
-        let mut salt = [0u8; 32];
-        salt[..16].copy_from_slice(cn);
-        salt[16..].copy_from_slice(sn);
-        let prk = hmac(&salt, &[shared, client_key, ephemeral]);
-        SessionKeys {
-            to_homespot: hmac(&prk, &[b"phandoff v1 client->homespot", &[1]]),
-            to_client: hmac(&prk, &[b"phandoff v1 homespot->client", &[1]]),
-        }
-    }
-}
-
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut m = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
-    for p in parts {
-        m.update(p);
-    }
-    m.finalize().into_bytes().into()
-}
-
-// HMAC accepts keys of any length; new_from_slice cannot fail for it.
-fn unreachable_hmac() -> HmacSha256 {
-    HmacSha256::new(&Default::default())
-}
-
-/// Sets `msg.tag` for `key`.
-pub fn seal(msg: &mut Sealed, key: &[u8; 32]) {
-    let full = hmac(key, &[&wire::sealed_tagged_bytes(msg)]);
-    msg.tag.copy_from_slice(&full[..TAG_LEN]);
-}
-
-/// The bytes of a sealed message: `body` with `session` and `seq`, tagged with `key`.
-pub fn sealed_message(
-    session: u64,
-    seq: u64,
-    body: crate::wire::SealedBody,
-    key: &[u8; 32],
-) -> alloc::vec::Vec<u8> {
-    let mut m = Sealed {
-        session,
-        seq,
-        body,
-        tag: [0; TAG_LEN],
-    };
-    seal(&mut m, key);
-    crate::wire::Message::Sealed(m).emit()
-}
-
-/// Whether `msg.tag` is right for `key` (in constant time).
-pub fn tag_is_valid(msg: &Sealed, key: &[u8; 32]) -> bool {
-    let mut m = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
-    m.update(&wire::sealed_tagged_bytes(msg));
-    m.verify_truncated_left(&msg.tag).is_ok()
-}
-
-/// Refuses sequence numbers seen before or too old, accepting reordering within 64.
+/// Refuses counters seen before or too old, accepting reordering within 64 (messages of one
+/// session travel over several links).
 #[derive(Debug, Default, Clone)]
 pub struct ReplayWindow {
     top: u64,
     seen: u64,
+    any: bool,
 }
 
 impl ReplayWindow {
     /// Records `seq` if it is new and not older than the window; says whether it was.
-    /// Call only after the message's tag was checked.
+    /// Call only after the message was authenticated.
     pub fn accept(&mut self, seq: u64) -> bool {
-        if seq == 0 {
-            return false;
-        }
-        if seq > self.top {
-            let shift = seq - self.top;
+        if !self.any || seq > self.top {
+            let shift = if self.any { seq - self.top } else { 64 };
             self.seen = if shift >= 64 { 0 } else { self.seen << shift };
             self.seen |= 1;
             self.top = seq;
+            self.any = true;
             return true;
         }
         let back = self.top - seq;
@@ -258,13 +143,14 @@ impl ReplayWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{LinkInfo, LinkKind, Message, SealedBody};
+    use crate::wire::{LinkInfo, LinkKind, Message};
     use alloc::vec;
     use core::net::Ipv4Addr;
 
     fn advert() -> Advert {
         Advert {
             identity: [0; 32],
+            noise_key: [0; 32],
             epoch: 1,
             global_subnet: Ipv4Addr::new(10, 200, 0, 0),
             global_prefix: 24,
@@ -291,7 +177,8 @@ mod tests {
         let mut a = advert();
         id.sign_advert(&mut a);
         assert!(advert_is_genuine(&a));
-        // Through the wire and back.
+        assert_eq!(a.noise_key, id.noise_public());
+        assert_ne!(a.noise_key, a.identity);
         let Ok(Message::Advert(b)) = Message::parse(&Message::Advert(a.clone()).emit()) else {
             panic!("parse")
         };
@@ -299,72 +186,42 @@ mod tests {
         let mut c = a.clone();
         c.links[0].router = Ipv4Addr::new(10, 77, 2, 66);
         assert!(!advert_is_genuine(&c), "a changed link");
+        let mut n = a.clone();
+        n.noise_key = [5; 32];
+        assert!(!advert_is_genuine(&n), "a swapped handshake key");
         let mut d = a;
         d.identity = Identity::from_seed([4; 32]).public();
         assert!(!advert_is_genuine(&d), "someone else's identity");
     }
 
     #[test]
-    fn both_sides_derive_the_same_session_keys() {
-        let id = Identity::from_seed([1; 32]);
-        let client = ClientKeys::from_secret([2; 32]);
-        let eph = Ephemeral::from_random([3; 32]);
-        let cn = [4; 16];
-        let mut ack = AssociateAck {
-            session: 9,
-            client_key: client.public(),
-            global_addr: Ipv4Addr::new(10, 200, 0, 5),
-            ephemeral: eph.public(),
-            nonce: [5; 16],
+    fn unknown_session_notices_are_signed() {
+        let id = Identity::from_seed([3; 32]);
+        let mut m = UnknownSession {
+            receiver: 7,
+            counter: 9,
             signature: [0; 64],
         };
-        id.sign_ack(&mut ack, &cn);
-        assert!(ack_is_genuine(&ack, &id.public(), &cn));
-        assert!(
-            !ack_is_genuine(&ack, &id.public(), &[6; 16]),
-            "bound to the client's nonce"
-        );
-        let hs = eph.session(&ack.client_key, &cn, &ack.nonce);
-        let cl = client.session(&ack, &cn);
-        assert_eq!(hs, cl);
-        assert_ne!(hs.to_client, hs.to_homespot);
-        // An impostor client with another secret gets other keys.
-        let other = ClientKeys::from_secret([8; 32]).session(&ack, &cn);
-        assert_ne!(other, hs);
+        id.sign_unknown(&mut m);
+        assert!(unknown_is_genuine(&m, &id.public()));
+        assert!(!unknown_is_genuine(
+            &m,
+            &Identity::from_seed([4; 32]).public()
+        ));
+        let mut f = m;
+        f.receiver = 8;
+        assert!(!unknown_is_genuine(&f, &id.public()));
     }
 
     #[test]
-    fn tags_and_replays() {
-        let key = [7; 32];
-        let mut m = Sealed {
-            session: 1,
-            seq: 1,
-            body: SealedBody::Switch {
-                link: 1,
-                global: Ipv4Addr::new(10, 200, 0, 5),
-                client_addr: Ipv4Addr::new(10, 77, 2, 100),
-            },
-            tag: [0; TAG_LEN],
-        };
-        seal(&mut m, &key);
-        assert!(tag_is_valid(&m, &key));
-        assert!(!tag_is_valid(&m, &[8; 32]));
-        let mut forged = m;
-        forged.body = SealedBody::Switch {
-            link: 1,
-            global: Ipv4Addr::new(10, 200, 0, 6),
-            client_addr: Ipv4Addr::new(10, 77, 2, 66),
-        };
-        assert!(!tag_is_valid(&forged, &key));
-
+    fn replays() {
         let mut w = ReplayWindow::default();
-        assert!(w.accept(1));
-        assert!(!w.accept(1), "replay");
+        assert!(w.accept(0), "counters start at 0");
+        assert!(!w.accept(0), "replay");
         assert!(w.accept(5));
         assert!(w.accept(3), "reordered within the window");
         assert!(!w.accept(3));
         assert!(w.accept(100));
         assert!(!w.accept(30), "older than the window");
-        assert!(!w.accept(0));
     }
 }

@@ -91,21 +91,34 @@ fn receive(s: LinkSocket, tx: mpsc::Sender<Datagram>) -> tokio::task::JoinHandle
     })
 }
 
-/// Maps tokio's clock onto the core's [`Instant`].
+/// Maps tokio's clock onto the core's [`Instant`]: microseconds since the Unix epoch, read
+/// once from the system clock at start and advanced by the monotonic clock after that (so a
+/// client's handshake timestamps grow across its restarts, and the HomeSpot's record of when
+/// an address was last used means the same after its restart).
 #[derive(Clone, Copy)]
-pub struct Clock(tokio::time::Instant);
+pub struct Clock {
+    start: tokio::time::Instant,
+    origin: u64,
+}
 
 impl Clock {
     /// A clock starting now.
     pub fn new() -> Clock {
-        Clock(tokio::time::Instant::now())
+        let origin = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        Clock {
+            start: tokio::time::Instant::now(),
+            origin,
+        }
     }
     /// Now, for the core.
     pub fn now(&self) -> Instant {
-        Instant(self.0.elapsed().as_micros() as u64)
+        Instant(self.origin + self.start.elapsed().as_micros() as u64)
     }
     fn deadline(&self, t: Instant) -> tokio::time::Instant {
-        self.0 + std::time::Duration::from_micros(t.0)
+        self.start + std::time::Duration::from_micros(t.0.saturating_sub(self.origin))
     }
 }
 
@@ -113,6 +126,18 @@ impl Default for Clock {
     fn default() -> Clock {
         Clock::new()
     }
+}
+
+/// The OS's randomness for an endpoint, checked once: a source that cannot be read is an
+/// error here, never a silent fallback. (Later reads cannot fail on Linux once the first
+/// succeeded; if one ever did, the generator panics rather than hand out weak keys.)
+pub fn os_rng() -> io::Result<rand_core::UnwrapErr<rand_core::OsRng>> {
+    use rand_core::TryRngCore;
+    let mut probe = [0u8; 32];
+    rand_core::OsRng
+        .try_fill_bytes(&mut probe)
+        .map_err(|e| io::Error::other(format!("no randomness from the OS: {e}")))?;
+    Ok(rand_core::UnwrapErr(rand_core::OsRng))
 }
 
 async fn flush<T: FnMut() -> Option<Transmit>>(socks: &[LinkSocket], mut next: T) {
@@ -123,18 +148,32 @@ async fn flush<T: FnMut() -> Option<Transmit>>(socks: &[LinkSocket], mut next: T
     }
 }
 
-/// Runs `r` on `socks` until `stop` fires (or `events` closes); events go to `events`. The
-/// caller sends the global address of each `Route` event to `installed` once the route is in
-/// place (that releases the SwitchAck). Returns the responder, for its counters.
+/// What a running responder reports, at most twice a second.
+#[derive(Debug, Clone, Default)]
+pub struct ResponderStatus {
+    /// Its counters.
+    pub counters: crate::responder::Counters,
+    /// Addresses assigned, and the pool's size.
+    pub pool: (usize, usize),
+    /// Live sessions, and handshakes waiting for their Confirm.
+    pub sessions: (usize, usize),
+}
+
+/// Runs `r` on `socks` until `stop` fires (or `events` closes); events go to `events`, the
+/// status to `status`. The caller sends the global address of each `Route` event to
+/// `installed` once the route is in place (that releases the SwitchAck). Returns the
+/// responder, for its counters.
 pub async fn run_responder(
     mut r: Responder,
     socks: Vec<LinkSocket>,
     events: mpsc::Sender<Event>,
     mut installed: mpsc::Receiver<Ipv4Addr>,
+    status: tokio::sync::watch::Sender<ResponderStatus>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Responder {
     let clock = Clock::new();
     let (_keep, mut rx) = receive_all(&socks);
+    let mut reported = tokio::time::Instant::now();
     loop {
         let wake = r.poll_timeout().map(|t| clock.deadline(t));
         tokio::select! {
@@ -151,6 +190,14 @@ pub async fn run_responder(
             if events.send(e).await.is_err() {
                 return r;
             }
+        }
+        if reported.elapsed() >= std::time::Duration::from_millis(500) {
+            reported = tokio::time::Instant::now();
+            status.send_replace(ResponderStatus {
+                counters: r.counters().clone(),
+                pool: r.pool_usage(),
+                sessions: r.sessions(),
+            });
         }
     }
 }

@@ -1,12 +1,11 @@
-//! What both endpoints share: time, transmits, a deterministic random source.
+//! What both endpoints share: time and transmits. Randomness comes from the caller as a
+//! `rand_core::CryptoRng` (the OS's in the drivers; a seeded generator in tests).
 
 use alloc::vec::Vec;
 use core::net::SocketAddrV4;
 use core::ops::Add;
 use core::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 
 /// A point in time, in microseconds from any origin the caller chooses. The core never reads
 /// a clock: every call that needs the time takes one of these.
@@ -45,44 +44,4 @@ pub struct Transmit {
     pub to: Dest,
     /// The bytes.
     pub payload: Vec<u8>,
-}
-
-/// Random bytes from a seed the caller supplies (HMAC-SHA256 in counter mode). Keeps the core
-/// free of an OS random source and deterministic under test; callers seed it from the OS.
-pub struct Drbg {
-    key: [u8; 32],
-    counter: u64,
-}
-
-impl Drbg {
-    /// A generator seeded with 32 random bytes.
-    pub fn new(seed: [u8; 32]) -> Drbg {
-        Drbg {
-            key: seed,
-            counter: 0,
-        }
-    }
-
-    /// The next 32 bytes.
-    pub fn next32(&mut self) -> [u8; 32] {
-        self.counter += 1;
-        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
-        m.update(&self.counter.to_be_bytes());
-        m.finalize().into_bytes().into()
-    }
-
-    /// The next 16 bytes.
-    pub fn next16(&mut self) -> [u8; 16] {
-        let mut o = [0u8; 16];
-        o.copy_from_slice(&self.next32()[..16]);
-        o
-    }
-
-    /// The next u64.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut o = [0u8; 8];
-        o.copy_from_slice(&self.next32()[..8]);
-        u64::from_be_bytes(o)
-    }
 }

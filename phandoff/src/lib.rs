@@ -24,6 +24,9 @@ pub mod crypto;
 #[cfg(feature = "tokio")]
 pub mod driver;
 pub mod endpoint;
+pub mod limiter;
+pub mod noise;
+pub mod pool;
 pub mod responder;
 #[cfg(feature = "std")]
 pub mod routes;

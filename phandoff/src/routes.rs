@@ -120,7 +120,9 @@ mod netlink {
     use std::net::Ipv4Addr;
 
     use rtnetlink::packet_route::link::LinkAttribute;
-    use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric, RouteProtocol, RouteScope};
+    use rtnetlink::packet_route::route::{
+        RouteAttribute, RouteMetric, RouteProtocol, RouteScope, RouteType,
+    };
     use rtnetlink::packet_route::rule::RuleAction;
     use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
@@ -141,6 +143,38 @@ mod netlink {
             let (conn, handle, _) = rtnetlink::new_connection().map_err(nl)?;
             tokio::spawn(conn);
             Ok(Netlink { handle })
+        }
+
+        /// `ip route replace unreachable <net>/<prefix>`: addresses of the subnet without a
+        /// more specific route (a client's /32) are refused here instead of following the
+        /// default route out of the WAN.
+        pub async fn unreachable(&self, net: Ipv4Addr, prefix: u8) -> Result<(), RouteError> {
+            let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(net, prefix)
+                .kind(RouteType::Unreachable)
+                .protocol(RouteProtocol::Static)
+                .scope(RouteScope::Universe)
+                .build();
+            self.handle
+                .route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl)
+        }
+
+        /// Removes the route [`Netlink::unreachable`] put in place; absent is not an error.
+        pub async fn remove_unreachable(&self, net: Ipv4Addr, prefix: u8) -> Result<(), RouteError> {
+            let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(net, prefix)
+                .kind(RouteType::Unreachable)
+                .build();
+            match self.handle.route().del(msg).execute().await {
+                Ok(()) => Ok(()),
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -3 => Ok(()),
+                Err(e) => Err(nl(e)),
+            }
         }
 
         /// `ip rule add from <src>/32 lookup <table>`: packets from `src` use `table`. The

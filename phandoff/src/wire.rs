@@ -1,6 +1,7 @@
-//! The wire format, version 1.
+//! The wire format, version 2.
 //!
-//! Every message starts with `b"PH"`, the version and the message type. Fields are big-endian
+//! Every message starts with `b"PH"`, the version and the message type. Version 1 messages
+//! are refused with [`DecodeError::OldVersion`] (callers count them). Fields are big-endian
 //! and fixed-size, except the few bounded variable fields (a link's L2 identity, its PAC URL,
 //! the list of links), each behind a one-byte length checked against its bound. Parsing never
 //! panics and never reads past the input: any input gives `Ok` or a [`DecodeError`].
@@ -12,15 +13,22 @@ use core::net::Ipv4Addr;
 /// The first two bytes of every message.
 pub const MAGIC: [u8; 2] = *b"PH";
 /// The version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// At most this many links in an advert.
 pub const MAX_LINKS: usize = 8;
 /// Longest L2 identity (an SSID is at most 32 bytes; a Bluetooth address is 6).
 pub const MAX_L2_ID: usize = 32;
 /// Longest PAC URL (so that an advert with every bound reached fits one Ethernet frame).
 pub const MAX_URL: usize = 96;
-/// Length of an authentication tag (HMAC-SHA256, truncated).
+/// Length of an AEAD tag (ChaCha20-Poly1305) and of a MAC (keyed BLAKE2s-128).
 pub const TAG_LEN: usize = 16;
+/// Length of the Noise part of an Initiation: `e` (32), encrypted `s` (32 + 16) and the
+/// encrypted 8-byte timestamp (8 + 16).
+pub const INIT_NOISE_LEN: usize = 32 + 48 + 24;
+/// Length of the Noise part of a Response: `e` (32) and the encrypted empty payload (16).
+pub const RESP_NOISE_LEN: usize = 32 + 16;
+/// Longest encrypted body of a transport message.
+pub const MAX_SEALED: usize = 32 + TAG_LEN;
 /// Largest message; adverts with every bound reached stay under it.
 pub const MAX_MESSAGE: usize = 1400;
 
@@ -34,6 +42,8 @@ pub enum DecodeError {
     TooLong,
     /// Not `PH`.
     BadMagic,
+    /// Protocol version 1 (unauthenticated association): refused.
+    OldVersion,
     /// A version this crate does not speak.
     BadVersion,
     /// An unknown message type.
@@ -93,7 +103,10 @@ pub struct LinkInfo {
 pub struct Advert {
     /// The HomeSpot's Ed25519 public key.
     pub identity: [u8; 32],
-    /// Increases with every advert the HomeSpot makes (freshness).
+    /// The HomeSpot's static X25519 key for the Noise IK handshake (signed with the rest).
+    pub noise_key: [u8; 32],
+    /// Increases with every advert the HomeSpot makes (freshness; it restarts at 1 with the
+    /// HomeSpot, so it only orders adverts of one run).
     pub epoch: u64,
     /// The global subnet clients' addresses come from.
     pub global_subnet: Ipv4Addr,
@@ -109,48 +122,97 @@ pub struct Advert {
     pub signature: [u8; 64],
 }
 
-/// A client asks for an advert now (unicast reply).
+/// A client asks for an advert now (unicast reply, rate-limited per source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query {
-    /// Echoed nowhere; lets the client tell retries apart.
+    /// Lets the client tell retries apart.
     pub nonce: u64,
 }
 
-/// A client asks for a global address and a session.
+/// The first handshake message (client -> HomeSpot): Noise IK `-> e, es, s, ss` with the
+/// client's timestamp as payload, then WireGuard's two MACs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Associate {
-    /// The client's long-lived X25519 public key: its identity towards the HomeSpot.
-    pub client_key: [u8; 32],
-    /// Fresh per attempt.
-    pub nonce: [u8; 16],
+pub struct Initiation {
+    /// The client's index for this handshake (the Response names it).
+    pub sender: u32,
+    /// The Noise message.
+    pub noise: [u8; INIT_NOISE_LEN],
+    /// Keyed BLAKE2s over the message before it, keyed by the HomeSpot's static key: anyone
+    /// can make it, but only someone who read the advert. Checked before any Diffie-Hellman.
+    pub mac1: [u8; TAG_LEN],
+    /// Keyed BLAKE2s over the message before it, keyed by a cookie the HomeSpot gave this
+    /// source address; zeros when the client holds no cookie. Required under load.
+    pub mac2: [u8; TAG_LEN],
 }
 
-/// The HomeSpot's answer to Associate, signed with its identity.
+/// The second handshake message (HomeSpot -> client): Noise IK `<- e, ee, se`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AssociateAck {
-    /// The session every later message names.
-    pub session: u64,
-    /// The client key this answers.
-    pub client_key: [u8; 32],
-    /// The client's global address.
-    pub global_addr: Ipv4Addr,
-    /// The HomeSpot's ephemeral X25519 public key for this session.
-    pub ephemeral: [u8; 32],
-    /// Fresh per session.
-    pub nonce: [u8; 16],
-    /// Ed25519 signature over the message up to this field, followed by the client's nonce.
+pub struct Response {
+    /// The HomeSpot's index for the session (transport messages to it name it).
+    pub sender: u32,
+    /// The client's index from the Initiation.
+    pub receiver: u32,
+    /// The Noise message.
+    pub noise: [u8; RESP_NOISE_LEN],
+    /// Keyed BLAKE2s over the message before it, keyed by the client's static key.
+    pub mac1: [u8; TAG_LEN],
+    /// Always zeros (clients do not hand out cookies).
+    pub mac2: [u8; TAG_LEN],
+}
+
+/// The HomeSpot is under load: repeat the Initiation with `mac2` keyed by this cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieReply {
+    /// The client's index from the Initiation.
+    pub receiver: u32,
+    /// XChaCha20-Poly1305 nonce.
+    pub nonce: [u8; 24],
+    /// The 16-byte cookie and its tag, encrypted under a key from the HomeSpot's static key,
+    /// with the Initiation's `mac1` as associated data.
+    pub cookie: [u8; 32],
+}
+
+/// A message of an established session: the receiver's index, the sender's counter (the
+/// AEAD nonce), and the encrypted [`Body`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transport {
+    /// The receiver's index for the session.
+    pub receiver: u32,
+    /// Strictly increasing per sender and session; the AEAD nonce.
+    pub counter: u64,
+    /// The encrypted body with its tag; 17 to [`MAX_SEALED`] bytes.
+    pub sealed: Vec<u8>,
+}
+
+/// The HomeSpot does not know the session a client's transport message named (it restarted,
+/// or evicted the session). Signed with the HomeSpot's identity so that only it can make a
+/// client re-handshake; rate-limited per source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownSession {
+    /// The index the message named.
+    pub receiver: u32,
+    /// Its counter (the client checks it is one it sent recently).
+    pub counter: u64,
+    /// Ed25519 signature over the message before this field.
     pub signature: [u8; 64],
 }
 
-/// The body of an authenticated (sealed) message.
+/// The plaintext of a transport message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SealedBody {
+pub enum Body {
+    /// Client -> HomeSpot, the first message of a session: completes the handshake (proof
+    /// that the client derived the session keys). Only now does the HomeSpot assign an
+    /// address and replace an older session of the same key.
+    Confirm,
+    /// HomeSpot -> client: the session is in place; this is the client's global address.
+    Confirmed {
+        /// The client's global address.
+        global: Ipv4Addr,
+    },
     /// Client -> HomeSpot over the target link: route my global address via `client_addr`.
     Switch {
         /// The target link's index.
         link: u8,
-        /// The client's global address (must be the session's).
-        global: Ipv4Addr,
         /// The client's address on the target link.
         client_addr: Ipv4Addr,
     },
@@ -168,24 +230,71 @@ pub enum SealedBody {
     ProbeAck {
         /// The link.
         link: u8,
-        /// The sequence number of the Probe answered.
+        /// The counter of the Probe answered.
         probe_seq: u64,
     },
     /// End of the association.
     Bye,
 }
 
-/// An authenticated message: session, sequence number, body, and a tag over all of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sealed {
-    /// The session (from AssociateAck).
-    pub session: u64,
-    /// Strictly increasing per sender and session.
-    pub seq: u64,
-    /// What it says.
-    pub body: SealedBody,
-    /// HMAC-SHA256 (truncated) over the encoded message up to this field.
-    pub tag: [u8; TAG_LEN],
+const B_CONFIRM: u8 = 1;
+const B_CONFIRMED: u8 = 2;
+const B_SWITCH: u8 = 3;
+const B_SWITCH_ACK: u8 = 4;
+const B_PROBE: u8 = 5;
+const B_PROBE_ACK: u8 = 6;
+const B_BYE: u8 = 7;
+
+impl Body {
+    /// Parses a decrypted body; trailing bytes are an error.
+    pub fn parse(data: &[u8]) -> Result<Body, DecodeError> {
+        let mut r = Reader { b: data };
+        let b = match r.u8()? {
+            B_CONFIRM => Body::Confirm,
+            B_CONFIRMED => Body::Confirmed { global: r.ip()? },
+            B_SWITCH => Body::Switch {
+                link: r.u8()?,
+                client_addr: r.ip()?,
+            },
+            B_SWITCH_ACK => Body::SwitchAck { link: r.u8()? },
+            B_PROBE => Body::Probe { link: r.u8()? },
+            B_PROBE_ACK => Body::ProbeAck {
+                link: r.u8()?,
+                probe_seq: r.u64()?,
+            },
+            B_BYE => Body::Bye,
+            _ => return Err(DecodeError::BadType),
+        };
+        if !r.b.is_empty() {
+            return Err(DecodeError::TooLong);
+        }
+        Ok(b)
+    }
+
+    /// Encodes the body (at most 14 bytes).
+    pub fn emit(&self) -> Vec<u8> {
+        let mut o = Vec::with_capacity(16);
+        match *self {
+            Body::Confirm => o.push(B_CONFIRM),
+            Body::Confirmed { global } => {
+                o.push(B_CONFIRMED);
+                o.extend_from_slice(&global.octets());
+            }
+            Body::Switch { link, client_addr } => {
+                o.push(B_SWITCH);
+                o.push(link);
+                o.extend_from_slice(&client_addr.octets());
+            }
+            Body::SwitchAck { link } => o.extend_from_slice(&[B_SWITCH_ACK, link]),
+            Body::Probe { link } => o.extend_from_slice(&[B_PROBE, link]),
+            Body::ProbeAck { link, probe_seq } => {
+                o.extend_from_slice(&[B_PROBE_ACK, link]);
+                o.extend_from_slice(&probe_seq.to_be_bytes());
+            }
+            Body::Bye => o.push(B_BYE),
+        }
+        o
+    }
 }
 
 /// Any message.
@@ -196,22 +305,29 @@ pub enum Message {
     /// Type 2.
     Query(Query),
     /// Type 3.
-    Associate(Associate),
+    Initiation(Initiation),
     /// Type 4.
-    AssociateAck(AssociateAck),
-    /// Types 5 to 9.
-    Sealed(Sealed),
+    Response(Response),
+    /// Type 5.
+    CookieReply(CookieReply),
+    /// Type 6.
+    Transport(Transport),
+    /// Type 7.
+    UnknownSession(UnknownSession),
 }
 
 const T_ADVERT: u8 = 1;
 const T_QUERY: u8 = 2;
-const T_ASSOCIATE: u8 = 3;
-const T_ASSOCIATE_ACK: u8 = 4;
-const T_SWITCH: u8 = 5;
-const T_SWITCH_ACK: u8 = 6;
-const T_PROBE: u8 = 7;
-const T_PROBE_ACK: u8 = 8;
-const T_BYE: u8 = 9;
+const T_INITIATION: u8 = 3;
+const T_RESPONSE: u8 = 4;
+const T_COOKIE: u8 = 5;
+const T_TRANSPORT: u8 = 6;
+const T_UNKNOWN: u8 = 7;
+
+/// Offset of `mac1` in an Initiation (what it covers).
+pub const INIT_MAC1_AT: usize = 4 + 4 + INIT_NOISE_LEN;
+/// Offset of `mac1` in a Response.
+pub const RESP_MAC1_AT: usize = 4 + 8 + RESP_NOISE_LEN;
 
 struct Reader<'a> {
     b: &'a [u8],
@@ -272,13 +388,15 @@ impl Message {
         if r.arr::<2>()? != MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        if r.u8()? != VERSION {
-            return Err(DecodeError::BadVersion);
+        match r.u8()? {
+            VERSION => {}
+            1 => return Err(DecodeError::OldVersion),
+            _ => return Err(DecodeError::BadVersion),
         }
-        let t = r.u8()?;
-        let m = match t {
+        let m = match r.u8()? {
             T_ADVERT => {
                 let identity = r.arr()?;
+                let noise_key = r.arr()?;
                 let epoch = r.u64()?;
                 let global_subnet = r.ip()?;
                 let global_prefix = r.prefix()?;
@@ -304,6 +422,7 @@ impl Message {
                 }
                 Message::Advert(Advert {
                     identity,
+                    noise_key,
                     epoch,
                     global_subnet,
                     global_prefix,
@@ -314,42 +433,42 @@ impl Message {
                 })
             }
             T_QUERY => Message::Query(Query { nonce: r.u64()? }),
-            T_ASSOCIATE => Message::Associate(Associate {
-                client_key: r.arr()?,
-                nonce: r.arr()?,
+            T_INITIATION => Message::Initiation(Initiation {
+                sender: r.u32()?,
+                noise: r.arr()?,
+                mac1: r.arr()?,
+                mac2: r.arr()?,
             }),
-            T_ASSOCIATE_ACK => Message::AssociateAck(AssociateAck {
-                session: r.u64()?,
-                client_key: r.arr()?,
-                global_addr: r.ip()?,
-                ephemeral: r.arr()?,
-                nonce: r.arr()?,
-                signature: r.arr()?,
+            T_RESPONSE => Message::Response(Response {
+                sender: r.u32()?,
+                receiver: r.u32()?,
+                noise: r.arr()?,
+                mac1: r.arr()?,
+                mac2: r.arr()?,
             }),
-            T_SWITCH..=T_BYE => {
-                let session = r.u64()?;
-                let seq = r.u64()?;
-                let body = match t {
-                    T_SWITCH => SealedBody::Switch {
-                        link: r.u8()?,
-                        global: r.ip()?,
-                        client_addr: r.ip()?,
-                    },
-                    T_SWITCH_ACK => SealedBody::SwitchAck { link: r.u8()? },
-                    T_PROBE => SealedBody::Probe { link: r.u8()? },
-                    T_PROBE_ACK => SealedBody::ProbeAck {
-                        link: r.u8()?,
-                        probe_seq: r.u64()?,
-                    },
-                    _ => SealedBody::Bye,
-                };
-                Message::Sealed(Sealed {
-                    session,
-                    seq,
-                    body,
-                    tag: r.arr()?,
+            T_COOKIE => Message::CookieReply(CookieReply {
+                receiver: r.u32()?,
+                nonce: r.arr()?,
+                cookie: r.arr()?,
+            }),
+            T_TRANSPORT => {
+                let receiver = r.u32()?;
+                let counter = r.u64()?;
+                let n = r.b.len();
+                if !(TAG_LEN + 1..=MAX_SEALED).contains(&n) {
+                    return Err(DecodeError::BadField);
+                }
+                Message::Transport(Transport {
+                    receiver,
+                    counter,
+                    sealed: r.take(n)?.to_vec(),
                 })
             }
+            T_UNKNOWN => Message::UnknownSession(UnknownSession {
+                receiver: r.u32()?,
+                counter: r.u64()?,
+                signature: r.arr()?,
+            }),
             _ => return Err(DecodeError::BadType),
         };
         if !r.b.is_empty() {
@@ -361,7 +480,7 @@ impl Message {
     /// Encodes the message. Fields past their bounds are cut to the bound (the bounds are
     /// enforced where messages are built, so this does not happen in practice).
     pub fn emit(&self) -> Vec<u8> {
-        let mut o = Vec::with_capacity(128);
+        let mut o = Vec::with_capacity(160);
         o.extend_from_slice(&MAGIC);
         o.push(VERSION);
         match self {
@@ -374,19 +493,36 @@ impl Message {
                 o.push(T_QUERY);
                 o.extend_from_slice(&q.nonce.to_be_bytes());
             }
-            Message::Associate(a) => {
-                o.push(T_ASSOCIATE);
-                o.extend_from_slice(&a.client_key);
-                o.extend_from_slice(&a.nonce);
+            Message::Initiation(m) => {
+                o.push(T_INITIATION);
+                o.extend_from_slice(&m.sender.to_be_bytes());
+                o.extend_from_slice(&m.noise);
+                o.extend_from_slice(&m.mac1);
+                o.extend_from_slice(&m.mac2);
             }
-            Message::AssociateAck(a) => {
-                o.push(T_ASSOCIATE_ACK);
-                emit_ack_signed_part(a, &mut o);
-                o.extend_from_slice(&a.signature);
+            Message::Response(m) => {
+                o.push(T_RESPONSE);
+                o.extend_from_slice(&m.sender.to_be_bytes());
+                o.extend_from_slice(&m.receiver.to_be_bytes());
+                o.extend_from_slice(&m.noise);
+                o.extend_from_slice(&m.mac1);
+                o.extend_from_slice(&m.mac2);
             }
-            Message::Sealed(s) => {
-                emit_sealed_tagged_part(s, &mut o);
-                o.extend_from_slice(&s.tag);
+            Message::CookieReply(m) => {
+                o.push(T_COOKIE);
+                o.extend_from_slice(&m.receiver.to_be_bytes());
+                o.extend_from_slice(&m.nonce);
+                o.extend_from_slice(&m.cookie);
+            }
+            Message::Transport(m) => {
+                o.push(T_TRANSPORT);
+                o.extend_from_slice(&m.receiver.to_be_bytes());
+                o.extend_from_slice(&m.counter.to_be_bytes());
+                o.extend_from_slice(&m.sealed[..m.sealed.len().min(MAX_SEALED)]);
+            }
+            Message::UnknownSession(m) => {
+                emit_unknown_signed_part(m, &mut o);
+                o.extend_from_slice(&m.signature);
             }
         }
         o
@@ -399,10 +535,9 @@ fn put_bytes(o: &mut Vec<u8>, b: &[u8], max: usize) {
     o.extend_from_slice(b);
 }
 
-/// The advert's bytes after the header and before the signature (what is signed, after the
-/// header bytes: see [`advert_signed_bytes`]).
 fn emit_advert_signed_part(a: &Advert, o: &mut Vec<u8>) {
     o.extend_from_slice(&a.identity);
+    o.extend_from_slice(&a.noise_key);
     o.extend_from_slice(&a.epoch.to_be_bytes());
     o.extend_from_slice(&a.global_subnet.octets());
     o.push(a.global_prefix.min(32));
@@ -423,74 +558,31 @@ fn emit_advert_signed_part(a: &Advert, o: &mut Vec<u8>) {
     }
 }
 
-fn emit_ack_signed_part(a: &AssociateAck, o: &mut Vec<u8>) {
-    o.extend_from_slice(&a.session.to_be_bytes());
-    o.extend_from_slice(&a.client_key);
-    o.extend_from_slice(&a.global_addr.octets());
-    o.extend_from_slice(&a.ephemeral);
-    o.extend_from_slice(&a.nonce);
+fn emit_unknown_signed_part(m: &UnknownSession, o: &mut Vec<u8>) {
+    o.push(T_UNKNOWN);
+    o.extend_from_slice(&m.receiver.to_be_bytes());
+    o.extend_from_slice(&m.counter.to_be_bytes());
 }
 
-fn emit_sealed_tagged_part(s: &Sealed, o: &mut Vec<u8>) {
-    let t = match s.body {
-        SealedBody::Switch { .. } => T_SWITCH,
-        SealedBody::SwitchAck { .. } => T_SWITCH_ACK,
-        SealedBody::Probe { .. } => T_PROBE,
-        SealedBody::ProbeAck { .. } => T_PROBE_ACK,
-        SealedBody::Bye => T_BYE,
-    };
-    o.push(t);
-    o.extend_from_slice(&s.session.to_be_bytes());
-    o.extend_from_slice(&s.seq.to_be_bytes());
-    match s.body {
-        SealedBody::Switch {
-            link,
-            global,
-            client_addr,
-        } => {
-            o.push(link);
-            o.extend_from_slice(&global.octets());
-            o.extend_from_slice(&client_addr.octets());
-        }
-        SealedBody::SwitchAck { link } | SealedBody::Probe { link } => o.push(link),
-        SealedBody::ProbeAck { link, probe_seq } => {
-            o.push(link);
-            o.extend_from_slice(&probe_seq.to_be_bytes());
-        }
-        SealedBody::Bye => {}
-    }
-}
-
-fn header(t: Option<u8>) -> Vec<u8> {
-    let mut o = Vec::with_capacity(128);
+fn header() -> Vec<u8> {
+    let mut o = Vec::with_capacity(160);
     o.extend_from_slice(&MAGIC);
     o.push(VERSION);
-    if let Some(t) = t {
-        o.push(t);
-    }
     o
 }
 
 /// The bytes an advert's signature covers: the whole message before the signature.
 pub fn advert_signed_bytes(a: &Advert) -> Vec<u8> {
-    let mut o = header(Some(T_ADVERT));
+    let mut o = header();
+    o.push(T_ADVERT);
     emit_advert_signed_part(a, &mut o);
     o
 }
 
-/// The bytes an AssociateAck's signature covers: the message before the signature, then the
-/// client's nonce (which binds the answer to that Associate).
-pub fn ack_signed_bytes(a: &AssociateAck, client_nonce: &[u8; 16]) -> Vec<u8> {
-    let mut o = header(Some(T_ASSOCIATE_ACK));
-    emit_ack_signed_part(a, &mut o);
-    o.extend_from_slice(client_nonce);
-    o
-}
-
-/// The bytes a sealed message's tag covers: the whole message before the tag.
-pub fn sealed_tagged_bytes(s: &Sealed) -> Vec<u8> {
-    let mut o = header(None);
-    emit_sealed_tagged_part(s, &mut o);
+/// The bytes an UnknownSession's signature covers.
+pub fn unknown_signed_bytes(m: &UnknownSession) -> Vec<u8> {
+    let mut o = header();
+    emit_unknown_signed_part(m, &mut o);
     o
 }
 
@@ -502,6 +594,7 @@ mod tests {
     fn advert() -> Advert {
         Advert {
             identity: [7; 32],
+            noise_key: [8; 32],
             epoch: 42,
             global_subnet: Ipv4Addr::new(10, 200, 0, 0),
             global_prefix: 24,
@@ -524,72 +617,124 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        let sealed = |body| {
-            Message::Sealed(Sealed {
-                session: 5,
-                seq: 6,
-                body,
-                tag: [1; TAG_LEN],
-            })
-        };
         let all = [
             Message::Advert(advert()),
             Message::Query(Query { nonce: 3 }),
-            Message::Associate(Associate {
-                client_key: [2; 32],
-                nonce: [3; 16],
+            Message::Initiation(Initiation {
+                sender: 5,
+                noise: [1; INIT_NOISE_LEN],
+                mac1: [2; TAG_LEN],
+                mac2: [3; TAG_LEN],
             }),
-            Message::AssociateAck(AssociateAck {
-                session: 1,
-                client_key: [2; 32],
-                global_addr: Ipv4Addr::new(10, 200, 0, 9),
-                ephemeral: [4; 32],
-                nonce: [5; 16],
-                signature: [6; 64],
+            Message::Response(Response {
+                sender: 6,
+                receiver: 5,
+                noise: [4; RESP_NOISE_LEN],
+                mac1: [5; TAG_LEN],
+                mac2: [0; TAG_LEN],
             }),
-            sealed(SealedBody::Switch {
-                link: 1,
-                global: Ipv4Addr::new(10, 200, 0, 9),
-                client_addr: Ipv4Addr::new(10, 77, 2, 100),
+            Message::CookieReply(CookieReply {
+                receiver: 5,
+                nonce: [6; 24],
+                cookie: [7; 32],
             }),
-            sealed(SealedBody::SwitchAck { link: 1 }),
-            sealed(SealedBody::Probe { link: 2 }),
-            sealed(SealedBody::ProbeAck {
-                link: 2,
-                probe_seq: 77,
+            Message::Transport(Transport {
+                receiver: 6,
+                counter: 9,
+                sealed: vec![8; 18],
             }),
-            sealed(SealedBody::Bye),
+            Message::UnknownSession(UnknownSession {
+                receiver: 6,
+                counter: 9,
+                signature: [1; 64],
+            }),
         ];
         for m in all {
             let b = m.emit();
             assert!(b.len() <= MAX_MESSAGE);
             assert_eq!(Message::parse(&b), Ok(m.clone()));
-            // Every strict prefix is refused, never a panic.
-            for n in 0..b.len() {
-                assert!(Message::parse(&b[..n]).is_err());
+            // Every strict prefix is refused, never a panic (a transport message's body is
+            // variable: its prefixes down to the shortest body are other transport messages).
+            let shortest = match m {
+                Message::Transport(_) => 4 + 12 + TAG_LEN + 1,
+                _ => b.len(),
+            };
+            for n in 0..shortest {
+                assert!(Message::parse(&b[..n]).is_err(), "{m:?} cut at {n}");
             }
-            let mut longer = b.clone();
-            longer.push(0);
-            assert_eq!(Message::parse(&longer), Err(DecodeError::TooLong));
+            if !matches!(m, Message::Transport(_)) {
+                let mut longer = b.clone();
+                longer.push(0);
+                assert_eq!(Message::parse(&longer), Err(DecodeError::TooLong));
+            }
         }
+        let init = Message::Initiation(Initiation {
+            sender: 1,
+            noise: [0; INIT_NOISE_LEN],
+            mac1: [0; TAG_LEN],
+            mac2: [0; TAG_LEN],
+        });
+        assert_eq!(init.emit().len(), INIT_MAC1_AT + 2 * TAG_LEN);
+    }
+
+    #[test]
+    fn bodies_round_trip() {
+        let all = [
+            Body::Confirm,
+            Body::Confirmed {
+                global: Ipv4Addr::new(10, 200, 0, 9),
+            },
+            Body::Switch {
+                link: 1,
+                client_addr: Ipv4Addr::new(10, 77, 2, 100),
+            },
+            Body::SwitchAck { link: 1 },
+            Body::Probe { link: 2 },
+            Body::ProbeAck {
+                link: 2,
+                probe_seq: 77,
+            },
+            Body::Bye,
+        ];
+        for b in all {
+            let e = b.emit();
+            assert!(e.len() + TAG_LEN <= MAX_SEALED);
+            assert_eq!(Body::parse(&e), Ok(b));
+            for n in 0..e.len() {
+                assert!(Body::parse(&e[..n]).is_err());
+            }
+        }
+        assert_eq!(Body::parse(&[99]), Err(DecodeError::BadType));
     }
 
     #[test]
     fn bounds_are_enforced() {
         let mut b = Message::Advert(advert()).emit();
-        // The link count byte sits after header(4) + 32 + 8 + 4 + 1 + 4 + 4.
-        b[57] = (MAX_LINKS + 1) as u8;
+        // The link count byte sits after header(4) + 32 + 32 + 8 + 4 + 1 + 4 + 4.
+        b[89] = (MAX_LINKS + 1) as u8;
         assert_eq!(Message::parse(&b), Err(DecodeError::BadField));
         let mut b = Message::Advert(advert()).emit();
-        b[4 + 32 + 8 + 4] = 33;
+        b[4 + 32 + 32 + 8 + 4] = 33;
         assert_eq!(Message::parse(&b), Err(DecodeError::BadField));
-        assert_eq!(Message::parse(b"XX\x01\x02"), Err(DecodeError::BadMagic));
-        assert_eq!(Message::parse(b"PH\x02\x02"), Err(DecodeError::BadVersion));
-        assert_eq!(Message::parse(b"PH\x01\x63"), Err(DecodeError::BadType));
+        assert_eq!(Message::parse(b"XX\x02\x02"), Err(DecodeError::BadMagic));
+        assert_eq!(Message::parse(b"PH\x03\x02"), Err(DecodeError::BadVersion));
+        assert_eq!(Message::parse(b"PH\x02\x63"), Err(DecodeError::BadType));
         assert_eq!(
             Message::parse(&[0u8; MAX_MESSAGE + 1]),
             Err(DecodeError::TooLong)
         );
+        let mut t = b"PH\x02\x06".to_vec();
+        t.extend_from_slice(&[0; 12]);
+        t.extend_from_slice(&[0; MAX_SEALED + 1]);
+        assert_eq!(Message::parse(&t), Err(DecodeError::BadField));
+    }
+
+    #[test]
+    fn version_1_is_refused_as_such() {
+        // A v1 Associate: header, client key, nonce.
+        let mut v1 = b"PH\x01\x03".to_vec();
+        v1.extend_from_slice(&[0; 48]);
+        assert_eq!(Message::parse(&v1), Err(DecodeError::OldVersion));
     }
 
     #[test]

@@ -44,6 +44,9 @@ fn responder_cfg() -> ResponderConfig {
             Ipv4Addr::new(10, 200, 0, 250),
         ),
         advert_interval: Duration::from_secs(1),
+        expiry: ResponderConfig::DEFAULT_EXPIRY,
+        session_idle: ResponderConfig::DEFAULT_SESSION_IDLE,
+        handshake_rate: ResponderConfig::DEFAULT_HANDSHAKE_RATE,
     }
 }
 
@@ -152,11 +155,12 @@ fn a_tcp_stream_survives_switches_across_three_links() {
                     let n = format!("lan{i}");
                     restore.push((n.clone(), routes::rp_filter_loose(&n).expect("rp_filter")));
                 }
-                let r = Responder::new(responder_cfg(), Identity::from_seed([1; 32]), [2; 32], []);
+                let r = Responder::new(responder_cfg(), Identity::from_seed([1; 32]), phandoff::driver::os_rng().expect("rng"), []);
                 let (tx, mut rx) = mpsc::channel(64);
                 let (_stop, stop_rx) = tokio::sync::oneshot::channel();
                 let (installed, installed_rx) = mpsc::channel(64);
-                tokio::spawn(run_responder(r, socks, tx, installed_rx, stop_rx));
+                let (status, _status_rx) = tokio::sync::watch::channel(Default::default());
+                tokio::spawn(run_responder(r, socks, tx, installed_rx, status, stop_rx));
                 let mut nl = Netlink::new().expect("netlink");
                 let mut routes_done = 0;
                 while !hs_stop.load(Ordering::Relaxed) {
@@ -206,7 +210,7 @@ fn a_tcp_stream_survives_switches_across_three_links() {
                     ClientConfig::default(),
                     ClientKeys::from_secret([3; 32]),
                     None,
-                    [4; 32],
+                    phandoff::driver::os_rng().expect("rng"),
                     PORT,
                 );
                 let (cmd_tx, cmd_rx) = mpsc::channel(16);

@@ -19,6 +19,9 @@ pub(super) struct RawHandoff {
     advert_interval: Option<String>,
     rto_min_ms: Option<u32>,
     quickack: Option<bool>,
+    expire_after: Option<String>,
+    session_idle: Option<String>,
+    handshake_rate: Option<u32>,
 }
 
 /// The validated `[handoff]` section; present only when a global subnet is configured.
@@ -38,6 +41,12 @@ pub struct HandoffConfig {
     pub rto_min_ms: Option<u32>,
     /// TCP quick acknowledgements on client host routes.
     pub quickack: bool,
+    /// A global address unused this long is taken back (default 30 days).
+    pub expire_after: Duration,
+    /// A session silent this long ends and its host route goes (default 3 minutes).
+    pub session_idle: Duration,
+    /// Handshakes a second before cookies are demanded (default 200).
+    pub handshake_rate: u32,
 }
 
 impl HandoffConfig {
@@ -65,6 +74,12 @@ pub(super) fn validate(raw: RawHandoff) -> Result<Option<HandoffConfig>, (String
             "prefix must be /29 or shorter".into(),
         ));
     }
+    if net.prefix_len() < 16 {
+        return Err((
+            "global_subnet".into(),
+            format!("{net} is too large: at most a /16 (65,534 clients)"),
+        ));
+    }
     let net = net.trunc();
     let address = raw
         .global_address
@@ -80,7 +95,24 @@ pub(super) fn validate(raw: RawHandoff) -> Result<Option<HandoffConfig>, (String
     if interval < Duration::from_millis(100) {
         return Err(("advert_interval".into(), "must be at least 100ms".into()));
     }
+    let expire_after = duration(raw.expire_after.as_deref(), Duration::from_secs(30 * 86_400))
+        .map_err(|r| ("expire_after".to_string(), r))?;
+    if expire_after < Duration::from_secs(60) {
+        return Err(("expire_after".into(), "must be at least 1m".into()));
+    }
+    let session_idle = duration(raw.session_idle.as_deref(), Duration::from_secs(180))
+        .map_err(|r| ("session_idle".to_string(), r))?;
+    if session_idle < Duration::from_secs(10) {
+        return Err(("session_idle".into(), "must be at least 10s".into()));
+    }
+    let handshake_rate = raw.handshake_rate.unwrap_or(200);
+    if handshake_rate == 0 {
+        return Err(("handshake_rate".into(), "must be at least 1".into()));
+    }
     Ok(Some(HandoffConfig {
+        expire_after,
+        session_idle,
+        handshake_rate,
         global_subnet: net,
         global_address: address,
         port: raw.port.unwrap_or(phandoff::driver::PORT),
