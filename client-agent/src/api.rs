@@ -1,7 +1,9 @@
 //! The Mobility API: a Unix socket speaking JSON lines. Requests:
 //! `{"cmd":"status"}`, `{"cmd":"switch","link":"eth1"}`, `{"cmd":"lookup","addr":"10.0.0.5"}`
 //! (is it a local peer?), `{"cmd":"connect","url":"http://host/"}` (how would a request go
-//! now?), `{"cmd":"events"}` (from then on, one event per line). Each answer is one line.
+//! now?), `{"cmd":"trust","fingerprint":"…"}` and `{"cmd":"forget","fingerprint":"…"}`
+//! (which HomeSpot identity to use per network), `{"cmd":"events"}` (from then on, one
+//! event per line). Each answer is one line.
 //! The socket is made mode 0600: only its owner (root) may steer the links.
 
 use std::net::Ipv4Addr;
@@ -55,8 +57,14 @@ fn parse(line: &str) -> Result<Option<ApiRequest>, String> {
         Some("connect") => s("url")
             .map(|u| Some(ApiRequest::Connect(u)))
             .ok_or_else(|| "connect needs \"url\"".into()),
+        Some("trust") => s("fingerprint")
+            .map(|f| Some(ApiRequest::Trust(f)))
+            .ok_or_else(|| "trust needs \"fingerprint\"".into()),
+        Some("forget") => s("fingerprint")
+            .map(|f| Some(ApiRequest::Forget(f)))
+            .ok_or_else(|| "forget needs \"fingerprint\"".into()),
         Some(other) => Err(format!(
-            "unknown cmd {other:?} (status, events, switch, lookup, connect)"
+            "unknown cmd {other:?} (status, events, switch, lookup, connect, trust, forget)"
         )),
         None => Err("no \"cmd\"".into()),
     }

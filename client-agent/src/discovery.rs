@@ -1,29 +1,50 @@
 //! Discovery on one link: a P-Handoff Query for a HomeSpot and, at the same time, WPAD by
 //! DHCPINFORM; then the PAC file is fetched (or taken from the cache for that network) and
-//! loaded into a sandboxed evaluator. A HomeSpot's signed advert wins over WPAD.
+//! loaded into a sandboxed evaluator. A HomeSpot's signed advert wins over WPAD when the
+//! agent trusts it on this network ([`crate::trust`]): on a pinned network discovery waits
+//! (within the query timeout) for the pinned identity rather than taking whoever answers
+//! first; on a never-seen one only an advert from the link's router/DHCP server counts.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use phandoff::client::{Client, ClientConfig, ClientEvent};
-use phandoff::crypto::ClientKeys;
 use phandoff::driver::PORT;
-use phandoff::endpoint::Dest;
-use phandoff::wire::Advert;
+use phandoff::wire::{Advert, Message, Query};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::mpsc;
 
 use crate::config::Discovery as Settings;
 use crate::inform::{inform, InformReply};
 use crate::pac::PacHandle;
+use crate::trust::{Trust, Verdict};
+
+/// A HomeSpot identity that answered on the link and was not used.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// Its identity.
+    pub identity: [u8; 32],
+    /// Its advert's source address.
+    pub from: Ipv4Addr,
+    /// Why: [`Verdict::Mismatch`] (the network is pinned to another) or
+    /// [`Verdict::NotRouter`] / [`Verdict::Undecided`] (not vouched for by the network).
+    pub verdict: Verdict,
+}
 
 /// What a link turned out to be.
 pub enum Found {
-    /// A HomeSpot (its advert, verified).
-    HomeSpot(Box<Advert>),
+    /// A HomeSpot trusted on this network (its advert, verified).
+    HomeSpot {
+        /// The advert.
+        advert: Box<Advert>,
+        /// Pinned just now (first use, from the link's router).
+        first_use: bool,
+    },
     /// Any other network.
     Plain {
+        /// HomeSpots that answered and were not trusted here.
+        refused: Vec<Refused>,
         /// The DHCP server's answer, if any.
         inform: Option<InformReply>,
         /// The PAC evaluator, if WPAD gave a URL and the file loaded.
@@ -57,51 +78,147 @@ pub struct Target {
     pub server: Option<Ipv4Addr>,
 }
 
-/// Sends a Query on `t` and waits up to `wait` for a verified advert.
-async fn query(t: &Target, wait: Duration) -> Option<Advert> {
+/// At most this many distinct adverts are considered per discovery.
+const MAX_ADVERTS: usize = 8;
+
+/// Sends a Query on `t` (again every third of `wait`) and passes every genuinely signed
+/// advert, with its source address, to `out` until `wait` is over.
+async fn query(t: &Target, wait: Duration, out: mpsc::Sender<(Advert, Ipv4Addr)>) {
+    let Some(sock) = query_socket(t) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = vec![0u8; phandoff::wire::MAX_MESSAGE + 1];
+    let mut next_query = tokio::time::Instant::now();
+    let mut nonce = 0u64;
+    loop {
+        if tokio::time::Instant::now() >= next_query {
+            nonce += 1;
+            let q = Message::Query(Query { nonce }).emit();
+            let _ = sock
+                .send_to(&q, std::net::SocketAddrV4::new(Ipv4Addr::BROADCAST, PORT))
+                .await;
+            next_query += wait / 3;
+        }
+        let until = next_query.min(deadline);
+        match tokio::time::timeout_at(until, sock.recv_from(&mut buf)).await {
+            Ok(Ok((n, SocketAddr::V4(from)))) => {
+                if let Ok(Message::Advert(a)) = Message::parse(&buf[..n]) {
+                    if phandoff::crypto::advert_is_genuine(&a)
+                        && out.send((a, *from.ip())).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return,
+            Err(_) if tokio::time::Instant::now() >= deadline => return,
+            Err(_) => {}
+        }
+    }
+}
+
+fn query_socket(t: &Target) -> Option<tokio::net::UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).ok()?;
     s.set_broadcast(true).ok()?;
     s.bind_device(Some(t.ifname.as_bytes())).ok()?;
     s.set_nonblocking(true).ok()?;
     s.bind(&SocketAddr::from((t.addr, 0)).into()).ok()?;
-    let sock = tokio::net::UdpSocket::from_std(s.into()).ok()?;
-    let seed = crate::state::random32().ok()?;
-    // A throwaway client: it only checks the advert's signature.
-    let mut c = Client::new(
-        ClientConfig::default(),
-        ClientKeys::from_secret(seed),
-        None,
-        seed,
-        PORT,
+    tokio::net::UdpSocket::from_std(s.into()).ok()
+}
+
+/// The addresses the network's DHCP answer vouches for: its server and its router.
+fn vouched(r: &Result<InformReply, std::io::Error>) -> Vec<Ipv4Addr> {
+    match r {
+        Ok(r) => r.server.into_iter().chain(r.router).collect(),
+        Err(_) => vec![],
+    }
+}
+
+/// Runs the Query and the INFORM together and decides, as answers arrive, whether a HomeSpot
+/// is trusted on this link. Returns the advert to use (and whether it was pinned just now),
+/// what was refused, and the INFORM's answer if it came.
+async fn homespot_or_inform(
+    t: &Target,
+    s: &Settings,
+    trust: &Arc<Mutex<Trust>>,
+) -> (
+    Option<(Advert, bool)>,
+    Vec<Refused>,
+    Option<Result<InformReply, std::io::Error>>,
+) {
+    let (atx, mut arx) = mpsc::channel(16);
+    let q = query(t, s.query_timeout, atx);
+    let i = inform(
+        &t.ifname,
+        t.addr,
+        t.mac,
+        t.server,
+        s.inform_timeout,
+        s.inform_tries,
     );
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut buf = vec![0u8; phandoff::wire::MAX_MESSAGE + 1];
-    let mut next_query = tokio::time::Instant::now();
+    tokio::pin!(q, i);
+    let mut seen: Vec<(Advert, Ipv4Addr)> = vec![];
+    let mut inform_result = None;
+    let mut q_done = false;
     loop {
-        if tokio::time::Instant::now() >= next_query {
-            c.query(0);
-            while let Some(tx) = c.poll_transmit() {
-                let to = match tx.to {
-                    Dest::Broadcast => std::net::SocketAddrV4::new(Ipv4Addr::BROADCAST, PORT),
-                    Dest::Unicast(a) => a,
+        let v = inform_result.as_ref().map(vouched);
+        let mut refused = vec![];
+        {
+            let mut tr = trust.lock().unwrap_or_else(|p| p.into_inner());
+            for (a, src) in &seen {
+                let Some(ours) = a
+                    .links
+                    .iter()
+                    .find(|l| crate::links::same_subnet(l.subnet, t.addr, l.prefix))
+                else {
+                    continue;
                 };
-                let _ = sock.send_to(&tx.payload, to).await;
+                match tr.judge(a, ours, *src, v.as_deref()) {
+                    Verdict::Use => return (Some((a.clone(), false)), refused, inform_result),
+                    Verdict::PinAndUse => {
+                        if let Err(e) = tr.pin(a) {
+                            tracing::warn!("cannot save the HomeSpot's pin: {e}");
+                        }
+                        return (Some((a.clone(), true)), refused, inform_result);
+                    }
+                    Verdict::Mismatch { pinned } => {
+                        tr.conflict(a, pinned);
+                        refused.push(Refused {
+                            identity: a.identity,
+                            from: *src,
+                            verdict: Verdict::Mismatch { pinned },
+                        });
+                    }
+                    verdict => refused.push(Refused {
+                        identity: a.identity,
+                        from: *src,
+                        verdict,
+                    }),
+                }
             }
-            next_query += wait / 3;
         }
-        let until = next_query.min(deadline);
-        match tokio::time::timeout_at(until, sock.recv_from(&mut buf)).await {
-            Ok(Ok((n, _))) => {
-                c.handle_datagram(phandoff::endpoint::Instant(0), 0, &buf[..n]);
-                while let Some(e) = c.poll_event() {
-                    if let ClientEvent::Discovered { advert } = e {
-                        return Some(advert);
+        if q_done && inform_result.is_some() {
+            return (None, refused, inform_result);
+        }
+        tokio::select! {
+            Some((a, src)) = arx.recv() => {
+                if seen.len() < MAX_ADVERTS
+                    && !seen.iter().any(|(x, f)| x.identity == a.identity && *f == src)
+                {
+                    seen.push((a, src));
+                }
+            }
+            _ = &mut q, if !q_done => {
+                q_done = true;
+                while let Ok((a, src)) = arx.try_recv() {
+                    if seen.len() < MAX_ADVERTS {
+                        seen.push((a, src));
                     }
                 }
             }
-            Ok(Err(_)) => return None,
-            Err(_) if tokio::time::Instant::now() >= deadline => return None,
-            Err(_) => {}
+            r = &mut i, if inform_result.is_none() => inform_result = Some(r),
         }
     }
 }
@@ -117,42 +234,40 @@ fn network_key(r: &InformReply, t: &Target) -> String {
 
 /// Examines `t`. `before_fetch` runs once the INFORM answered and before the PAC is fetched
 /// (the caller installs the link's routing table there).
-pub async fn discover<F, Fut>(t: Target, s: Settings, cache: PacCache, before_fetch: F) -> Found
+pub async fn discover<F, Fut>(
+    t: Target,
+    s: Settings,
+    cache: PacCache,
+    trust: Arc<Mutex<Trust>>,
+    before_fetch: F,
+) -> Found
 where
     F: FnOnce(Option<InformReply>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let q = query(&t, s.query_timeout);
-    let i = inform(
-        &t.ifname,
-        t.addr,
-        t.mac,
-        t.server,
-        s.inform_timeout,
-        s.inform_tries,
-    );
-    tokio::pin!(q, i);
-    let mut inform_result = None;
-    // The advert wins if it comes; a plain network's INFORM answer waits for the query.
-    let advert = tokio::select! {
-        a = &mut q => a,
-        r = &mut i => {
-            inform_result = Some(r);
-            q.await
-        }
-    };
-    if let Some(a) = advert {
-        return Found::HomeSpot(Box::new(a));
+    let (advert, refused, inform_result) = homespot_or_inform(&t, &s, &trust).await;
+    if let Some((a, first_use)) = advert {
+        return Found::HomeSpot {
+            advert: Box::new(a),
+            first_use,
+        };
     }
-    let r = match inform_result {
-        Some(r) => r,
-        None => i.await,
+    let Some(r) = inform_result else {
+        return Found::Plain {
+            refused,
+            inform: None,
+            pac: None,
+            wpad: None,
+            cached: false,
+            note: Some("no DHCP answer; going DIRECT".into()),
+        };
     };
     let reply = match r {
         Ok(r) => r,
         Err(e) => {
             before_fetch(None).await;
             return Found::Plain {
+                refused,
                 inform: None,
                 pac: None,
                 wpad: None,
@@ -164,6 +279,7 @@ where
     before_fetch(Some(reply.clone())).await;
     let Some(url) = reply.wpad.clone() else {
         return Found::Plain {
+            refused,
             inform: Some(reply),
             pac: None,
             wpad: None,
@@ -188,6 +304,7 @@ where
             }
             Err(e) => {
                 return Found::Plain {
+                    refused,
                     inform: Some(reply),
                     pac: None,
                     wpad: Some(url),
@@ -199,6 +316,7 @@ where
     };
     match PacHandle::load(&text, t.addr, s.pac) {
         Ok(p) => Found::Plain {
+            refused,
             inform: Some(reply),
             pac: Some(p),
             wpad: Some(url),
@@ -206,6 +324,7 @@ where
             note: None,
         },
         Err(e) => Found::Plain {
+            refused,
             inform: Some(reply),
             pac: None,
             wpad: Some(url),

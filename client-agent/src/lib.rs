@@ -28,3 +28,4 @@ pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod state;
+pub mod trust;

@@ -53,6 +53,18 @@ enum Cmd {
         /// URL.
         url: String,
     },
+    /// Use this HomeSpot identity on the networks where it was refused (its fingerprint, or
+    /// its first 12+ hex digits, as `status` shows under "warnings").
+    Trust {
+        /// The fingerprint.
+        fingerprint: String,
+    },
+    /// Stop trusting this HomeSpot identity anywhere (its fingerprint, as `status` shows
+    /// under "pinned").
+    Forget {
+        /// The fingerprint.
+        fingerprint: String,
+    },
     /// Evaluate a PAC file for a URL in the agent's sandbox, as pactester does (for checking
     /// a PAC file; no agent needed).
     Pac {
@@ -99,6 +111,14 @@ fn main() {
         Cmd::Switch { link } => rt.block_on(once(cfg, json!({"cmd": "switch", "link": link}))),
         Cmd::Lookup { addr } => rt.block_on(once(cfg, json!({"cmd": "lookup", "addr": addr}))),
         Cmd::Connect { url } => rt.block_on(once(cfg, json!({"cmd": "connect", "url": url}))),
+        Cmd::Trust { fingerprint } => rt.block_on(once(
+            cfg,
+            json!({"cmd": "trust", "fingerprint": fingerprint}),
+        )),
+        Cmd::Forget { fingerprint } => rt.block_on(once(
+            cfg,
+            json!({"cmd": "forget", "fingerprint": fingerprint}),
+        )),
         Cmd::Pac { file, url, my_ip } => pac(&cfg, &file, &url, my_ip),
     };
     if let Err(e) = r {

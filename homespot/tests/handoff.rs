@@ -314,7 +314,13 @@ fn a_stream_survives_100_switches_and_a_silent_radio_loss() {
                     probe_misses: 3,
                     ..ClientConfig::default()
                 };
-                let c = Client::new(fast, ClientKeys::from_secret([3; 32]), None, phandoff::driver::os_rng().expect("rng"), PORT);
+                let c = Client::new(
+                    fast,
+                    ClientKeys::from_secret([3; 32]),
+                    None,
+                    phandoff::driver::os_rng().expect("rng"),
+                    PORT,
+                );
                 let (cmd, cmd_rx) = mpsc::channel(8);
                 let (ev_tx, mut ev) = mpsc::channel(256);
                 tokio::spawn(run_client(c, socks, cmd_rx, ev_tx));

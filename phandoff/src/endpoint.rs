@@ -6,7 +6,6 @@ use core::net::SocketAddrV4;
 use core::ops::Add;
 use core::time::Duration;
 
-
 /// A point in time, in microseconds from any origin the caller chooses. The core never reads
 /// a clock: every call that needs the time takes one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]

@@ -277,8 +277,7 @@ pub fn seal_cookie(
     let mut out = [0u8; 32];
     out[..TAG_LEN].copy_from_slice(cookie);
     let c = XChaCha20Poly1305::new(key.into());
-    if let Ok(tag) = c.encrypt_in_place_detached(XNonce::from_slice(nonce), mac1, &mut out[..16])
-    {
+    if let Ok(tag) = c.encrypt_in_place_detached(XNonce::from_slice(nonce), mac1, &mut out[..16]) {
         out[16..].copy_from_slice(&tag);
     }
     out
@@ -327,7 +326,10 @@ mod tests {
         };
         let sealed = hs_session.seal(0, &b).expect("seal");
         assert_eq!(cl_session.open(0, &sealed), Ok(b));
-        assert!(cl_session.open(1, &sealed).is_err(), "the counter is the nonce");
+        assert!(
+            cl_session.open(1, &sealed).is_err(),
+            "the counter is the nonce"
+        );
         assert!(
             hs_session.open(0, &sealed).is_err(),
             "one key per direction: no reflection"
@@ -362,7 +364,8 @@ mod tests {
         let (i2, noise2) =
             Initiator::start(&[6; 32], &imp.noise_public(), &imp.public(), [7; 32], 1)
                 .expect("start");
-        let acc = Accepted::read(imp.noise_secret(), &imp.public(), [8; 32], &noise2).expect("read");
+        let acc =
+            Accepted::read(imp.noise_secret(), &imp.public(), [8; 32], &noise2).expect("read");
         let (_, resp) = acc.respond().expect("respond");
         assert!(init.finish(&resp).is_err());
         drop(i2);
@@ -379,6 +382,9 @@ mod tests {
         let sealed = seal_cookie(&ck, &[3; 24], &[4; 16], &t);
         assert_eq!(open_cookie(&ck, &[3; 24], &sealed, &t), Some([4; 16]));
         assert_eq!(open_cookie(&ck, &[3; 24], &sealed, &[0; 16]), None);
-        assert_eq!(open_cookie(&cookie_key(&[2; 32]), &[3; 24], &sealed, &t), None);
+        assert_eq!(
+            open_cookie(&cookie_key(&[2; 32]), &[3; 24], &sealed, &t),
+            None
+        );
     }
 }

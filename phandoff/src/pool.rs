@@ -68,7 +68,10 @@ impl Pool {
         };
         for (k, a) in loaded {
             let g = u32::from(a.global);
-            if g < p.first || g > p.last || a.global == reserved || p.by_addr.contains_key(&a.global)
+            if g < p.first
+                || g > p.last
+                || a.global == reserved
+                || p.by_addr.contains_key(&a.global)
             {
                 continue;
             }
@@ -240,7 +243,10 @@ mod tests {
         assert!(!again.new);
         assert!(!p.timestamp_is_new(&[1; 32], 2));
         assert!(p.timestamp_is_new(&[1; 32], 3));
-        assert!(p.timestamp_is_new(&[9; 32], 0), "no assignment, nothing to protect");
+        assert!(
+            p.timestamp_is_new(&[9; 32], 0),
+            "no assignment, nothing to protect"
+        );
     }
 
     #[test]
@@ -250,7 +256,9 @@ mod tests {
             p.assign([i; 32], Instant(t), 1, |_| false).expect("fill");
         }
         // Key 2 is the oldest, but active: key 1 goes.
-        let r = p.assign([9; 32], Instant(300), 1, |k| *k == [2; 32]).expect("evict");
+        let r = p
+            .assign([9; 32], Instant(300), 1, |k| *k == [2; 32])
+            .expect("evict");
         assert_eq!(r.evicted, Some(([1; 32], Ipv4Addr::new(10, 200, 0, 2))));
         assert_eq!(r.global, Ipv4Addr::new(10, 200, 0, 2));
         assert!(p.get(&[1; 32]).is_none());
@@ -263,7 +271,8 @@ mod tests {
     fn unused_assignments_expire_with_explicit_time() {
         let mut p = pool(10);
         p.assign([1; 32], Instant(DAY), 1, |_| false).expect("a");
-        p.assign([2; 32], Instant(20 * DAY), 1, |_| false).expect("b");
+        p.assign([2; 32], Instant(20 * DAY), 1, |_| false)
+            .expect("b");
         let thirty = Duration::from_secs(30 * 86_400);
         assert!(p.expire(Instant(30 * DAY), thirty, |_| false).is_empty());
         let gone = p.expire(Instant(31 * DAY + 1), thirty, |_| false);
@@ -281,7 +290,8 @@ mod tests {
         let mut p = pool(11); // 10 addresses
         let mut warnings = 0;
         for i in 0..10u8 {
-            p.assign([i; 32], Instant(u64::from(i)), 1, |_| false).expect("fill");
+            p.assign([i; 32], Instant(u64::from(i)), 1, |_| false)
+                .expect("fill");
             warnings += usize::from(p.nearly_full().is_some());
         }
         assert_eq!(warnings, 1);

@@ -31,8 +31,8 @@ use crate::limiter::{Bucket, Limiter};
 use crate::noise::{self, Accepted, Session};
 use crate::pool::{Assignment, Pool};
 use crate::wire::{
-    Advert, Body, CookieReply, DecodeError, LinkInfo, Message, Response, Transport,
-    UnknownSession, INIT_MAC1_AT, RESP_MAC1_AT, TAG_LEN,
+    Advert, Body, CookieReply, DecodeError, LinkInfo, Message, Response, Transport, UnknownSession,
+    INIT_MAC1_AT, RESP_MAC1_AT, TAG_LEN,
 };
 
 /// At most this many handshakes wait for their Confirm.
@@ -516,7 +516,8 @@ impl Responder {
         let bytes = Message::Response(resp).emit();
         resp.mac1 = noise::mac(&noise::mac1_key(&client_key), &bytes[..RESP_MAC1_AT]);
         if self.pending.len() >= MAX_PENDING {
-            self.pending.retain(|_, p| now.since(p.created) <= PENDING_TTL);
+            self.pending
+                .retain(|_, p| now.since(p.created) <= PENDING_TTL);
             if self.pending.len() >= MAX_PENDING {
                 let oldest = self
                     .pending

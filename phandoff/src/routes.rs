@@ -165,7 +165,11 @@ mod netlink {
         }
 
         /// Removes the route [`Netlink::unreachable`] put in place; absent is not an error.
-        pub async fn remove_unreachable(&self, net: Ipv4Addr, prefix: u8) -> Result<(), RouteError> {
+        pub async fn remove_unreachable(
+            &self,
+            net: Ipv4Addr,
+            prefix: u8,
+        ) -> Result<(), RouteError> {
             let msg = RouteMessageBuilder::<Ipv4Addr>::new()
                 .destination_prefix(net, prefix)
                 .kind(RouteType::Unreachable)

@@ -39,7 +39,12 @@ fn replays_and_the_victims_public_key_change_nothing() {
     let captured = b.sniffed.clone();
     for (link, bytes) in &captured {
         b.hs.handle_datagram(b.now, *link, attacker_at(), bytes);
-        b.hs.handle_datagram(b.now, *link, SocketAddrV4::new(client_addr(*link), PORT), bytes);
+        b.hs.handle_datagram(
+            b.now,
+            *link,
+            SocketAddrV4::new(client_addr(*link), PORT),
+            bytes,
+        );
     }
     // Only the victim's public key: the attacker makes an Initiation with its own static
     // secret but claims nothing else; the HomeSpot sees the attacker's key, not the victim's.
@@ -77,7 +82,12 @@ fn replays_and_the_victims_public_key_change_nothing() {
 /// without its secret; the closest an attacker gets is Noise with a guessed secret, which
 /// encrypts the public key of that guess. Here: `s` from a made-up secret, then the bytes of
 /// the victim's key spliced over the encrypted `s` (the AEAD tag then fails).
-fn forged_initiation(remote: &[u8; 32], identity: &[u8; 32], claimed: &[u8; 32], i: u8) -> Initiation {
+fn forged_initiation(
+    remote: &[u8; 32],
+    identity: &[u8; 32],
+    claimed: &[u8; 32],
+    i: u8,
+) -> Initiation {
     let (_, mut n) =
         noise::Initiator::start(&[100 + i; 32], remote, identity, [i; 32], u64::MAX - 1)
             .expect("start");
@@ -127,7 +137,10 @@ fn made_up_keys_that_do_not_complete_hold_no_address() {
         now = now + Duration::from_millis(10);
         hs.handle_datagram(now, 0, attacker_at(), &Message::Initiation(m).emit());
         while let Some(t) = hs.poll_transmit() {
-            responses += usize::from(matches!(Message::parse(&t.payload), Ok(Message::Response(_))));
+            responses += usize::from(matches!(
+                Message::parse(&t.payload),
+                Ok(Message::Response(_))
+            ));
         }
         hs.handle_timeout(now);
         assert!(hs.sessions().1 <= phandoff::responder::MAX_PENDING);
@@ -174,7 +187,10 @@ fn a_flood_of_completed_handshakes_cannot_lock_out_a_real_client() {
     let (used, size) = b.hs.pool_usage();
     assert_eq!(size, 241);
     assert_eq!(used, size, "the pool is full");
-    assert!(refused > 0, "past the pool's size, active keys are not evicted");
+    assert!(
+        refused > 0,
+        "past the pool's size, active keys are not evicted"
+    );
     let warnings = b
         .hs_events
         .iter()
@@ -187,7 +203,9 @@ fn a_flood_of_completed_handshakes_cannot_lock_out_a_real_client() {
     let again = b.associate();
     assert!(
         again == real
-            || b.hs_events.iter().any(|e| matches!(e, Event::Evicted { expired: false, .. })),
+            || b.hs_events
+                .iter()
+                .any(|e| matches!(e, Event::Evicted { expired: false, .. })),
         "its address ({again}) or a fresh one by eviction"
     );
     assert!(b.hs.counters().evicted >= 1 || again == real);
@@ -244,7 +262,10 @@ fn under_a_flood_cookies_are_demanded_and_a_real_client_still_gets_in() {
     }
     let c = hs.counters().clone();
     assert!(c.cookie_demanded >= 4_900, "{c:?}");
-    assert!(c.bad_handshake + c.stale_timestamp <= 50, "DH work bounded by the budget: {c:?}");
+    assert!(
+        c.bad_handshake + c.stale_timestamp <= 50,
+        "DH work bounded by the budget: {c:?}"
+    );
     // A real client in the middle of the flood: its first try gets a cookie, the second
     // (with mac2) gets through.
     let mut real = client(3);

@@ -155,7 +155,12 @@ fn a_tcp_stream_survives_switches_across_three_links() {
                     let n = format!("lan{i}");
                     restore.push((n.clone(), routes::rp_filter_loose(&n).expect("rp_filter")));
                 }
-                let r = Responder::new(responder_cfg(), Identity::from_seed([1; 32]), phandoff::driver::os_rng().expect("rng"), []);
+                let r = Responder::new(
+                    responder_cfg(),
+                    Identity::from_seed([1; 32]),
+                    phandoff::driver::os_rng().expect("rng"),
+                    [],
+                );
                 let (tx, mut rx) = mpsc::channel(64);
                 let (_stop, stop_rx) = tokio::sync::oneshot::channel();
                 let (installed, installed_rx) = mpsc::channel(64);

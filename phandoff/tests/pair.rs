@@ -166,7 +166,10 @@ fn a_homespot_restart_is_recovered_by_a_new_handshake() {
         "{:?}",
         b.cl_events
     );
-    assert!(b.cl.counters().unknown_session >= 1, "one notice per link probed");
+    assert!(
+        b.cl.counters().unknown_session >= 1,
+        "one notice per link probed"
+    );
     assert!(renewed_at.since(restarted) <= Duration::from_millis(300));
     // The caller re-asserts the route, and probes answer under the new session.
     let t = b.now;

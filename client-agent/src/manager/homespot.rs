@@ -1,4 +1,5 @@
-//! The association with one HomeSpot: the P-Handoff client (pinned identity), our interfaces
+//! The association with one HomeSpot: the P-Handoff client (an identity trusted on this
+//! network, see [`crate::trust`]), our interfaces
 //! on its links, the global address on `lo`, and the host route to the HomeSpot's global
 //! address through the current link (`rto_min` and `quickack` as DESIGN.md section 8 says).
 
@@ -34,6 +35,7 @@ pub struct HomeSpot {
     current: Option<u8>,
     switching: Option<u8>,
     associating: bool,
+    retry_at: Option<std::time::Instant>,
     route: bool,
     watched: Arc<Mutex<Vec<(u8, String)>>>,
     rcvbuf: u32,
@@ -77,21 +79,13 @@ fn watch_traffic(
 const HEARD_BYTES: u64 = 3000;
 
 impl HomeSpot {
-    /// Starts the P-Handoff client for the HomeSpot of `advert`, pinning its identity.
+    /// Starts the P-Handoff client for the HomeSpot of `advert` (trusted on this network).
     pub fn start(
         cfg: &Config,
         key: [u8; 32],
         advert: Advert,
         events: mpsc::Sender<ClientEvent>,
     ) -> anyhow::Result<HomeSpot> {
-        let pinned = crate::state::pinned(&cfg.state_dir);
-        if !pinned.contains(&advert.identity) {
-            crate::state::pin(&cfg.state_dir, &advert.identity)?;
-            tracing::info!(
-                "pinned HomeSpot {} (trust on first use)",
-                crate::state::short_id(&advert.identity)
-            );
-        }
         let pc = ClientConfig {
             probe_interval: cfg.probe_interval,
             probe_misses: cfg.probe_misses,
@@ -101,7 +95,7 @@ impl HomeSpot {
             pc,
             ClientKeys::from_secret(key),
             Some(advert.identity),
-            crate::state::random32()?,
+            phandoff::driver::os_rng()?,
             PORT,
         );
         c.learn(advert.clone());
@@ -118,6 +112,7 @@ impl HomeSpot {
             current: None,
             switching: None,
             associating: false,
+            retry_at: None,
             route: false,
             watched,
             rcvbuf: cfg.proxy.homespot_rcvbuf,
@@ -162,6 +157,37 @@ impl HomeSpot {
             self.associating = true;
             let _ = self.cmd.send(Command::Associate(link)).await;
         }
+    }
+
+    /// The handshake was given up: try again in a second (see [`HomeSpot::retry_association`]).
+    pub fn associate_failed(&mut self) {
+        self.associating = false;
+        self.retry_at = Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
+    }
+
+    /// Called on every tick: a handshake that was given up while we have no address is
+    /// tried again over a link of ours, once a second.
+    pub async fn retry_association(&mut self) {
+        if self.global.is_some() || self.associating {
+            return;
+        }
+        let due = self
+            .retry_at
+            .is_some_and(|t| std::time::Instant::now() >= t);
+        let Some(link) = self.links.keys().next().copied() else {
+            return;
+        };
+        if due {
+            self.retry_at = None;
+            self.associating = true;
+            let _ = self.cmd.send(Command::Associate(link)).await;
+        }
+    }
+
+    /// The link our route to the HomeSpot uses now, and its interface.
+    pub fn current_link(&self) -> Option<(u8, String)> {
+        let l = self.current?;
+        Some((l, self.links.get(&l)?.ifname.clone()))
     }
 
     /// Our interface on `link` lost its address.

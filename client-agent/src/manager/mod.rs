@@ -67,6 +67,10 @@ pub enum ApiRequest {
     Lookup(Ipv4Addr),
     /// How would a request for this URL go now?
     Connect(String),
+    /// Trust this HomeSpot identity (a fingerprint) on the networks where it was refused.
+    Trust(String),
+    /// Drop every pin of this identity.
+    Forget(String),
 }
 
 /// A handoff under way, until its interruption is measured.
@@ -106,7 +110,14 @@ pub struct Manager {
     clamp: Arc<crate::proxy::clamp::Clamp>,
     /// A planned P-Handoff waiting for the old radio's queue to drain: link, interface, when.
     draining: Option<(u8, String, Instant)>,
+    /// Which HomeSpot identity is trusted on which network.
+    trust: Arc<std::sync::Mutex<crate::trust::Trust>>,
+    /// Warnings for the status (the latest [`MAX_WARNINGS`]).
+    warnings: std::collections::VecDeque<Value>,
 }
+
+/// How many warnings the status keeps.
+const MAX_WARNINGS: usize = 8;
 
 impl Manager {
     /// A manager publishing on `path`, measuring with `meter`, reporting on `events`.
@@ -118,6 +129,9 @@ impl Manager {
         events: Events,
     ) -> anyhow::Result<Manager> {
         let key = crate::state::client_key(&cfg.state_dir)?;
+        let trust = Arc::new(std::sync::Mutex::new(crate::trust::Trust::load(
+            &cfg.state_dir,
+        )));
         let (conn, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(conn);
         let (disc_tx, disc_rx) = mpsc::channel(32);
@@ -143,6 +157,8 @@ impl Manager {
             disc_rx: Some(disc_rx),
             clamp,
             draining: None,
+            trust,
+            warnings: Default::default(),
         })
     }
 
@@ -182,6 +198,9 @@ impl Manager {
                     let _ = reply.send(v);
                 }
                 _ = tick.tick() => {
+                    if let Some(hs) = self.hs.as_mut() {
+                        hs.retry_association().await;
+                    }
                     self.drained().await;
                     self.evaluate(None).await;
                     self.expire_handoffs();
@@ -264,22 +283,29 @@ impl Manager {
             server: self.servers.get(&name).copied(),
         };
         {
-            let (settings, cache, tx, handle) = (
+            let (settings, cache, tx, handle, trust) = (
                 self.cfg.discovery.clone(),
                 self.cache.clone(),
                 self.disc_tx.clone(),
                 self.handle.clone(),
+                self.trust.clone(),
             );
             tokio::spawn(async move {
                 let index = t.index;
-                let found = discovery::discover(t, settings, cache, |r| async move {
-                    let router = r.as_ref().and_then(|r| r.router);
-                    if let Err(e) =
-                        crate::linkroute::install(&handle, index, addr, prefix, router).await
-                    {
-                        tracing::warn!("routing table for {addr}: {e}");
-                    }
-                })
+                let found = discovery::discover(
+                    t,
+                    settings,
+                    cache,
+                    trust,
+                    |r: Option<crate::inform::InformReply>| async move {
+                        let router = r.as_ref().and_then(|r| r.router);
+                        if let Err(e) =
+                            crate::linkroute::install(&handle, index, addr, prefix, router).await
+                        {
+                            tracing::warn!("routing table for {addr}: {e}");
+                        }
+                    },
+                )
                 .await;
                 let _ = tx.send((name, generation, found)).await;
             });
@@ -329,7 +355,14 @@ impl Manager {
         l.disc_done = Some(Instant::now());
         let took = l.addr_at.elapsed();
         match found {
-            Found::HomeSpot(advert) => {
+            Found::HomeSpot { advert, first_use } => {
+                if first_use {
+                    tracing::info!(
+                        "{name}: HomeSpot {} met from the network's router; pinned to its {} links",
+                        crate::trust::fingerprint(&advert.identity),
+                        advert.links.len()
+                    );
+                }
                 let (addr, prefix) = l.iface.addr.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
                 let info = advert
                     .links
@@ -376,12 +409,19 @@ impl Manager {
                 }
             }
             Found::Plain {
+                refused,
                 inform,
                 pac,
                 wpad,
                 cached,
                 note,
             } => {
+                for r in refused {
+                    self.refused(&name, &r);
+                }
+                let Some(l) = self.links.get_mut(&name) else {
+                    return;
+                };
                 let router = inform.as_ref().and_then(|r| r.router);
                 self.events.emit(
                     "discovered",
@@ -410,6 +450,52 @@ impl Manager {
             }
         }
         self.evaluate(None).await;
+    }
+
+    /// A HomeSpot answered on `link` and is not trusted there: an event, a warning in the log
+    /// and in the status.
+    fn refused(&mut self, link: &str, r: &discovery::Refused) {
+        use crate::trust::{fingerprint, Verdict};
+        let fp = fingerprint(&r.identity);
+        let (reason, pinned) = match r.verdict {
+            Verdict::Mismatch { pinned } => (
+                format!(
+                    "this network is pinned to HomeSpot {}; another identity answered from {}: not used (to use it: homespot-agent trust {fp})",
+                    &fingerprint(&pinned)[..12],
+                    r.from
+                ),
+                Some(fingerprint(&pinned)),
+            ),
+            _ => (
+                format!(
+                    "a HomeSpot answered from {}, which is not this network's router or DHCP server: not used",
+                    r.from
+                ),
+                None,
+            ),
+        };
+        tracing::warn!("{link}: HomeSpot {}: {reason}", &fp[..12]);
+        let v = json!({"link": link, "identity": fp, "pinned": pinned, "from": r.from.to_string(), "reason": reason});
+        self.events.emit("homespot_refused", v.clone());
+        if self.warnings.len() >= MAX_WARNINGS {
+            self.warnings.pop_front();
+        }
+        self.warnings.push_back(v);
+    }
+
+    /// Discovery again on every link (after the user changed what is trusted).
+    fn rediscover(&mut self) {
+        let names: Vec<String> = self.links.keys().cloned().collect();
+        for name in names {
+            let Some(l) = self.links.get_mut(&name) else {
+                continue;
+            };
+            l.generation += 1;
+            let (g, iface) = (l.generation, l.iface.clone());
+            if let Some((addr, prefix)) = iface.addr {
+                self.spawn_discovery(name, g, &iface, addr, prefix);
+            }
+        }
     }
 
     fn candidates(&self) -> Vec<Candidate> {
@@ -666,6 +752,42 @@ impl Manager {
                        "link": on.map(|(n, _)| n.clone()), "homespot_global": global})
             }
             ApiRequest::Connect(url) => self.connect_plan(&url).await,
+            ApiRequest::Trust(fp) => {
+                let r = self
+                    .trust
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .trust(&fp);
+                match r {
+                    Ok(id) => {
+                        let fp = crate::trust::fingerprint(&id);
+                        tracing::info!(
+                            "the user trusts HomeSpot {fp} on the networks where it was refused"
+                        );
+                        self.warnings.retain(|w| w["identity"] != fp.as_str());
+                        self.events.emit("trusted", json!({"identity": fp}));
+                        self.rediscover();
+                        json!({"ok": true, "trusted": fp})
+                    }
+                    Err(e) => json!({"ok": false, "error": e}),
+                }
+            }
+            ApiRequest::Forget(fp) => {
+                let r = self
+                    .trust
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .forget(&fp);
+                match r {
+                    Ok(id) => {
+                        let fp = crate::trust::fingerprint(&id);
+                        tracing::info!("the user forgot HomeSpot {fp}");
+                        self.events.emit("forgotten", json!({"identity": fp}));
+                        json!({"ok": true, "forgotten": fp})
+                    }
+                    Err(e) => json!({"ok": false, "error": e}),
+                }
+            }
         }
     }
 
@@ -709,7 +831,18 @@ impl Manager {
                 json!({"name": n, "address": l.iface.addr.map(|(a, p)| format!("{a}/{p}")), "state": state, "info": extra})
             })
             .collect();
+        let pins: Vec<Value> = {
+            let t = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+            t.pins()
+                .iter()
+                .map(|(id, n)| {
+                    json!({"identity": crate::trust::fingerprint(id), "kind": n.kind,
+                    "l2_id": String::from_utf8_lossy(&n.l2_id), "router": n.router.to_string()})
+                })
+                .collect()
+        };
         json!({"ok": true, "current": self.current, "epoch": p.epoch, "hibernating": p.upstream.is_none(),
+               "pinned": pins, "warnings": self.warnings.iter().collect::<Vec<_>>(),
                "homespot": self.hs.as_ref().map(|h| h.status()), "links": links, "bytes": self.meter.total(),
                "proxy": self.cfg.proxy.listen.to_string()})
     }
@@ -718,16 +851,48 @@ impl Manager {
         use phandoff::client::ClientEvent as E;
         let Some(hs) = self.hs.as_mut() else { return };
         match e {
-            E::Associated { global, homespot } => {
+            E::Associated {
+                global,
+                homespot,
+                renewed,
+                took,
+            } => {
+                let before = hs.global();
                 if let Err(e) = hs.associated(global, homespot).await {
                     tracing::warn!("global address {global}: {e}");
                     return;
                 }
                 self.events.emit(
                     "associated",
-                    json!({"global": global.to_string(), "homespot_global": homespot.to_string()}),
+                    json!({"global": global.to_string(), "homespot_global": homespot.to_string(),
+                           "renewed": renewed, "took_ms": ms(took)}),
                 );
+                if renewed && before.is_some() {
+                    if before != Some(global) {
+                        tracing::warn!(
+                            "the HomeSpot gave a new global address {global} (was {before:?})"
+                        );
+                    } else {
+                        tracing::info!("re-associated with the HomeSpot in {took:?}; global address {global} kept");
+                    }
+                    // The HomeSpot's new session has no route for us yet: re-assert it on the
+                    // link in use.
+                    if let Some((link, name)) = hs.current_link() {
+                        hs.switch(link, &name).await;
+                    }
+                }
                 self.evaluate(None).await;
+            }
+            E::SessionLost { link } => {
+                tracing::info!("the HomeSpot no longer knows our session (restarted?): re-handshaking over its link {link}");
+                self.events.emit(
+                    "session_lost",
+                    json!({"homespot_link": link, "reason": "unknown session (HomeSpot restarted or evicted it); re-handshaking"}),
+                );
+            }
+            E::AssociateFailed => {
+                tracing::warn!("no answer to the handshake; trying again");
+                hs.associate_failed();
             }
             E::SwitchDone { link, took } => {
                 self.clamp.apply(None);

@@ -95,8 +95,11 @@ pub(super) fn validate(raw: RawHandoff) -> Result<Option<HandoffConfig>, (String
     if interval < Duration::from_millis(100) {
         return Err(("advert_interval".into(), "must be at least 100ms".into()));
     }
-    let expire_after = duration(raw.expire_after.as_deref(), Duration::from_secs(30 * 86_400))
-        .map_err(|r| ("expire_after".to_string(), r))?;
+    let expire_after = duration(
+        raw.expire_after.as_deref(),
+        Duration::from_secs(30 * 86_400),
+    )
+    .map_err(|r| ("expire_after".to_string(), r))?;
     if expire_after < Duration::from_secs(60) {
         return Err(("expire_after".into(), "must be at least 1m".into()));
     }

@@ -189,7 +189,6 @@ impl Bed {
     }
 }
 
-
 /// What the HomeSpot asked to persist, as the store would load it after a restart.
 pub fn persisted(events: &[Event]) -> Vec<([u8; 32], Assignment)> {
     let mut out: std::collections::BTreeMap<[u8; 32], Assignment> = Default::default();
