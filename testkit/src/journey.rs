@@ -259,7 +259,7 @@ impl JourneyBed {
                 return Ok(a);
             }
             if Instant::now() > deadline {
-                bail!("no lease on {ifname}");
+                bail!("no lease on {ifname}; homespotd:\n{}", self.homespotd_log());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
