@@ -115,6 +115,8 @@ pub struct JourneyBed {
     procs: Vec<Proc>,
     agent: Option<Proc>,
     homespotd: Option<Proc>,
+    homespotd_cmd: Vec<String>,
+    homespotd_starts: u32,
 }
 
 fn tbf(ns: &Netns, dev: &str, rate: &str, burst: &str, latency: &str) -> Result<()> {
@@ -155,6 +157,11 @@ impl JourneyBed {
         }
         let conf = dir.join("homespotd.toml");
         std::fs::write(&conf, cfg)?;
+        let homespotd_cmd = vec![
+            homespotd.to_string(),
+            "--config".to_string(),
+            conf.display().to_string(),
+        ];
         let mut hs = topo.homespot.spawn(
             &[homespotd, "--config", &conf.display().to_string()],
             &dir.join("homespotd.log"),
@@ -235,6 +242,8 @@ impl JourneyBed {
             procs,
             agent: None,
             homespotd: Some(hs),
+            homespotd_cmd,
+            homespotd_starts: 1,
         };
         for i in 0..2 {
             bed.dhcp(&format!("eth{i}"))?;
@@ -364,9 +373,29 @@ impl JourneyBed {
         Ok(log)
     }
 
-    /// homespotd's log.
+    /// homespotd's log (of its current run).
     pub fn homespotd_log(&self) -> String {
         self.homespotd.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+
+    /// Kills homespotd with SIGKILL (no cleanup: its routes and addresses stay).
+    pub fn kill9_homespotd(&mut self) -> Result<()> {
+        let mut p = self.homespotd.take().context("homespotd is not running")?;
+        p.kill9()
+    }
+
+    /// Starts homespotd again on the same config, identity and database; returns once it
+    /// serves P-Handoff (its log says the assignments are loaded).
+    pub fn restart_homespotd(&mut self) -> Result<()> {
+        self.homespotd_starts += 1;
+        let args: Vec<&str> = self.homespotd_cmd.iter().map(String::as_str).collect();
+        let log = self
+            .dir
+            .join(&format!("homespotd.{}.log", self.homespotd_starts));
+        let mut p = self.topo.homespot.spawn(&args, &log)?;
+        p.wait_for_log("global address assignments loaded", Duration::from_secs(10))?;
+        self.homespotd = Some(p);
+        Ok(())
     }
 }
 
