@@ -40,7 +40,11 @@ fn a_homespotd_kill_9_and_restart_keep_the_download() {
         if c.progress.load(Ordering::Relaxed) >= at_restart + 1_000_000 {
             break restarted.elapsed();
         }
-        assert!(Instant::now() < deadline, "no bytes after the restart:\n{}", bed.agent_log());
+        assert!(
+            Instant::now() < deadline,
+            "no bytes after the restart:\n{}",
+            bed.agent_log()
+        );
         std::thread::sleep(Duration::from_millis(1));
     };
     let (st, err, d) = c.finish(Duration::from_secs(180)).expect("curl");
@@ -67,11 +71,17 @@ fn a_homespotd_kill_9_and_restart_keep_the_download() {
         "{later:?}"
     );
     let log = bed.homespotd_log();
-    assert!(log.contains("client associated"), "the same key, the same address:\n{log}");
+    assert!(
+        log.contains("client associated"),
+        "the same key, the same address:\n{log}"
+    );
     let limit = if std::env::var("HOMESPOT_STRICT").is_ok() {
         Duration::from_secs(1)
     } else {
         Duration::from_secs(10)
     };
-    assert!(flowing <= limit, "restart -> bytes {flowing:?} (limit {limit:?})");
+    assert!(
+        flowing <= limit,
+        "restart -> bytes {flowing:?} (limit {limit:?})"
+    );
 }

@@ -189,7 +189,7 @@ pub async fn run(
         let ev = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
-                refusals.log(&status.borrow().counters);
+                refusals.log(&status.borrow());
                 continue;
             }
             ev = rx.recv() => match ev { Some(e) => e, None => break },
@@ -242,6 +242,14 @@ pub async fn run(
                     "global address pool nearly full (90 %); unused assignments will be evicted");
             }
         }
+    }
+    refusals.log(&status.borrow());
+    let dropped = status.borrow().dropped;
+    if dropped > 0 {
+        info!(
+            dropped,
+            "unauthenticated P-Handoff datagrams dropped under load since start"
+        );
     }
     let _ = stop_tx.send(());
     let counters = task.await.map(|r| r.counters().clone()).unwrap_or_default();
@@ -361,12 +369,17 @@ async fn persist(store: &Arc<LeaseStore>, key: [u8; 32], a: Option<phandoff::poo
 struct Refusals {
     last: Counters,
     pending: Counters,
+    last_dropped: u64,
+    dropped: u64,
     logged: Option<std::time::Instant>,
 }
 
 impl Refusals {
-    fn log(&mut self, now: &Counters) {
+    fn log(&mut self, status: &ResponderStatus) {
+        let now = &status.counters;
         let d = |a: u64, b: u64| a.saturating_sub(b);
+        self.dropped += d(status.dropped, self.last_dropped);
+        self.last_dropped = status.dropped;
         let (c, l) = (now, &self.last);
         let p = &mut self.pending;
         p.stale_timestamp += d(c.stale_timestamp, l.stale_timestamp);
@@ -393,6 +406,7 @@ impl Refusals {
             + p.pool_full
             + p.queries_limited
             + p.malformed
+            + self.dropped
             > 0;
         let due = self
             .logged
@@ -401,8 +415,10 @@ impl Refusals {
             return;
         }
         let p = std::mem::take(&mut self.pending);
+        let dropped = std::mem::take(&mut self.dropped);
         self.logged = Some(std::time::Instant::now());
         warn!(
+            dropped_under_load = dropped,
             replayed_handshake = p.stale_timestamp,
             bad_handshake = p.bad_handshake,
             bad_mac1 = p.bad_mac1,

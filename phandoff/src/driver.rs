@@ -33,6 +33,8 @@ impl LinkSocket {
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_address(true)?;
         s.set_broadcast(true)?;
+        // Room for bursts (a flood must not push out the probes queued behind it).
+        let _ = s.set_recv_buffer_size(1 << 20);
         s.bind_device(Some(ifname.as_bytes()))?;
         s.set_nonblocking(true)?;
         s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
@@ -89,6 +91,40 @@ fn receive(s: LinkSocket, tx: mpsc::Sender<Datagram>) -> tokio::task::JoinHandle
             }
         }
     })
+}
+
+/// The responder's receiver: transport messages (sessions that exist) go to `fast`, which
+/// the responder serves first; everything unauthenticated (Query, Initiation, junk) goes to
+/// `slow`, a short queue that drops when full. A flood of handshakes then costs the
+/// established clients' probes nothing but CPU: they never wait behind it.
+fn receive_split(
+    s: LinkSocket,
+    fast: mpsc::Sender<Datagram>,
+    slow: mpsc::Sender<Datagram>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; crate::wire::MAX_MESSAGE + 1];
+        loop {
+            tokio::select! {
+                _ = fast.closed() => return,
+                r = s.sock.recv_from(&mut buf) => match r {
+                    Ok((n, SocketAddr::V4(from))) => {
+                        let d = Datagram { link: s.link, from, data: buf[..n].to_vec() };
+                        if crate::wire::is_transport(&d.data) {
+                            if fast.send(d).await.is_err() {
+                                return;
+                            }
+                        } else if slow.try_send(d).is_err() {
+                            dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                },
+            }
+        }
+    });
 }
 
 /// Maps tokio's clock onto the core's [`Instant`]: microseconds since the Unix epoch, read
@@ -157,6 +193,8 @@ pub struct ResponderStatus {
     pub pool: (usize, usize),
     /// Live sessions, and handshakes waiting for their Confirm.
     pub sessions: (usize, usize),
+    /// Unauthenticated datagrams dropped because their queue was full (a flood).
+    pub dropped: u64,
 }
 
 /// Runs `r` on `socks` until `stop` fires (or `events` closes); events go to `events`, the
@@ -172,18 +210,26 @@ pub async fn run_responder(
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Responder {
     let clock = Clock::new();
-    let (_keep, mut rx) = receive_all(&socks);
+    let (fast_tx, mut fast) = mpsc::channel(1024);
+    let (slow_tx, mut slow) = mpsc::channel(128);
+    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for s in &socks {
+        receive_split(s.clone(), fast_tx.clone(), slow_tx.clone(), dropped.clone());
+    }
+    drop((fast_tx, slow_tx));
     let mut reported = tokio::time::Instant::now();
     loop {
         let wake = r.poll_timeout().map(|t| clock.deadline(t));
         tokio::select! {
+            biased;
             _ = &mut stop => return r,
-            d = rx.recv() => match d {
+            Some(d) = fast.recv() => r.handle_datagram(clock.now(), d.link, d.from, &d.data),
+            Some(g) = installed.recv() => r.route_installed(g),
+            _ = sleep_until(wake) => r.handle_timeout(clock.now()),
+            d = slow.recv() => match d {
                 Some(d) => r.handle_datagram(clock.now(), d.link, d.from, &d.data),
                 None => return r,
             },
-            Some(g) = installed.recv() => r.route_installed(g),
-            _ = sleep_until(wake) => r.handle_timeout(clock.now()),
         }
         flush(&socks, || r.poll_transmit()).await;
         while let Some(e) = r.poll_event() {
@@ -197,6 +243,7 @@ pub async fn run_responder(
                 counters: r.counters().clone(),
                 pool: r.pool_usage(),
                 sessions: r.sessions(),
+                dropped: dropped.load(std::sync::atomic::Ordering::Relaxed),
             });
         }
     }

@@ -571,6 +571,12 @@ fn header() -> Vec<u8> {
     o
 }
 
+/// Whether `data` claims to be a transport message (a cheap look at the header, for
+/// queueing; parsing decides).
+pub fn is_transport(data: &[u8]) -> bool {
+    data.len() > 4 && data[..2] == MAGIC && data[2] == VERSION && data[3] == T_TRANSPORT
+}
+
 /// The bytes an advert's signature covers: the whole message before the signature.
 pub fn advert_signed_bytes(a: &Advert) -> Vec<u8> {
     let mut o = header();

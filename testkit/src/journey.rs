@@ -378,6 +378,18 @@ impl JourneyBed {
         self.homespotd.as_ref().map(|p| p.log()).unwrap_or_default()
     }
 
+    /// Stops homespotd with SIGTERM and returns its log (with its counters).
+    pub fn stop_homespotd(&mut self) -> Result<String> {
+        let mut p = self.homespotd.take().context("homespotd is not running")?;
+        p.stop(Duration::from_secs(10))?;
+        Ok(p.log())
+    }
+
+    /// homespotd's process id.
+    pub fn homespotd_pid(&self) -> Option<u32> {
+        self.homespotd.as_ref().map(|p| p.pid())
+    }
+
     /// Kills homespotd with SIGKILL (no cleanup: its routes and addresses stay).
     pub fn kill9_homespotd(&mut self) -> Result<()> {
         let mut p = self.homespotd.take().context("homespotd is not running")?;

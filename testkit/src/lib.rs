@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 pub mod clients;
 pub mod journey;
 pub mod origin;
+pub mod pcap;
 mod topology;
 pub use topology::{veth, Link, Topology};
 
