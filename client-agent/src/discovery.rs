@@ -40,6 +40,8 @@ pub enum Found {
         advert: Box<Advert>,
         /// Pinned just now (first use, from the link's router).
         first_use: bool,
+        /// Other HomeSpots that answered first and were not trusted here.
+        refused: Vec<Refused>,
     },
     /// Any other network.
     Plain {
@@ -250,6 +252,7 @@ where
         return Found::HomeSpot {
             advert: Box::new(a),
             first_use,
+            refused,
         };
     }
     let Some(r) = inform_result else {

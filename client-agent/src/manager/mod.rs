@@ -355,7 +355,17 @@ impl Manager {
         l.disc_done = Some(Instant::now());
         let took = l.addr_at.elapsed();
         match found {
-            Found::HomeSpot { advert, first_use } => {
+            Found::HomeSpot {
+                advert,
+                first_use,
+                refused,
+            } => {
+                for r in refused {
+                    self.refused(&name, &r);
+                }
+                let Some(l) = self.links.get_mut(&name) else {
+                    return;
+                };
                 if first_use {
                     tracing::info!(
                         "{name}: HomeSpot {} met from the network's router; pinned to its {} links",

@@ -1,0 +1,146 @@
+//! Issue 11, acceptance 4: a rogue HomeSpot on the laptop's Wi-Fi (its own identity, a
+//! convincing copy of the real advert, and a faster answer to every Query).
+//! - On a fresh network (nothing pinned) it cannot become the laptop's HomeSpot: it is not
+//!   the network's router; the real HomeSpot, which is, gets pinned.
+//! - On the pinned network, across 20 agent restarts, it is never used and never pinned;
+//!   the real HomeSpot is used every time, and every time the agent warns (event, log and
+//!   status) with the rogue's fingerprint.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use phandoff::crypto::Identity;
+use phandoff::wire::{Advert, Message, Query};
+use testkit::journey::JourneyBed;
+
+const ROGUE: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 66);
+
+fn fingerprint(id: &[u8; 32]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The real advert, as anyone on the link can ask for it.
+fn real_advert() -> Advert {
+    let s = UdpSocket::bind((ROGUE, 0)).expect("socket");
+    s.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    s.send_to(
+        &Message::Query(Query { nonce: 7 }).emit(),
+        (Ipv4Addr::new(10, 77, 1, 1), 4747),
+    )
+    .expect("query");
+    let mut buf = [0u8; 1500];
+    loop {
+        let (n, _) = s.recv_from(&mut buf).expect("advert");
+        if let Ok(Message::Advert(a)) = Message::parse(&buf[..n]) {
+            return a;
+        }
+    }
+}
+
+/// The rogue: answers every Query on the Wi-Fi at once with a copy of the real advert
+/// signed by its own identity; the copy names the real router's address (`own_router`:
+/// false) or its own. Runs until `stop`.
+fn rogue(stop: Arc<AtomicBool>, answered: Arc<AtomicU64>, own_router: bool) -> [u8; 32] {
+    let mut a = real_advert();
+    if own_router {
+        a.links[0].router = ROGUE;
+        a.links[0].proxy = ROGUE;
+    }
+    let id = Identity::from_seed([0x66; 32]);
+    id.sign_advert(&mut a);
+    let bytes = Message::Advert(a).emit();
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 4747)).expect("socket");
+    s.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((n, SocketAddr::V4(from))) = s.recv_from(&mut buf) {
+                if matches!(Message::parse(&buf[..n]), Ok(Message::Query(_))) {
+                    let _ = s.send_to(&bytes, from);
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    id.public()
+}
+
+#[test]
+fn a_rogue_homespot_is_never_used() {
+    assert!(testkit::can_run(), "needs root (network namespaces)");
+    let agent = env!("CARGO_BIN_EXE_homespot-agent");
+    let mut bed =
+        JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
+    let seed: [u8; 32] = std::fs::read(bed.dir.join("identity.key"))
+        .expect("identity")
+        .try_into()
+        .expect("32 bytes");
+    let real = fingerprint(&Identity::from_seed(seed).public());
+    let evil = testkit::Netns::new("rogue").expect("netns");
+    bed.topo.attach(0, &evil, "wlan0").expect("attach");
+    evil.run(&["ip", "addr", "add", &format!("{ROGUE}/24"), "dev", "wlan0"])
+        .expect("addr");
+    let trust_file = bed.dir.join("agent-state/trust");
+    let extra = "[policy]\nthroughput_rule = false\n";
+    let mut runs = vec![];
+    for run in 0..21 {
+        // Run 0: a fresh network, the rogue already there. Runs 1-20: the pinned network.
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let (s2, a2) = (stop.clone(), answered.clone());
+        let rogue_id = evil
+            .in_thread(move || rogue(s2, a2, run % 2 == 1))
+            .expect("rogue");
+        let rogue_fp = fingerprint(&rogue_id);
+        let ev = bed.start_agent(agent, extra).expect("agent");
+        std::thread::sleep(Duration::from_millis(100));
+        let status = bed.request(r#"{"cmd":"status"}"#).expect("status");
+        let log = bed.stop_agent().expect("stop agent");
+        stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(60));
+        let used = status["homespot"]["identity"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            real.starts_with(&used) && !used.is_empty(),
+            "run {run}: the real HomeSpot is used: {status}\n{log}"
+        );
+        let pins = std::fs::read_to_string(&trust_file).unwrap_or_default();
+        assert!(pins.contains(&real), "run {run}: {pins}");
+        assert!(
+            !pins.contains(&rogue_fp),
+            "run {run}: the rogue is never pinned: {pins}"
+        );
+        // The agent logs every event it emits (the API subscription starts later).
+        let warned_event = log
+            .lines()
+            .any(|l| l.contains("\"event\":\"homespot_refused\"") && l.contains(&rogue_fp));
+        drop(ev);
+        let warned_log = log.contains("WARN") && log.contains(&rogue_fp[..12]);
+        let warned_status = status["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|x| x["identity"] == rogue_fp.as_str()));
+        let answered = answered.load(Ordering::Relaxed);
+        println!(
+            "run {run}: rogue answered {answered} Queries; used {used}; warning: event {warned_event}, log {warned_log}, status {warned_status}"
+        );
+        assert!(answered > 0, "run {run}: the rogue answered");
+        if run > 0 {
+            assert!(
+                warned_event && warned_log && warned_status,
+                "run {run}: a warning each time on the pinned network:\n{status}\n{log}"
+            );
+            assert!(
+                log.contains("homespot-agent trust"),
+                "the warning says how to trust it:\n{log}"
+            );
+        }
+        runs.push(used);
+    }
+    assert_eq!(runs.len(), 21);
+}
