@@ -40,6 +40,7 @@ fn handoff_bed(air: bool, link_extra: &str) -> Bed {
 
 struct Session {
     discovery: Duration,
+    handshake: Duration,
     advert: Advert,
     global: Ipv4Addr,
     switched: Option<Duration>,
@@ -90,6 +91,7 @@ fn session(bed: &Bed, secret: [u8; 32], switch_to: Option<u8>) -> Session {
                         .await
                         .expect("cmd");
                 }
+                let t = Instant::now();
                 cmd.send(Command::Associate(0)).await.expect("cmd");
                 let global = loop {
                     match next().await {
@@ -98,6 +100,7 @@ fn session(bed: &Bed, secret: [u8; 32], switch_to: Option<u8>) -> Session {
                         e => panic!("{e:?}"),
                     }
                 };
+                let handshake = t.elapsed();
                 let mut switched = None;
                 if let Some(link) = switch_to {
                     cmd.send(Command::Switch(link)).await.expect("cmd");
@@ -112,6 +115,7 @@ fn session(bed: &Bed, secret: [u8; 32], switch_to: Option<u8>) -> Session {
                 driver.abort();
                 Session {
                     discovery,
+                    handshake,
                     advert,
                     global,
                     switched,
@@ -126,16 +130,33 @@ fn homespotd_advertises_associates_switches_and_keeps_addresses() {
     need_root!();
     let mut bed = handoff_bed(false, "kind = \"wifi\"\nl2_id = \"HomeSpot\"\n");
     let first = session(&bed, [3; 32], Some(1));
+    // A second session of the same key: ARP is resolved, as for a laptop already on the link.
+    let warm = session(&bed, [3; 32], None);
     eprintln!(
-        "Query answered in {:?}; Switch round trip {:?}",
-        first.discovery, first.switched
+        "Query answered in {:?} (then {:?}); handshake (Initiation, Response, Confirm, Confirmed) {:?} (then {:?}); Query + handshake {:?}; Switch round trip {:?}",
+        first.discovery,
+        warm.discovery,
+        first.handshake,
+        warm.handshake,
+        warm.discovery + warm.handshake,
+        first.switched
     );
-    // The 10 ms target is a benchmark figure (BENCHMARKS.md); a loaded CI machine only has to
-    // answer at all, promptly.
+    // The targets are benchmark figures (bench/handshake.sh sets HOMESPOT_STRICT); a loaded
+    // CI machine only has to answer at all, promptly.
+    let (query_limit, both_limit) = if std::env::var("HOMESPOT_STRICT").is_ok() {
+        (Duration::from_millis(10), Duration::from_millis(5))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(1))
+    };
     assert!(
-        first.discovery < Duration::from_secs(1),
+        first.discovery < query_limit,
         "Query answered in {:?}",
         first.discovery
+    );
+    assert!(
+        warm.discovery + warm.handshake <= both_limit,
+        "Query + handshake {:?}",
+        warm.discovery + warm.handshake
     );
     // The advert: every link, with its router and PAC URL, signed by the identity on disk.
     let seed: [u8; 32] = std::fs::read(bed.dir.join("identity.key"))
