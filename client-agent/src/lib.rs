@@ -1,10 +1,11 @@
 //! `homespot-agent`: the laptop side of HomeSpot (DESIGN.md section 6).
 //!
 //! What it does: watches the laptop's links over rtnetlink ([`links`]); discovers on each link
-//! a HomeSpot (P-Handoff Query, signed advert, identity pinned on first use) or the network's
+//! a HomeSpot (P-Handoff Query, signed advert, identity trusted per network: [`trust`]) or the network's
 //! proxy (WPAD by DHCPINFORM, [`inform`]; the PAC file evaluated in a sandboxed QuickJS,
 //! [`pac`]); chooses a link by policy ([`policy`]); at a HomeSpot associates, takes the global
-//! address and moves between radios by P-Handoff; and runs a local proxy on 127.0.0.1
+//! address and moves between radios by P-Handoff (re-handshaking at once, with the same
+//! address, when the HomeSpot restarted); and runs a local proxy on 127.0.0.1
 //! ([`proxy`]) that restarts in-flight HTTP requests on the new path after a handoff (Range
 //! resume, read-and-discard fallback, hibernation while no link is up). A Mobility API on a
 //! Unix socket ([`api`]) reports every handoff with its measured interruption.

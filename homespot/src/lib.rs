@@ -4,8 +4,11 @@
 //! correct DHCPINFORM answers), leases kept durably in redb and acknowledged only once on disk.
 //!
 //! Also: an HTTP proxy on every link address with the PAC file (`proxy`), and, with a
-//! `[handoff]` section, the P-Handoff/Co-Link responder (`handoff`): signed adverts, stable
-//! global addresses per client key, host routes switched through rtnetlink; a client moved
+//! `[handoff]` section, the P-Handoff/Co-Link responder (`handoff`, protocol version 2):
+//! signed adverts, Noise IK association with cookies under load, stable global addresses per
+//! client key assigned only after a completed handshake (expiring when unused, evicted oldest
+//! first when the pool is full), an unreachable route over the global subnet, host routes
+//! switched through rtnetlink, refusals counted and logged; a client moved
 //! onto a faster link has its proxy connections paced at that link's configured rate for a
 //! moment ([`moves`]), and Bluetooth links carry one TCP segment per packet.
 //!

@@ -30,15 +30,24 @@ pub use topology::{veth, Link, Topology};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Whether this process can build test beds (root, with `ip` available).
+/// Whether this process can build test beds (root, with `ip` available). When it cannot,
+/// the test fails here (a test that cannot run must not pass), unless `HOMESPOT_ALLOW_SKIP`
+/// is set: then this returns false and the caller skips.
 pub fn can_run() -> bool {
-    nix::unistd::geteuid().is_root()
+    let ok = nix::unistd::geteuid().is_root()
         && Command::new("ip")
             .arg("-V")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .is_ok_and(|s| s.success())
+            .is_ok_and(|s| s.success());
+    if !ok && std::env::var_os("HOMESPOT_ALLOW_SKIP").is_none() {
+        panic!(
+            "this test needs root and iproute2 (network namespaces); run it as root \
+             (scripts/test), or set HOMESPOT_ALLOW_SKIP=1 to skip it"
+        );
+    }
+    ok
 }
 
 /// A network namespace this process created. Dropping it ends every process still inside it
