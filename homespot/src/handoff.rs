@@ -122,6 +122,7 @@ pub async fn run(
     p: Prepared,
     store: Arc<LeaseStore>,
     moves: Arc<crate::moves::Moves>,
+    globals: Arc<crate::globals::RoutedGlobals>,
     shutdown: CancellationToken,
 ) -> Counters {
     let Prepared {
@@ -183,6 +184,24 @@ pub async fn run(
         stop_rx,
     ));
     let mut routed: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    // Host routes an earlier run left (after a kill -9) keep serving their clients until the
+    // clients re-handshake and switch again; they are ours to remove at a clean stop.
+    let lan: Vec<u32> = ifaces.iter().map(|i| ifindex(i)).collect();
+    match netlink.host_routes().await {
+        Ok(found) => {
+            for (dest, oif) in found {
+                if h.global_subnet.contains(&dest) && dest != h.global_address && lan.contains(&oif)
+                {
+                    routed.insert(dest);
+                    globals.insert(dest);
+                }
+            }
+            if !routed.is_empty() {
+                info!(routes = routed.len(), "host routes of an earlier run kept");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot list host routes"),
+    }
     let mut refusals = Refusals::default();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
@@ -210,14 +229,16 @@ pub async fn run(
             }
             Event::Route { global, .. } => {
                 if apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await {
+                    globals.insert(global);
                     let _ = installed.send(global).await;
                 }
             }
             Event::Released {
                 client_key,
+                global,
                 assignment,
-                ..
             } => {
+                globals.remove(global);
                 apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await;
                 if assignment.is_some() {
                     persist(&store, client_key, assignment).await;
@@ -228,6 +249,7 @@ pub async fn run(
                 global,
                 expired,
             } => {
+                globals.remove(global);
                 apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await;
                 persist(&store, client_key, None).await;
                 if expired {

@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod dhcp;
+pub mod globals;
 pub mod handoff;
 pub mod memory;
 pub mod moves;

@@ -123,12 +123,26 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         let proxy_stop = shutdown.clone();
         let moves = Arc::new(homespot::moves::Moves::default());
         let proxy_moves = moves.clone();
+        // The global addresses the proxy serves: those routed into a link now.
+        let globals = Arc::new(homespot::globals::RoutedGlobals::new(
+            cfg.handoff.as_ref().map(|h| h.global_subnet),
+        ));
+        let proxy_globals = globals.clone();
         let proxy = tokio::spawn(async move {
-            proxy::run(&proxy_cfg, listeners, proxy_moves, proxy_stop).await
+            proxy::run(
+                &proxy_cfg,
+                listeners,
+                proxy_moves,
+                proxy_globals,
+                proxy_stop,
+            )
+            .await
         });
         let handoff = handoff.map(|p| {
             let (c, s, stop) = (cfg.clone(), store.clone(), shutdown.clone());
-            tokio::spawn(async move { homespot::handoff::run(&c, p, s, moves, stop).await })
+            tokio::spawn(
+                async move { homespot::handoff::run(&c, p, s, moves, globals, stop).await },
+            )
         });
         let counters = server::run(cfg, sockets, store, shutdown.clone()).await;
         shutdown.cancel();

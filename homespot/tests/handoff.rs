@@ -228,6 +228,39 @@ fn homespotd_advertises_associates_switches_and_keeps_addresses() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // An unassigned global address gets nothing: the unreachable route covers the subnet on
+    // the HomeSpot (replies never leave by the WAN) and the proxy serves only routed ones.
+    let unreachable = bed
+        .topo
+        .homespot
+        .run(&["ip", "route", "show", "type", "unreachable"])
+        .expect("ip route");
+    assert!(unreachable.contains("10.200.0.0/24"), "{unreachable}");
+    c.run(&["ip", "addr", "add", "10.200.0.77/32", "dev", "lo"])
+        .expect("unassigned global on lo");
+    let out = c
+        .output(&[
+            "curl",
+            "-sS",
+            "-m",
+            "2",
+            "--interface",
+            "10.200.0.77",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-x",
+            "http://10.200.0.1:3128",
+            &origin.url("/bytes/1000"),
+        ])
+        .expect("curl");
+    assert_ne!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "an unassigned global address is not served"
+    );
+
     // After a restart the same key gets the same address; another key gets another.
     bed.stop_daemon().expect("stop");
     bed.start_daemon().expect("restart");

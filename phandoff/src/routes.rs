@@ -164,6 +164,37 @@ mod netlink {
                 .map_err(nl)
         }
 
+        /// The /32 routes of the main table: destination and output interface (routes left by
+        /// an earlier run, after a `kill -9`).
+        pub async fn host_routes(&self) -> Result<Vec<(Ipv4Addr, u32)>, RouteError> {
+            use futures_util::TryStreamExt;
+            use rtnetlink::packet_route::route::RouteAddress;
+            let mut out = Vec::new();
+            let mut s = self
+                .handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                .execute();
+            while let Some(m) = s.try_next().await.map_err(nl)? {
+                if m.header.destination_prefix_length != 32 {
+                    continue;
+                }
+                let mut dest = None;
+                let mut oif = None;
+                for a in &m.attributes {
+                    match a {
+                        RouteAttribute::Destination(RouteAddress::Inet(d)) => dest = Some(*d),
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                if let (Some(d), Some(i)) = (dest, oif) {
+                    out.push((d, i));
+                }
+            }
+            Ok(out)
+        }
+
         /// Removes the route [`Netlink::unreachable`] put in place; absent is not an error.
         pub async fn remove_unreachable(
             &self,

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use ipnet::Ipv4Net;
 
-/// The LAN subnets the proxy serves, and the connection limits.
+/// The LAN subnets the proxy serves, the global addresses routed into them, and the
+/// connection limits.
 pub struct Access {
     subnets: Vec<Ipv4Net>,
+    globals: Arc<crate::globals::RoutedGlobals>,
     max_total: usize,
     max_per_client: usize,
     open: Mutex<Open>,
@@ -38,17 +40,24 @@ pub struct Ticket {
 }
 
 impl Access {
-    /// Access for clients on `subnets`.
-    pub fn new(subnets: Vec<Ipv4Net>, max_total: usize, max_per_client: usize) -> Access {
+    /// Access for clients on the link `subnets` and for the global addresses `globals` says
+    /// are routed into a link.
+    pub fn new(
+        subnets: Vec<Ipv4Net>,
+        globals: Arc<crate::globals::RoutedGlobals>,
+        max_total: usize,
+        max_per_client: usize,
+    ) -> Access {
         Access {
             subnets,
+            globals,
             max_total,
             max_per_client,
             open: Mutex::new(Open::default()),
         }
     }
 
-    /// Whether `ip` is on a served subnet.
+    /// Whether `ip` is on a served subnet, or a global address routed into one.
     pub fn is_lan(&self, ip: IpAddr) -> bool {
         let v4 = match ip {
             IpAddr::V4(a) => a,
@@ -57,6 +66,9 @@ impl Access {
                 None => return false,
             },
         };
+        if self.globals.in_subnet(v4) {
+            return self.globals.is_routed(v4);
+        }
         self.subnets.iter().any(|s| s.contains(&v4))
     }
 
@@ -106,7 +118,22 @@ mod tests {
 
     #[test]
     fn lan_only_and_limits() {
-        let a = Arc::new(Access::new(vec!["10.0.1.0/24".parse().expect("net")], 3, 2));
+        let globals = Arc::new(crate::globals::RoutedGlobals::new(Some(
+            "10.200.0.0/24".parse().expect("net"),
+        )));
+        let a = Arc::new(Access::new(
+            vec!["10.0.1.0/24".parse().expect("net")],
+            globals.clone(),
+            3,
+            2,
+        ));
+        // A global address: served only while its host route points into a link.
+        let g: IpAddr = "10.200.0.7".parse().expect("ip");
+        assert_eq!(a.admit(g).err(), Some(Refusal::NotLan));
+        globals.insert("10.200.0.7".parse().expect("ip"));
+        drop(a.admit(g).expect("routed"));
+        globals.remove("10.200.0.7".parse().expect("ip"));
+        assert_eq!(a.admit(g).err(), Some(Refusal::NotLan));
         let c1: IpAddr = "10.0.1.5".parse().expect("ip");
         let c2: IpAddr = "10.0.1.6".parse().expect("ip");
         assert_eq!(

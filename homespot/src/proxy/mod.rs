@@ -128,10 +128,12 @@ pub async fn run(
     cfg: &Config,
     listeners: Listeners,
     moves: Arc<crate::moves::Moves>,
+    globals: Arc<crate::globals::RoutedGlobals>,
     shutdown: CancellationToken,
 ) -> Result<Arc<State>, DnsError> {
     let pc = cfg.proxy.clone();
-    let mut subnets: Vec<Ipv4Net> = cfg.links.iter().map(|l| l.subnet).collect();
+    let lan: Vec<Ipv4Net> = cfg.links.iter().map(|l| l.subnet).collect();
+    let mut subnets = lan.clone();
     subnets.extend(cfg.handoff.as_ref().map(|h| h.global_subnet));
     let dns = Dns::new(&pc.dns)?;
     let mut http = HttpConnector::new_with_resolver(dns.clone());
@@ -149,7 +151,8 @@ pub async fn run(
         .build(connector::Upstream::new(http, parent));
     let state = Arc::new(State {
         access: Arc::new(Access::new(
-            subnets.clone(),
+            lan,
+            globals,
             pc.max_connections,
             pc.max_connections_per_client,
         )),
