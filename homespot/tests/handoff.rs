@@ -275,6 +275,56 @@ fn homespotd_advertises_associates_switches_and_keeps_addresses() {
     );
 }
 
+/// Issue 11, acceptance 2 on homespotd: a /29 holds 5 client addresses. Five keys complete
+/// handshakes: the "nearly full" warning is logged. Once their sessions are idle
+/// (`session_idle`) a sixth key gets the address unused the longest, with a warning, and the
+/// first key, returning, gets an address again. (That an active client is never evicted is
+/// shown with explicit time in phandoff's tests.)
+#[test]
+fn a_full_global_pool_warns_and_evicts_the_longest_unused() {
+    need_root!();
+    let handoff = "[handoff]\nglobal_subnet = \"10.200.0.0/29\"\nidentity = \"{dir}/identity.key\"\nsession_idle = \"10s\"\n";
+    let mut bed =
+        Bed::start_on(testkit::Topology::new(3).expect("topology"), "", handoff).expect("test bed");
+    for (i, l) in bed.topo.links.iter().enumerate() {
+        bed.topo
+            .client
+            .run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.77.{}.100/24", i + 1),
+                "dev",
+                &l.client_if,
+            ])
+            .expect("client address");
+    }
+    let mut got = vec![];
+    for k in 10..15u8 {
+        got.push(session(&bed, [k; 32], None).global);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 5, "five addresses: {got:?}");
+    let log = bed.log();
+    assert!(log.contains("global address pool nearly full"), "{log}");
+    // Past session_idle (and the responder's once-a-second chores) the sessions are idle.
+    std::thread::sleep(Duration::from_secs(12));
+    let sixth = session(&bed, [20; 32], None).global;
+    assert_eq!(
+        sixth, got[0],
+        "the address unused the longest (the first key's)"
+    );
+    let first_again = session(&bed, [10; 32], None).global;
+    assert!(got.contains(&first_again), "{first_again}");
+    let log = bed.stop_daemon().expect("stop");
+    assert!(
+        log.contains("global address pool full: evicted the assignment unused the longest"),
+        "{log}"
+    );
+}
+
 /// A Bluetooth link gets one TCP segment per packet while homespotd runs (a multi-segment
 /// packet waits tens of ms for a 2 Mbit/s radio and arrives as a burst), and its old limit
 /// back at a clean stop.

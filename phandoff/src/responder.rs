@@ -39,8 +39,6 @@ use crate::wire::{
 pub const MAX_PENDING: usize = 256;
 /// A handshake not confirmed within this time is dropped.
 pub const PENDING_TTL: Duration = Duration::from_secs(5);
-/// A session heard from within this time is active: its address is never evicted.
-pub const ACTIVE: Duration = Duration::from_secs(30);
 /// Cookies change this often (WireGuard: two minutes).
 pub const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 
@@ -666,12 +664,13 @@ impl Responder {
         p: Pending,
     ) {
         let ts = p.timestamp;
-        let (sessions, by_key) = (&self.sessions, &self.by_key);
+        // A session heard from within `session_idle` is active: its address is never evicted.
+        let (sessions, by_key, idle) = (&self.sessions, &self.by_key, self.cfg.session_idle);
         let assigned = self.pool.assign(p.client_key, now, ts, |k| {
             by_key
                 .get(k)
                 .and_then(|i| sessions.get(i))
-                .is_some_and(|s| now.since(s.heard) < ACTIVE)
+                .is_some_and(|s| now.since(s.heard) < idle)
         });
         let a = match assigned {
             Ok(a) => a,

@@ -197,8 +197,10 @@ fn a_flood_of_completed_handshakes_cannot_lock_out_a_real_client() {
         .filter(|e| matches!(e, Event::PoolNearlyFull { .. }))
         .count();
     assert_eq!(warnings, 1);
-    // Later the real client comes back: the flood's keys are idle now, the oldest goes.
-    b.now = now + Duration::from_secs(120);
+    // Later the real client comes back: the flood's sessions have gone idle (past
+    // `session_idle`), the assignment unused the longest goes.
+    b.now = now + ResponderConfig::DEFAULT_SESSION_IDLE + Duration::from_secs(20);
+    b.hs.handle_timeout(b.now);
     b.cl = client(3);
     let again = b.associate();
     assert!(
@@ -278,5 +280,4 @@ fn under_a_flood_cookies_are_demanded_and_a_real_client_still_gets_in() {
     assert_eq!(real.counters().cookies, 1);
     assert!(std::iter::from_fn(|| real.poll_event())
         .any(|e| matches!(e, ClientEvent::Associated { .. })));
-    let _ = ResponderConfig::DEFAULT_EXPIRY;
 }
