@@ -281,3 +281,32 @@ fn under_a_flood_cookies_are_demanded_and_a_real_client_still_gets_in() {
     assert!(std::iter::from_fn(|| real.poll_event())
         .any(|e| matches!(e, ClientEvent::Associated { .. })));
 }
+
+/// Query -> Advert is the one unauthenticated reply that is larger than its request: at most
+/// a burst of 5 and 10 a second per source, so a spoofed source cannot be flooded with adverts.
+#[test]
+fn queries_are_answered_at_a_bounded_rate_per_source() {
+    let mut hs = responder(vec![]);
+    let now = Instant(1_000_000);
+    hs.handle_timeout(now);
+    while hs.poll_transmit().is_some() {}
+    let q = Message::Query(phandoff::wire::Query { nonce: 1 }).emit();
+    let adverts = |hs: &mut Responder| {
+        std::iter::from_fn(|| hs.poll_transmit())
+            .filter(|t| matches!(Message::parse(&t.payload), Ok(Message::Advert(_))))
+            .count()
+    };
+    for _ in 0..100 {
+        hs.handle_datagram(now, 0, attacker_at(), &q);
+    }
+    assert_eq!(adverts(&mut hs), 5);
+    assert_eq!(hs.counters().queries_limited, 95);
+    // Another source is answered; the first one again a second later.
+    hs.handle_datagram(now, 0, SocketAddrV4::new(client_addr(0), PORT), &q);
+    assert_eq!(adverts(&mut hs), 1);
+    let later = now + Duration::from_secs(1);
+    for _ in 0..100 {
+        hs.handle_datagram(later, 0, attacker_at(), &q);
+    }
+    assert_eq!(adverts(&mut hs), 5, "10 a second, at most the burst of 5");
+}
