@@ -138,20 +138,82 @@ fn vouched(r: &Result<InformReply, std::io::Error>) -> Vec<Ipv4Addr> {
     }
 }
 
+/// Judges one advert met on `t`; a refusal is recorded with the trust store (for `trust`).
+fn judge(
+    tr: &mut Trust,
+    t: &Target,
+    a: &Advert,
+    src: Ipv4Addr,
+    vouched: Option<&[Ipv4Addr]>,
+) -> Option<Verdict> {
+    let ours = a
+        .links
+        .iter()
+        .find(|l| crate::links::same_subnet(l.subnet, t.addr, l.prefix))?;
+    let v = tr.judge(a, ours, src, vouched);
+    if let Verdict::Mismatch { pinned } = v {
+        tr.conflict(a, pinned);
+    }
+    Some(v)
+}
+
+/// Late answers: the Query keeps running to its end after a trusted HomeSpot was chosen, so
+/// that a rogue answering after the real one is reported all the same (to `late`).
+fn report_late(
+    t: Target,
+    mut arx: mpsc::Receiver<(Advert, Ipv4Addr)>,
+    trust: Arc<Mutex<Trust>>,
+    used: [u8; 32],
+    mut reported: Vec<([u8; 32], Ipv4Addr)>,
+    late: mpsc::Sender<(String, Refused)>,
+) {
+    tokio::spawn(async move {
+        while let Some((a, src)) = arx.recv().await {
+            if a.identity == used
+                || reported.contains(&(a.identity, src))
+                || reported.len() >= MAX_ADVERTS
+            {
+                continue;
+            }
+            reported.push((a.identity, src));
+            let v = {
+                let mut tr = trust.lock().unwrap_or_else(|p| p.into_inner());
+                judge(&mut tr, &t, &a, src, Some(&[]))
+            };
+            if let Some(verdict) = v.filter(|v| !matches!(v, Verdict::Use | Verdict::PinAndUse)) {
+                let r = Refused {
+                    identity: a.identity,
+                    from: src,
+                    verdict,
+                };
+                if late.send((t.ifname.clone(), r)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
 /// Runs the Query and the INFORM together and decides, as answers arrive, whether a HomeSpot
 /// is trusted on this link. Returns the advert to use (and whether it was pinned just now),
-/// what was refused, and the INFORM's answer if it came.
+/// what was refused, and the INFORM's answer if it came. Answers after the decision go to
+/// `late`.
 async fn homespot_or_inform(
     t: &Target,
     s: &Settings,
     trust: &Arc<Mutex<Trust>>,
+    late: &mpsc::Sender<(String, Refused)>,
 ) -> (
     Option<(Advert, bool)>,
     Vec<Refused>,
     Option<Result<InformReply, std::io::Error>>,
 ) {
     let (atx, mut arx) = mpsc::channel(16);
-    let q = query(t, s.query_timeout, atx);
+    let mut q = tokio::spawn({
+        let t = t.clone();
+        let wait = s.query_timeout;
+        async move { query(&t, wait, atx).await }
+    });
     let i = inform(
         &t.ifname,
         t.addr,
@@ -160,46 +222,54 @@ async fn homespot_or_inform(
         s.inform_timeout,
         s.inform_tries,
     );
-    tokio::pin!(q, i);
+    tokio::pin!(i);
     let mut seen: Vec<(Advert, Ipv4Addr)> = vec![];
     let mut inform_result = None;
     let mut q_done = false;
     loop {
         let v = inform_result.as_ref().map(vouched);
         let mut refused = vec![];
+        let mut chosen: Option<(Advert, bool)> = None;
         {
             let mut tr = trust.lock().unwrap_or_else(|p| p.into_inner());
             for (a, src) in &seen {
-                let Some(ours) = a
-                    .links
-                    .iter()
-                    .find(|l| crate::links::same_subnet(l.subnet, t.addr, l.prefix))
-                else {
-                    continue;
-                };
-                match tr.judge(a, ours, *src, v.as_deref()) {
-                    Verdict::Use => return (Some((a.clone(), false)), refused, inform_result),
-                    Verdict::PinAndUse => {
+                match judge(&mut tr, t, a, *src, v.as_deref()) {
+                    None | Some(Verdict::Undecided) if chosen.is_none() => {}
+                    Some(Verdict::Use) if chosen.is_none() => chosen = Some((a.clone(), false)),
+                    Some(Verdict::PinAndUse) if chosen.is_none() => {
                         if let Err(e) = tr.pin(a) {
                             tracing::warn!("cannot save the HomeSpot's pin: {e}");
                         }
-                        return (Some((a.clone(), true)), refused, inform_result);
+                        chosen = Some((a.clone(), true));
                     }
-                    Verdict::Mismatch { pinned } => {
-                        tr.conflict(a, pinned);
+                    Some(verdict)
+                        if chosen
+                            .as_ref()
+                            .is_none_or(|(c, _)| c.identity != a.identity) =>
+                    {
                         refused.push(Refused {
                             identity: a.identity,
                             from: *src,
-                            verdict: Verdict::Mismatch { pinned },
+                            verdict,
                         });
                     }
-                    verdict => refused.push(Refused {
-                        identity: a.identity,
-                        from: *src,
-                        verdict,
-                    }),
+                    Some(_) => {}
+                    None => {}
                 }
             }
+        }
+        if let Some((a, first_use)) = chosen {
+            let reported = seen.iter().map(|(x, f)| (x.identity, *f)).collect();
+            refused.retain(|r| r.identity != a.identity);
+            report_late(
+                t.clone(),
+                arx,
+                trust.clone(),
+                a.identity,
+                reported,
+                late.clone(),
+            );
+            return (Some((a, first_use)), refused, inform_result);
         }
         if q_done && inform_result.is_some() {
             return (None, refused, inform_result);
@@ -215,7 +285,9 @@ async fn homespot_or_inform(
             _ = &mut q, if !q_done => {
                 q_done = true;
                 while let Ok((a, src)) = arx.try_recv() {
-                    if seen.len() < MAX_ADVERTS {
+                    if seen.len() < MAX_ADVERTS
+                        && !seen.iter().any(|(x, f)| x.identity == a.identity && *f == src)
+                    {
                         seen.push((a, src));
                     }
                 }
@@ -241,13 +313,14 @@ pub async fn discover<F, Fut>(
     s: Settings,
     cache: PacCache,
     trust: Arc<Mutex<Trust>>,
+    late: mpsc::Sender<(String, Refused)>,
     before_fetch: F,
 ) -> Found
 where
     F: FnOnce(Option<InformReply>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let (advert, refused, inform_result) = homespot_or_inform(&t, &s, &trust).await;
+    let (advert, refused, inform_result) = homespot_or_inform(&t, &s, &trust, &late).await;
     if let Some((a, first_use)) = advert {
         return Found::HomeSpot {
             advert: Box::new(a),

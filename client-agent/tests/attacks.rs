@@ -18,11 +18,16 @@ use phandoff::wire::{Initiation, Message, Query, INIT_MAC1_AT, TAG_LEN};
 use testkit::journey::{JourneyBed, ORIGIN};
 
 const SIZE: u64 = 60_000_000;
+
+/// The two tests run one at a time: each measures what a laptop sees under attack, and the
+/// other's download or flood would be load of its own.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const ATTACKER: &str = "10.77.1.66";
 
 #[test]
 fn an_eavesdroppers_replays_and_forgeries_change_nothing() {
     assert!(testkit::can_run(), "needs root (network namespaces)");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut bed =
         JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
     // What the air carries from the laptop, on both of its HomeSpot radios.
@@ -168,6 +173,7 @@ fn an_eavesdroppers_replays_and_forgeries_change_nothing() {
 #[test]
 fn a_handshake_flood_costs_the_laptop_no_link() {
     assert!(testkit::can_run(), "needs root (network namespaces)");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut bed =
         JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
     let ev = bed
@@ -210,6 +216,14 @@ fn a_handshake_flood_costs_the_laptop_no_link() {
         cpu as f64 / took.as_secs_f64(),
     );
     std::thread::sleep(Duration::from_millis(500));
+    for (name, ns) in [
+        ("HomeSpot", &bed.topo.homespot),
+        ("laptop", &bed.topo.client),
+    ] {
+        let snmp = ns.run(&["cat", "/proc/net/snmp"]).unwrap_or_default();
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+        println!("{name} UDP counters: {udp:?}");
+    }
     let after: Vec<serde_json::Value> = ev.all().into_iter().skip(n).collect();
     let lost: Vec<&serde_json::Value> = after
         .iter()

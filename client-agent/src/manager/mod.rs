@@ -114,6 +114,9 @@ pub struct Manager {
     trust: Arc<std::sync::Mutex<crate::trust::Trust>>,
     /// Warnings for the status (the latest [`MAX_WARNINGS`]).
     warnings: std::collections::VecDeque<Value>,
+    /// HomeSpots refused after discovery had decided (late answers).
+    late_tx: mpsc::Sender<(String, discovery::Refused)>,
+    late_rx: Option<mpsc::Receiver<(String, discovery::Refused)>>,
 }
 
 /// How many warnings the status keeps.
@@ -135,6 +138,7 @@ impl Manager {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(conn);
         let (disc_tx, disc_rx) = mpsc::channel(32);
+        let (late_tx, late_rx) = mpsc::channel(32);
         Ok(Manager {
             policy: Policy::new(cfg.policy.clone()),
             cfg,
@@ -159,6 +163,8 @@ impl Manager {
             draining: None,
             trust,
             warnings: Default::default(),
+            late_tx,
+            late_rx: Some(late_rx),
         })
     }
 
@@ -175,7 +181,8 @@ impl Manager {
         mut api: mpsc::Receiver<(ApiRequest, oneshot::Sender<Value>)>,
         mut stop: oneshot::Receiver<()>,
     ) {
-        let Some(mut disc_rx) = self.disc_rx.take() else {
+        let (Some(mut disc_rx), Some(mut late_rx)) = (self.disc_rx.take(), self.late_rx.take())
+        else {
             return;
         };
         let (hs_tx, mut hs_rx) = mpsc::channel(64);
@@ -191,6 +198,7 @@ impl Manager {
                     self.on_snapshot(s);
                 }
                 Some((name, generation, found)) = disc_rx.recv() => self.on_found(name, generation, found, &hs_tx).await,
+                Some((name, r)) = late_rx.recv() => self.refused(&name, &r),
                 Some(e) = hs_rx.recv() => self.on_homespot(e).await,
                 Some(g) = gaps.recv() => self.on_gap(g),
                 Some((req, reply)) = api.recv() => {
@@ -283,12 +291,13 @@ impl Manager {
             server: self.servers.get(&name).copied(),
         };
         {
-            let (settings, cache, tx, handle, trust) = (
+            let (settings, cache, tx, handle, trust, late) = (
                 self.cfg.discovery.clone(),
                 self.cache.clone(),
                 self.disc_tx.clone(),
                 self.handle.clone(),
                 self.trust.clone(),
+                self.late_tx.clone(),
             );
             tokio::spawn(async move {
                 let index = t.index;
@@ -297,6 +306,7 @@ impl Manager {
                     settings,
                     cache,
                     trust,
+                    late,
                     |r: Option<crate::inform::InformReply>| async move {
                         let router = r.as_ref().and_then(|r| r.router);
                         if let Err(e) =
