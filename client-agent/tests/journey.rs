@@ -79,8 +79,19 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     // 3. Wi-Fi lost silently: P-Handoff to Bluetooth.
     std::thread::sleep(Duration::from_secs(2));
     let lost_at = Instant::now();
+    let lost_wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     bed.topo.lose(0).expect("lose wifi");
     let (i, loss) = handoff(&events, i + 1, "eth1");
+    let detected = events
+        .all()
+        .iter()
+        .find(|e| e["event"] == "link_down" && e["link"] == "eth0")
+        .and_then(|e| e["time_ms"].as_u64())
+        .map(|t| t.saturating_sub(lost_wall));
+    println!("silent wifi loss detected after {detected:?} ms (probes)");
     // 4. Leave the HomeSpot: Bluetooth goes too, the foreign AP's link comes up.
     std::thread::sleep(Duration::from_secs(2));
     bed.topo.lose(1).expect("lose bluetooth");
