@@ -309,4 +309,10 @@ fn queries_are_answered_at_a_bounded_rate_per_source() {
         hs.handle_datagram(later, 0, attacker_at(), &q);
     }
     assert_eq!(adverts(&mut hs), 5, "10 a second, at most the burst of 5");
+    // Version 1 (an unauthenticated Associate: header, client key, nonce) is refused and counted.
+    let mut v1 = b"PH\x01\x03".to_vec();
+    v1.extend_from_slice(&[7; 48]);
+    hs.handle_datagram(later, 0, attacker_at(), &v1);
+    assert_eq!(hs.counters().old_version, 1);
+    assert!(hs.poll_transmit().is_none());
 }
