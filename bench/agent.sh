@@ -34,6 +34,7 @@ cat > "$OUT/homespotd.toml" <<CFG
 lease_db = "$OUT/leases.redb"
 [proxy]
 port = 3128
+allow_destinations = ["10.89.0.0/24"]
 header_timeout = "60s"
 max_connections = 4096
 max_connections_per_client = 4096

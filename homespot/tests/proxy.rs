@@ -497,3 +497,78 @@ fn pac_from_the_lease_evaluated_by_pactester() {
         assert_eq!(got.trim(), want, "{url}");
     }
 }
+
+/// One raw request from the client namespace; the response's status line and body.
+fn one_request(bed: &Bed, request: String) -> String {
+    bed.topo
+        .client
+        .in_thread(move || {
+            let mut s = TcpStream::connect("10.77.1.1:3128").expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            s.write_all(request.as_bytes()).expect("write");
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            String::from_utf8_lossy(&buf[..n]).to_string()
+        })
+        .expect("client thread")
+}
+
+/// Issue 12, acceptance 1: the router's own services, link-local addresses and the WAN side
+/// are refused with 403 and a reason, in every spelling, for plain requests and CONNECT,
+/// while the allowed origin is served; a second Host header is refused.
+#[test]
+fn the_router_and_its_wan_side_are_not_destinations() {
+    need_root!();
+    let (bed, _origin) = bed("[proxy]\nconnect_ports = [443, 8443, 22]\n");
+    let (code, _) = curl(&bed, "ok", &["http://10.77.0.2:8080/bytes/100"]);
+    assert_eq!(code, 200, "the allowed origin");
+    for url in [
+        "http://127.0.0.1:8080/",
+        "http://localhost:8080/",
+        "http://127.1:8080/",
+        "http://2130706433:8080/",
+        "http://0x7f.0.0.1:8080/",
+        "http://0.0.0.0:8080/",
+        "http://[::1]:8080/",
+        "http://[::ffff:127.0.0.1]:8080/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.77.0.1:8080/",
+        "http://10.77.0.3:8080/",
+        "http://10.77.1.1:22/",
+    ] {
+        let (code, body) = curl(&bed, "refused", &[url]);
+        let text = std::fs::read_to_string(&body).unwrap_or_default();
+        eprintln!("{url}: {code} {}", text.trim());
+        assert_eq!(code, 403, "{url}: {text}");
+        assert!(
+            text.contains("not allowed through this proxy"),
+            "{url}: {text}"
+        );
+    }
+    for target in [
+        "127.0.0.1:443",
+        "localhost:443",
+        "[::1]:443",
+        "169.254.169.254:443",
+        "10.77.0.1:22",
+    ] {
+        let r = one_request(
+            &bed,
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        );
+        eprintln!("CONNECT {target}: {}", r.lines().next().unwrap_or(""));
+        assert!(r.starts_with("HTTP/1.1 403"), "CONNECT {target}: {r}");
+    }
+    // CONNECT to the allowed origin is not refused by the policy (nothing listens: 502).
+    let r = one_request(
+        &bed,
+        "CONNECT 10.77.0.2:8443 HTTP/1.1\r\nHost: 10.77.0.2:8443\r\n\r\n".into(),
+    );
+    assert!(!r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = one_request(
+        &bed,
+        "GET http://10.77.0.2:8080/bytes/10 HTTP/1.1\r\nHost: 10.77.0.2:8080\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".into(),
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "two Host headers: {r}");
+}

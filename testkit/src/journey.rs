@@ -141,7 +141,7 @@ impl JourneyBed {
         // what its radios carry).
         let kinds = [("wifi", 50), ("bluetooth", 2)];
         let mut cfg = format!(
-            "[server]\nlease_db = \"{}\"\n[handoff]\nglobal_subnet = \"10.200.0.0/24\"\nidentity = \"{}\"\n",
+            "[server]\nlease_db = \"{}\"\n[proxy]\nallow_destinations = [\"10.77.0.2\"]\n[handoff]\nglobal_subnet = \"10.200.0.0/24\"\nidentity = \"{}\"\n",
             dir.join("leases.redb").display(),
             dir.join("identity.key").display()
         );

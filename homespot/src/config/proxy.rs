@@ -23,6 +23,8 @@ pub(super) struct RawProxy {
     max_connections_per_client: Option<usize>,
     max_request_line: Option<usize>,
     max_header_bytes: Option<usize>,
+    allow_destinations: Option<Vec<String>>,
+    block_wan_subnet: Option<bool>,
 }
 
 /// The validated `[proxy]` section.
@@ -55,6 +57,10 @@ pub struct ProxyConfig {
     pub max_request_line: usize,
     /// Largest request head, in bytes (431 past it).
     pub max_header_bytes: usize,
+    /// WAN-side subnets the proxy may reach although `block_wan_subnet` is on.
+    pub allow_destinations: Vec<ipnet::Ipv4Net>,
+    /// Refuse destinations on the HomeSpot's WAN-side subnets (default true).
+    pub block_wan_subnet: bool,
 }
 
 pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
@@ -97,7 +103,22 @@ pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
         }
         Ok(v)
     };
+    let mut allow_destinations = Vec::new();
+    for a in raw.allow_destinations.unwrap_or_default() {
+        let net: ipnet::Ipv4Net = a
+            .parse()
+            .or_else(|_| a.parse::<std::net::Ipv4Addr>().map(ipnet::Ipv4Net::from))
+            .map_err(|_| {
+                (
+                    "allow_destinations".to_string(),
+                    format!("{a:?} is not an IPv4 subnet like 10.0.0.0/24 or an address"),
+                )
+            })?;
+        allow_destinations.push(net.trunc());
+    }
     Ok(ProxyConfig {
+        allow_destinations,
+        block_wan_subnet: raw.block_wan_subnet.unwrap_or(true),
         enabled: raw.enabled.unwrap_or(true),
         port,
         pac_port,

@@ -12,20 +12,24 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use hyper_util::client::legacy::connect::dns::Name;
 
-/// A name that did not resolve.
+/// A name that did not resolve, or resolved only to addresses the proxy may not reach.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot resolve {host}: {reason}")]
+#[error("{}", if *.forbidden { format!("{host}: {reason}: not allowed through this proxy") } else { format!("cannot resolve {host}: {reason}") })]
 pub struct DnsError {
     /// The name.
     pub host: String,
-    /// What the resolver said.
+    /// What the resolver said, or why the address is refused.
     pub reason: String,
+    /// Resolved, but to a destination the policy refuses (answered 403, not 502).
+    pub forbidden: bool,
 }
 
-/// A cloneable resolver, usable as hyper-util's connector resolver.
+/// A cloneable resolver, usable as hyper-util's connector resolver. With a destination
+/// policy, it hands out only addresses the proxy may reach.
 #[derive(Clone)]
 pub struct Dns {
     resolver: Arc<TokioResolver>,
+    policy: Option<Arc<super::dest::DestPolicy>>,
 }
 
 impl Dns {
@@ -34,6 +38,7 @@ impl Dns {
         let fail = |e: &dyn std::fmt::Display| DnsError {
             host: "(resolver)".into(),
             reason: e.to_string(),
+            forbidden: false,
         };
         let mut builder = if servers.is_empty() {
             TokioResolver::builder_tokio().map_err(|e| fail(&e))?
@@ -54,27 +59,63 @@ impl Dns {
         builder = builder.with_options(opts);
         Ok(Dns {
             resolver: Arc::new(builder.build().map_err(|e| fail(&e))?),
+            policy: None,
         })
     }
 
-    /// The addresses of `host` (an IP literal is returned as is).
+    /// The same resolver, filtering its answers through `policy`.
+    pub fn with_policy(mut self, policy: Arc<super::dest::DestPolicy>) -> Dns {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The addresses of `host` (an IP literal, in any spelling, is taken as is) that the
+    /// destination policy allows.
     pub async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, DnsError> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
-        }
-        let found = self.resolver.lookup_ip(host).await.map_err(|e| DnsError {
-            host: host.to_string(),
-            reason: e.to_string(),
-        })?;
-        let addrs: Vec<SocketAddr> = found.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+        let addrs: Vec<SocketAddr> = if let Some(ip) = super::dest::numeric_host(host) {
+            vec![SocketAddr::new(ip, port)]
+        } else if super::dest::is_localhost_name(host) {
+            vec![SocketAddr::new(
+                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                port,
+            )]
+        } else {
+            let found = self.resolver.lookup_ip(host).await.map_err(|e| DnsError {
+                host: host.to_string(),
+                reason: e.to_string(),
+                forbidden: false,
+            })?;
+            found.iter().map(|ip| SocketAddr::new(ip, port)).collect()
+        };
         if addrs.is_empty() {
             return Err(DnsError {
                 host: host.to_string(),
                 reason: "no addresses".into(),
+                forbidden: false,
             });
         }
-        Ok(addrs)
+        let Some(policy) = &self.policy else {
+            return Ok(addrs);
+        };
+        let mut why = None;
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| match policy.refusal(a.ip()) {
+                Some(w) => {
+                    why.get_or_insert(w);
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        if allowed.is_empty() {
+            return Err(DnsError {
+                host: host.to_string(),
+                reason: why.unwrap_or_default(),
+                forbidden: true,
+            });
+        }
+        Ok(allowed)
     }
 }
 

@@ -34,19 +34,22 @@ pub async fn forward(client: &UpstreamClient, req: Request<Incoming>) -> Respons
     if uri.host().is_none() {
         return error(StatusCode::BAD_REQUEST, "the request URL has no host");
     }
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return error(StatusCode::BAD_REQUEST, "more than one Host header");
+    }
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
     strip_hop_by_hop(&mut parts.headers);
     // hyper answers `Expect: 100-continue` to the client as soon as the body is read.
     parts.headers.remove(header::EXPECT);
     add_via(&mut parts.headers, client_version);
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(a) = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, a);
-        }
+    // The URL names the origin; a different Host would reach another site behind it
+    // (RFC 9112 section 3.2.2: a proxy replaces Host with the URL's authority).
+    if let Some(a) = uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, a);
     }
     parts.version = Version::HTTP_11;
     let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed());
@@ -67,7 +70,12 @@ fn upstream_error(e: &hyper_util::client::legacy::Error, host: &str) -> Response
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = source {
         if let Some(d) = s.downcast_ref::<DnsError>() {
-            return error(StatusCode::BAD_GATEWAY, &d.to_string());
+            let status = if d.forbidden {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return error(status, &d.to_string());
         }
         if let Some(io) = s.downcast_ref::<io::Error>() {
             return match io.kind() {

@@ -9,6 +9,7 @@
 mod access;
 mod conn;
 mod connector;
+pub mod dest;
 mod detach;
 pub mod dns;
 mod forward;
@@ -91,6 +92,8 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Idle keep-alive connections parked (their HTTP buffers freed).
     pub parked: AtomicU64,
+    /// Requests refused: a destination the proxy may not reach (403).
+    pub refused_destination: AtomicU64,
 }
 
 impl std::fmt::Display for Counters {
@@ -98,10 +101,11 @@ impl std::fmt::Display for Counters {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         write!(
             f,
-            "connections={} refused_not_lan={} refused_busy={} forwarded={} tunnels={} local={} errors={} parked={}",
+            "connections={} refused_not_lan={} refused_busy={} refused_destination={} forwarded={} tunnels={} local={} errors={} parked={}",
             g(&self.connections),
             g(&self.refused_not_lan),
             g(&self.refused_busy),
+            g(&self.refused_destination),
             g(&self.forwarded),
             g(&self.tunnels),
             g(&self.local),
@@ -121,6 +125,7 @@ pub struct State {
     own: Vec<Ipv4Addr>,
     counters: Counters,
     moves: Arc<crate::moves::Moves>,
+    dest: Arc<dest::DestPolicy>,
 }
 
 /// Runs the proxy until `shutdown`; returns its counters.
@@ -135,7 +140,20 @@ pub async fn run(
     let lan: Vec<Ipv4Net> = cfg.links.iter().map(|l| l.subnet).collect();
     let mut subnets = lan.clone();
     subnets.extend(cfg.handoff.as_ref().map(|h| h.global_subnet));
-    let dns = Dns::new(&pc.dns)?;
+    // Where the proxy may connect (DESIGN.md section 5). With a parent proxy, names are the
+    // parent's to resolve: only addresses in the URL itself are checked here.
+    let mut not_wan = lan.clone();
+    not_wan.extend(cfg.handoff.as_ref().map(|h| h.global_subnet));
+    let dest = Arc::new(dest::DestPolicy::new(
+        not_wan,
+        pc.allow_destinations.clone(),
+        pc.block_wan_subnet,
+    ));
+    let dns = if pc.parent.is_some() {
+        Dns::new(&pc.dns)?
+    } else {
+        Dns::new(&pc.dns)?.with_policy(dest.clone())
+    };
     let mut http = HttpConnector::new_with_resolver(dns.clone());
     http.set_connect_timeout(Some(pc.connect_timeout));
     http.set_nodelay(true);
@@ -150,6 +168,7 @@ pub async fn run(
         .timer(TokioTimer::new())
         .build(connector::Upstream::new(http, parent));
     let state = Arc::new(State {
+        dest,
         access: Arc::new(Access::new(
             lan,
             globals,
@@ -369,11 +388,34 @@ async fn route(
         }
         r
     } else if proxied {
+        if let Some(r) = refused_destination(state, req.uri().host().unwrap_or("")) {
+            return r;
+        }
         state.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         forward::forward(&state.client, req).await
     } else {
         local_page(state, &req, local)
     }
+}
+
+/// 403 with the reason when the URL's host is, by itself, a destination the proxy refuses (an
+/// address in any spelling, or `localhost`); names are checked on what they resolve to.
+fn refused_destination(state: &State, host: &str) -> Option<Response<Body>> {
+    let why = if dest::is_localhost_name(host) {
+        Some(format!("{host} is the router itself"))
+    } else {
+        dest::numeric_host(host).and_then(|ip| state.dest.refusal(ip))
+    };
+    why.map(|w| {
+        state
+            .counters
+            .refused_destination
+            .fetch_add(1, Ordering::Relaxed);
+        error(
+            StatusCode::FORBIDDEN,
+            &format!("{w}: not allowed through this proxy"),
+        )
+    })
 }
 
 /// An absolute-form request for the HomeSpot itself: one of its link addresses, on one of the

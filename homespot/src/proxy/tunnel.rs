@@ -33,6 +33,9 @@ pub async fn connect(
         );
     }
     let host = auth.host().to_string();
+    if let Some(r) = super::refused_destination(state, &host) {
+        return r;
+    }
     let (to_host, to_port) = match &state.cfg.parent {
         Some((ph, pp)) => (ph.as_str(), *pp),
         None => (host.as_str(), port),
@@ -52,11 +55,14 @@ pub async fn connect(
 
 /// Resolves and connects with the configured timeout, or says why not as a response.
 async fn open(state: &State, host: &str, port: u16) -> Result<TcpStream, Response<Body>> {
-    let addrs = state
-        .dns
-        .lookup(host, port)
-        .await
-        .map_err(|e| error(StatusCode::BAD_GATEWAY, &e.to_string()))?;
+    let addrs = state.dns.lookup(host, port).await.map_err(|e| {
+        let status = if e.forbidden {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
+        error(status, &e.to_string())
+    })?;
     let attempt = async {
         let mut last = None;
         for a in addrs {

@@ -51,6 +51,16 @@ impl Bed {
     pub fn start_on(topo: Topology, extra: &str, global: &str) -> Result<Bed> {
         let dir = Scratch::new("dhcp")?;
         let global = global.replace("{dir}", &dir.path().display().to_string());
+        // The origin (10.77.0.2, in `net`) is on the HomeSpot's WAN side, which the proxy
+        // refuses by default: the test beds allow it, as a router allows its ISP's servers.
+        let allow = "allow_destinations = [\"10.77.0.2\"]\n";
+        let global = if global.contains("allow_destinations") {
+            global
+        } else if global.contains("[proxy]\n") {
+            global.replacen("[proxy]\n", &format!("[proxy]\n{allow}"), 1)
+        } else {
+            format!("[proxy]\n{allow}{global}")
+        };
         let db = dir.join("leases.redb");
         let mut cfg = format!(
             "[server]\nlease_db = \"{}\"\ndecline_quarantine = \"10m\"\n{global}\n",
