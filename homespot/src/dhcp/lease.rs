@@ -250,14 +250,24 @@ impl LeaseTable {
                 pool.by_expiry.insert((0, addr));
             }
         }
-        self.offers.insert(
+        let previous = self.offers.insert(
             addr,
             Offer {
                 client: client.to_vec(),
                 until,
             },
         );
+        // The address's earlier client holds no offer any more: forget it, so that the
+        // table of offers made stays bounded by the pool whatever the number of clients.
+        if let Some(p) = previous.filter(|p| p.client != client) {
+            self.offered.remove(&(link, p.client));
+        }
         self.offered.insert((link, client.to_vec()), addr);
+    }
+
+    /// How many clients hold an outstanding offer (at most the pool's size).
+    pub fn offers_outstanding(&self) -> usize {
+        self.offered.len()
     }
 
     /// Drops the offer of `addr` to `client`, if there is one.
@@ -310,7 +320,8 @@ impl LeaseTable {
     pub fn prune_offers(&mut self, now: Secs) {
         self.offers.retain(|_, o| o.until > now);
         let offers = &self.offers;
-        self.offered.retain(|_, a| offers.contains_key(a));
+        self.offered
+            .retain(|(_, c), a| offers.get(a).is_some_and(|o| o.client == *c));
     }
 
     /// Number of bound, unexpired leases.

@@ -58,3 +58,22 @@ fn lapsed_offers_come_back() {
     t.prune_offers(200);
     assert!(t.allocate(0, &[7], 200).is_some());
 }
+
+/// Issue 12: offers to ever new clients (a DISCOVER flood from random MACs) never grow the
+/// table past the pool: an address offered to a newcomer is no longer the old client's.
+#[test]
+fn offers_stay_bounded_by_the_pool_under_a_flood_of_clients() {
+    let mut t = table();
+    for i in 0..10_000u32 {
+        let client = i.to_be_bytes();
+        let addr = [10, 0, 0, [10, 11, 20][(i % 3) as usize]];
+        t.offer(0, addr.into(), &client, 1_000);
+        assert!(
+            t.offers_outstanding() <= 3,
+            "after {i}: {}",
+            t.offers_outstanding()
+        );
+    }
+    t.prune_offers(2_000);
+    assert_eq!(t.offers_outstanding(), 0);
+}
