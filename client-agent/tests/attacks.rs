@@ -276,6 +276,45 @@ fn a_handshake_flood_costs_the_laptop_no_link() {
     );
 }
 
+/// The HomeSpot's advert, asked for on `s` (public: anyone on the link can ask).
+fn advert_via(s: &UdpSocket, hs: (Ipv4Addr, u16)) -> phandoff::wire::Advert {
+    s.send_to(&Message::Query(Query { nonce: 1 }).emit(), hs)
+        .expect("query");
+    let mut buf = [0u8; 1500];
+    loop {
+        let (n, _) = s.recv_from(&mut buf).expect("advert");
+        if let Ok(Message::Advert(a)) = Message::parse(&buf[..n]) {
+            return a;
+        }
+    }
+}
+
+/// An Initiation with a valid `mac1` from the made-up static key `secret`; `claim`, if given,
+/// replaces the encrypted static key (a key the sender does not hold).
+fn initiation(
+    advert: &phandoff::wire::Advert,
+    secret: [u8; 32],
+    sender: u32,
+    ts: u64,
+    claim: Option<&[u8; 32]>,
+) -> Vec<u8> {
+    let (_, mut n) =
+        noise::Initiator::start(&secret, &advert.noise_key, &advert.identity, secret, ts)
+            .expect("initiation");
+    if let Some(c) = claim {
+        n[32..64].copy_from_slice(c);
+    }
+    let mut m = Initiation {
+        sender,
+        noise: n,
+        mac1: [0; TAG_LEN],
+        mac2: [0; TAG_LEN],
+    };
+    let bytes = Message::Initiation(m).emit();
+    m.mac1 = noise::mac(&noise::mac1_key(&advert.noise_key), &bytes[..INIT_MAC1_AT]);
+    Message::Initiation(m).emit()
+}
+
 /// 10 s of Initiations with valid `mac1` from made-up keys (1,024 distinct ones, round
 /// robin), as fast as the socket takes them up to 80,000/s. Returns how many and how long.
 fn flood() -> (usize, Duration) {
@@ -283,31 +322,12 @@ fn flood() -> (usize, Duration) {
     s.set_read_timeout(Some(Duration::from_secs(1)))
         .expect("timeout");
     let hs = (Ipv4Addr::new(10, 77, 1, 1), 4747);
-    s.send_to(&Message::Query(Query { nonce: 1 }).emit(), hs)
-        .expect("query");
-    let mut buf = [0u8; 1500];
-    let advert = loop {
-        let (n, _) = s.recv_from(&mut buf).expect("advert");
-        if let Ok(Message::Advert(a)) = Message::parse(&buf[..n]) {
-            break a;
-        }
-    };
+    let advert = advert_via(&s, hs);
     let packets: Vec<Vec<u8>> = (0..1024u32)
         .map(|i| {
             let mut secret = [0x77u8; 32];
             secret[..4].copy_from_slice(&i.to_be_bytes());
-            let (_, n) =
-                noise::Initiator::start(&secret, &advert.noise_key, &advert.identity, secret, 1)
-                    .expect("initiation");
-            let mut m = Initiation {
-                sender: i,
-                noise: n,
-                mac1: [0; TAG_LEN],
-                mac2: [0; TAG_LEN],
-            };
-            let bytes = Message::Initiation(m).emit();
-            m.mac1 = noise::mac(&noise::mac1_key(&advert.noise_key), &bytes[..INIT_MAC1_AT]);
-            Message::Initiation(m).emit()
+            initiation(&advert, secret, i, 1, None)
         })
         .collect();
     s.set_nonblocking(true).expect("nonblocking");
@@ -363,16 +383,7 @@ fn attack(captured: &[Vec<u8>], victim: &[u8; 32]) -> usize {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    // The advert, for the HomeSpot's keys (public: anyone on the link can ask).
-    s.send_to(&Message::Query(Query { nonce: 1 }).emit(), hs)
-        .expect("query");
-    let mut buf = [0u8; 1500];
-    let advert = loop {
-        let (n, _) = s.recv_from(&mut buf).expect("advert");
-        if let Ok(Message::Advert(a)) = Message::parse(&buf[..n]) {
-            break a;
-        }
-    };
+    let advert = advert_via(&s, hs);
     for i in 0..100u32 {
         let mut secret = [0x5au8; 32];
         secret[..4].copy_from_slice(&i.to_be_bytes());
@@ -381,21 +392,10 @@ fn attack(captured: &[Vec<u8>], victim: &[u8; 32]) -> usize {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0)
             + 1_000_000_000;
-        let (_, mut n) =
-            noise::Initiator::start(&secret, &advert.noise_key, &advert.identity, secret, ts)
-                .expect("initiation");
-        // The encrypted static key replaced by the victim's public key: the closest anyone
+        // The victim's public key where the encrypted static key goes: the closest anyone
         // without the victim's secret gets.
-        n[32..64].copy_from_slice(victim);
-        let mut m = Initiation {
-            sender: i,
-            noise: n,
-            mac1: [0; TAG_LEN],
-            mac2: [0; TAG_LEN],
-        };
-        let bytes = Message::Initiation(m).emit();
-        m.mac1 = noise::mac(&noise::mac1_key(&advert.noise_key), &bytes[..INIT_MAC1_AT]);
-        s.send_to(&Message::Initiation(m).emit(), hs).expect("send");
+        let m = initiation(&advert, secret, i, ts, Some(victim));
+        s.send_to(&m, hs).expect("send");
         sent += 1;
         std::thread::sleep(Duration::from_millis(2));
     }
