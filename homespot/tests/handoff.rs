@@ -307,8 +307,12 @@ fn a_full_global_pool_warns_and_evicts_the_longest_unused() {
     got.sort();
     got.dedup();
     assert_eq!(got.len(), 5, "five addresses: {got:?}");
-    let log = bed.log();
-    assert!(log.contains("global address pool nearly full"), "{log}");
+    // The warning follows the assignments' writes to disk (fsync): wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bed.log().contains("global address pool nearly full") {
+        assert!(Instant::now() < deadline, "no warning:\n{}", bed.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Past session_idle (and the responder's once-a-second chores) the sessions are idle.
     std::thread::sleep(Duration::from_secs(12));
     let sixth = session(&bed, [20; 32], None).global;
