@@ -476,6 +476,13 @@ fn load_identity(path: &Path) -> Result<Identity, HandoffError> {
             let seed: [u8; 32] = b
                 .try_into()
                 .map_err(|_| err("must hold exactly 32 bytes".into()))?;
+            let mode = std::fs::metadata(path)
+                .ok()
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+            if let Some(mode) = mode.filter(|m| m & 0o077 != 0) {
+                warn!(path = %path.display(), mode = format!("{mode:o}"),
+                    "the HomeSpot's identity key is readable by others: anyone who reads it can pose as this HomeSpot (chmod 600 it)");
+            }
             Ok(Identity::from_seed(seed))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -161,16 +161,23 @@ fn real_main(args: Args) -> anyhow::Result<()> {
 
 async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            // A service manager's "reload" must not stop the HomeSpot.
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP: reloading the configuration is not supported yet; still running with the one read at start (restart homespotd to apply changes)"
+            ),
+        }
     }
     info!("shutting down");
     shutdown.cancel();

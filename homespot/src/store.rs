@@ -58,10 +58,11 @@ pub struct Loaded {
 }
 
 impl LeaseStore {
-    /// Opens the database at `path`, creating it (and nothing else) if missing. After a crash
-    /// redb repairs the file on open.
+    /// Opens the database at `path`, creating it (and nothing else) if missing, readable by
+    /// its owner only (it names every client). After a crash redb repairs the file on open.
     pub fn open(path: &Path) -> Result<LeaseStore, StoreError> {
         let db = Database::create(path)?;
+        let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600));
         let txn = db.begin_write()?;
         txn.open_table(LEASES)?;
         txn.open_table(GLOBALS_V1)?;

@@ -261,6 +261,29 @@ fn homespotd_advertises_associates_switches_and_keeps_addresses() {
         "an unassigned global address is not served"
     );
 
+    // The files that let anyone pose as this HomeSpot or list its clients are the owner's.
+    for f in ["identity.key", "leases.redb"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(bed.dir.join(f)).expect(f).permissions(),
+        ) & 0o777;
+        assert_eq!(mode, 0o600, "{f}: {mode:o}");
+    }
+    // SIGHUP (a service manager's reload) does not stop it.
+    bed.daemon
+        .as_ref()
+        .expect("running")
+        .signal(nix::sys::signal::Signal::SIGHUP)
+        .expect("SIGHUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        bed.log()
+            .contains("SIGHUP: reloading the configuration is not supported yet"),
+        "{}",
+        bed.log()
+    );
+    let after_hup = session(&bed, [3; 32], None);
+    assert_eq!(after_hup.global, first.global, "still serving after SIGHUP");
+
     // After a restart the same key gets the same address; another key gets another.
     bed.stop_daemon().expect("stop");
     bed.start_daemon().expect("restart");
