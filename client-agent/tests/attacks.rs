@@ -19,6 +19,16 @@ use testkit::journey::{JourneyBed, ORIGIN};
 
 const SIZE: u64 = 60_000_000;
 
+/// The flood's rate, per millisecond (HOMESPOT_FLOOD_PER_MS overrides): 60,000/s, above the
+/// 50,000/s the issue asks for. At 80,000/s the laptop kept its links on an otherwise idle
+/// machine (BENCHMARKS.md), and lost the flooded one when a fuzzer held the other core.
+fn flood_per_ms() -> usize {
+    std::env::var("HOMESPOT_FLOOD_PER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+}
+
 /// The two tests run one at a time: each measures what a laptop sees under attack, and the
 /// other's download or flood would be load of its own.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -104,17 +114,7 @@ fn an_eavesdroppers_replays_and_forgeries_change_nothing() {
     assert!(route_before.contains("dev lan0"), "{route_before}");
 
     // The attacker joins the Wi-Fi's air bridge.
-    let evil = testkit::Netns::new("evil").expect("netns");
-    bed.topo.attach(0, &evil, "wlan0").expect("attach");
-    evil.run(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{ATTACKER}/24"),
-        "dev",
-        "wlan0",
-    ])
-    .expect("addr");
+    let evil = bed.neighbour("evil", 0, ATTACKER).expect("attacker");
     let n = ev.len();
     let t = Instant::now();
     let sent = evil
@@ -182,17 +182,7 @@ fn a_handshake_flood_costs_the_laptop_no_link() {
             "[policy]\nthroughput_rule = false\n",
         )
         .expect("agent");
-    let evil = testkit::Netns::new("evil").expect("netns");
-    bed.topo.attach(0, &evil, "wlan0").expect("attach");
-    evil.run(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{ATTACKER}/24"),
-        "dev",
-        "wlan0",
-    ])
-    .expect("addr");
+    let evil = bed.neighbour("evil", 0, ATTACKER).expect("attacker");
     let pid = bed.homespotd_pid().expect("homespotd pid");
     let n = ev.len();
     let cpu0 = cpu_ticks(pid);
@@ -316,7 +306,8 @@ fn initiation(
 }
 
 /// 10 s of Initiations with valid `mac1` from made-up keys (1,024 distinct ones, round
-/// robin), as fast as the socket takes them up to 80,000/s. Returns how many and how long.
+/// robin), as fast as the socket takes them up to `flood_per_ms()` a millisecond. Returns how many
+/// and how long.
 fn flood() -> (usize, Duration) {
     let s = UdpSocket::bind((ATTACKER, 4747)).expect("socket");
     s.set_read_timeout(Some(Duration::from_secs(1)))
@@ -331,12 +322,12 @@ fn flood() -> (usize, Duration) {
         })
         .collect();
     s.set_nonblocking(true).expect("nonblocking");
+    let per_ms = flood_per_ms();
     let start = Instant::now();
     let mut sent = 0usize;
     let mut ms = 0u64;
     while start.elapsed() < Duration::from_secs(10) {
-        // 80 a millisecond at most.
-        for _ in 0..80 {
+        for _ in 0..per_ms {
             if s.send_to(&packets[sent % packets.len()], hs).is_ok() {
                 sent += 1;
             }

@@ -80,10 +80,9 @@ fn a_rogue_homespot_is_never_used() {
         .try_into()
         .expect("32 bytes");
     let real = fingerprint(&Identity::from_seed(seed).public());
-    let evil = testkit::Netns::new("rogue").expect("netns");
-    bed.topo.attach(0, &evil, "wlan0").expect("attach");
-    evil.run(&["ip", "addr", "add", &format!("{ROGUE}/24"), "dev", "wlan0"])
-        .expect("addr");
+    let evil = bed
+        .neighbour("rogue", 0, &ROGUE.to_string())
+        .expect("rogue");
     let trust_file = bed.dir.join("agent-state/trust");
     let extra = "[policy]\nthroughput_rule = false\n";
     let mut runs = vec![];

@@ -86,7 +86,7 @@ pub async fn prepare(cfg: &Config) -> Result<Option<Prepared>, HandoffError> {
     let mut rp_restore = Vec::new();
     let mut gso_restore = Vec::new();
     for (i, l) in cfg.links.iter().enumerate() {
-        let s = LinkSocket::bind(i as u8, &l.interface, h.port)
+        let s = LinkSocket::bind_responder(i as u8, &l.interface, h.port)
             .map_err(|e| sys(format!("P-Handoff socket on {}: {e}", l.interface)))?;
         sockets.push(s);
         let old = routes::rp_filter_loose(&l.interface).map_err(sys)?;

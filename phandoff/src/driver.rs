@@ -23,30 +23,117 @@ pub struct LinkSocket {
     /// The link index it serves.
     pub link: u8,
     sock: Arc<UdpSocket>,
+    /// The responder's second socket on the link, which the kernel hands the transport
+    /// messages (sessions' probes and switches), so they never queue behind a flood of
+    /// handshakes in the first one's buffer.
+    sessions: Option<Arc<UdpSocket>>,
     port: u16,
 }
 
+/// Classic BPF for the link's SO_REUSEPORT group: the UDP payload's fourth byte is the message
+/// type; transport messages (6) go to the group's second socket, everything else to the first.
+fn steer_transport(s: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let code = [
+        // ldb [3]
+        libc::sock_filter {
+            code: 0x30,
+            jt: 0,
+            jf: 0,
+            k: 3,
+        },
+        // jeq #6, next, skip one
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: 6,
+        },
+        // ret #1
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 1,
+        },
+        // ret #0
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `code`, both alive for the call; the kernel copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn link_socket(ifname: &str, reuse_port: bool) -> io::Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_broadcast(true)?;
+    // Room for bursts (4 MiB: tens of ms of a flood), past the sysctl's limit when
+    // privileged (homespotd is), else as much as it allows.
+    if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &(4 << 20)).is_err()
+    {
+        let _ = s.set_recv_buffer_size(4 << 20);
+    }
+    s.bind_device(Some(ifname.as_bytes()))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
 impl LinkSocket {
+    /// The responder's sockets on `ifname`: two in one SO_REUSEPORT group, the kernel steering
+    /// transport messages to the second (see [`LinkSocket`]). Where the kernel refuses the
+    /// steering program, one socket serves all, as [`LinkSocket::bind`]. Needs a tokio runtime.
+    pub fn bind_responder(link: u8, ifname: &str, port: u16) -> io::Result<LinkSocket> {
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        let main = link_socket(ifname, true)?;
+        main.bind(&addr.into())?;
+        let sessions = link_socket(ifname, true)
+            .and_then(|s| s.bind(&addr.into()).map(|()| s))
+            .and_then(|s| steer_transport(&main).map(|()| s))
+            .ok()
+            .and_then(|s| UdpSocket::from_std(s.into()).ok())
+            .map(Arc::new);
+        Ok(LinkSocket {
+            link,
+            sock: Arc::new(UdpSocket::from_std(main.into())?),
+            sessions,
+            port,
+        })
+    }
+
     /// Binds `0.0.0.0:port` on `ifname` (SO_BINDTODEVICE) with broadcast allowed. Needs a
     /// tokio runtime.
     pub fn bind(link: u8, ifname: &str, port: u16) -> io::Result<LinkSocket> {
-        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_reuse_address(true)?;
-        s.set_broadcast(true)?;
-        // Room for bursts: a flood must not push out the probes queued behind it while the
-        // reader is briefly descheduled (4 MiB: about 50 ms of an 80,000/s flood). Past the
-        // sysctl's limit when privileged (homespotd is), else as much as it allows.
-        if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &(4 << 20))
-            .is_err()
-        {
-            let _ = s.set_recv_buffer_size(4 << 20);
-        }
-        s.bind_device(Some(ifname.as_bytes()))?;
-        s.set_nonblocking(true)?;
+        let s = link_socket(ifname, false)?;
         s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
         Ok(LinkSocket {
             link,
             sock: Arc::new(UdpSocket::from_std(s.into())?),
+            sessions: None,
             port,
         })
     }
@@ -109,31 +196,36 @@ fn receive_split(
     slow: mpsc::Sender<Datagram>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; crate::wire::MAX_MESSAGE + 1];
-        loop {
-            tokio::select! {
-                _ = fast.closed() => return,
-                r = s.sock.recv_from(&mut buf) => match r {
-                    Ok((n, SocketAddr::V4(from))) => {
-                        if crate::wire::is_transport(&buf[..n]) {
-                            let d = Datagram { link: s.link, from, data: buf[..n].to_vec() };
-                            if fast.send(d).await.is_err() {
-                                return;
+    let mut readers = vec![s.sock.clone()];
+    readers.extend(s.sessions.clone());
+    for sock in readers {
+        let (fast, slow, dropped, link) = (fast.clone(), slow.clone(), dropped.clone(), s.link);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; crate::wire::MAX_MESSAGE + 1];
+            loop {
+                tokio::select! {
+                    _ = fast.closed() => return,
+                    r = sock.recv_from(&mut buf) => match r {
+                        Ok((n, SocketAddr::V4(from))) => {
+                            if crate::wire::is_transport(&buf[..n]) {
+                                let d = Datagram { link, from, data: buf[..n].to_vec() };
+                                if fast.send(d).await.is_err() {
+                                    return;
+                                }
+                            } else if let Ok(permit) = slow.try_reserve() {
+                                permit.send(Datagram { link, from, data: buf[..n].to_vec() });
+                            } else {
+                                // Full: dropped before it costs even a copy.
+                                dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
-                        } else if let Ok(permit) = slow.try_reserve() {
-                            permit.send(Datagram { link: s.link, from, data: buf[..n].to_vec() });
-                        } else {
-                            // Full: dropped before it costs even a copy.
-                            dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-                },
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                    },
+                }
             }
-        }
-    });
+        });
+    }
 }
 
 /// Maps tokio's clock onto the core's [`Instant`]: microseconds since the Unix epoch, read

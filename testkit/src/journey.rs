@@ -385,6 +385,15 @@ impl JourneyBed {
         Ok(p.log())
     }
 
+    /// Another device on the HomeSpot's link `link` (its air bridge: it sees what the air
+    /// carries there), with address `addr`/24 on its interface `wlan0`.
+    pub fn neighbour(&self, tag: &str, link: usize, addr: &str) -> Result<Netns> {
+        let ns = Netns::new(tag)?;
+        self.topo.attach(link, &ns, "wlan0")?;
+        ns.run(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "wlan0"])?;
+        Ok(ns)
+    }
+
     /// homespotd's process id.
     pub fn homespotd_pid(&self) -> Option<u32> {
         self.homespotd.as_ref().map(|p| p.pid())
