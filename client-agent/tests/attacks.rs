@@ -140,20 +140,8 @@ fn an_eavesdroppers_replays_and_forgeries_change_nothing() {
         bad.is_empty(),
         "0 unknown-session, 0 link_down at the victim: {bad:?}"
     );
-    let log = bed.stop_homespotd().expect("stop");
-    let line = log
-        .lines()
-        .find(|l| l.contains("P-Handoff stopped"))
-        .unwrap_or_default()
-        .to_string();
-    println!("{line}");
-    let count = |name: &str| -> u64 {
-        line.split(&format!("{name}: "))
-            .nth(1)
-            .and_then(|r| r.split([',', ' ']).next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let (log, line) = stop_with_counters(&mut bed);
+    let count = |name: &str| counter(&line, name);
     assert!(
         count("stale_timestamp") >= 1,
         "the captured Initiation: {line}"
@@ -246,6 +234,17 @@ fn a_handshake_flood_costs_the_laptop_no_link() {
         ])
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let (_, line) = stop_with_counters(&mut bed);
+    assert!(rate >= 50_000.0, "the flood reached {rate:.0}/s");
+    let demanded = counter(&line, "cookie_demanded");
+    assert!(
+        demanded > sent as u64 / 2,
+        "the cookie path engaged: {line}"
+    );
+}
+
+/// Stops homespotd; its log and its "P-Handoff stopped" line (printed).
+fn stop_with_counters(bed: &mut JourneyBed) -> (String, String) {
     let log = bed.stop_homespotd().expect("stop");
     let line = log
         .lines()
@@ -253,17 +252,16 @@ fn a_handshake_flood_costs_the_laptop_no_link() {
         .unwrap_or_default()
         .to_string();
     println!("{line}");
-    assert!(rate >= 50_000.0, "the flood reached {rate:.0}/s");
-    let demanded: u64 = line
-        .split("cookie_demanded: ")
+    (log, line)
+}
+
+/// The counter `name` in a "P-Handoff stopped" line (0 when absent).
+fn counter(line: &str, name: &str) -> u64 {
+    line.split(&format!("{name}: "))
         .nth(1)
-        .and_then(|r| r.split(',').next())
+        .and_then(|r| r.split([',', ' ']).next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        demanded > sent as u64 / 2,
-        "the cookie path engaged: {line}"
-    );
+        .unwrap_or(0)
 }
 
 /// The HomeSpot's advert, asked for on `s` (public: anyone on the link can ask).
