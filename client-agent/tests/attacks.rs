@@ -16,6 +16,7 @@ use phandoff::crypto::ClientKeys;
 use phandoff::noise;
 use phandoff::wire::{Initiation, Message, Query, INIT_MAC1_AT, TAG_LEN};
 use testkit::journey::{JourneyBed, ORIGIN};
+use testkit::rss_kb;
 
 const SIZE: u64 = 60_000_000;
 
@@ -346,15 +347,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let at = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     at(11) + at(12)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Replays every captured datagram three times, then 100 Initiations claiming `victim`.

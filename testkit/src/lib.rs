@@ -30,6 +30,16 @@ pub use topology::{veth, Link, Topology};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The resident memory of process `pid` in KiB (VmRSS), 0 if it cannot be read.
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Whether this process can build test beds (root, with `ip` available). When it cannot,
 /// the test fails here (a test that cannot run must not pass), unless `HOMESPOT_ALLOW_SKIP`
 /// is set: then this returns false and the caller skips.

@@ -19,7 +19,10 @@ pub(super) struct RawProxy {
     header_timeout: Option<String>,
     idle_timeout: Option<String>,
     connect_timeout: Option<String>,
+    response_timeout: Option<String>,
+    body_idle_timeout: Option<String>,
     max_connections: Option<usize>,
+    max_link_share: Option<usize>,
     max_connections_per_client: Option<usize>,
     max_request_line: Option<usize>,
     max_header_bytes: Option<usize>,
@@ -45,14 +48,23 @@ pub struct ProxyConfig {
     /// A request head must be complete within this long, counted from when the proxy starts
     /// waiting for it; so it is also how long an idle keep-alive client connection is kept.
     pub header_timeout: Duration,
-    /// How long an idle CONNECT tunnel or pooled upstream connection is kept.
+    /// How long an idle CONNECT tunnel (no byte either way) or pooled upstream connection
+    /// is kept.
     pub idle_timeout: Duration,
     /// Upstream TCP connect timeout (504 after it).
     pub connect_timeout: Duration,
+    /// How long the origin may take to send its response head once the request is sent
+    /// (504 after it).
+    pub response_timeout: Duration,
+    /// How long a request or response body may go without a byte before it is cut.
+    pub body_idle_timeout: Duration,
     /// Client connections at once, in all.
     pub max_connections: usize,
-    /// Client connections at once from one address.
+    /// Client connections at once from one device (its hardware address on the link, or its
+    /// address where the neighbour table does not know it).
     pub max_connections_per_client: usize,
+    /// The share of `max_connections` (percent) the devices of one link may hold together.
+    pub max_link_share: usize,
     /// Longest request target, in bytes (414 past it).
     pub max_request_line: usize,
     /// Largest request head, in bytes (431 past it).
@@ -128,7 +140,10 @@ pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
         header_timeout: d(raw.header_timeout, 10, "header_timeout")?,
         idle_timeout: d(raw.idle_timeout, 300, "idle_timeout")?,
         connect_timeout: d(raw.connect_timeout, 5, "connect_timeout")?,
+        response_timeout: d(raw.response_timeout, 60, "response_timeout")?,
+        body_idle_timeout: d(raw.body_idle_timeout, 60, "body_idle_timeout")?,
         max_connections: limit(raw.max_connections, 2048, 1, 1 << 20, "max_connections")?,
+        max_link_share: limit(raw.max_link_share, 75, 1, 100, "max_link_share")?,
         max_connections_per_client: limit(
             raw.max_connections_per_client,
             256,

@@ -1,4 +1,8 @@
 //! Who may use the proxy, and how many connections each may hold.
+//!
+//! Fairness: a device (its hardware address, whatever addresses it uses) holds at most
+//! `max_per_device` connections, and the devices of one link at most `max_per_link`, so one
+//! device, or one flooded radio, cannot take the proxy from the others.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -6,20 +10,35 @@ use std::sync::{Arc, Mutex};
 
 use ipnet::Ipv4Net;
 
+use super::devices::{DeviceKey, Devices};
+
+/// The connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections at once, in all.
+    pub total: usize,
+    /// Connections at once from one device.
+    pub per_device: usize,
+    /// Connections at once from the devices of one link (global addresses count as a link
+    /// of their own).
+    pub per_link: usize,
+}
+
 /// The LAN subnets the proxy serves, the global addresses routed into them, and the
 /// connection limits.
 pub struct Access {
     subnets: Vec<Ipv4Net>,
     globals: Arc<crate::globals::RoutedGlobals>,
-    max_total: usize,
-    max_per_client: usize,
+    devices: Devices,
+    limits: Limits,
     open: Mutex<Open>,
 }
 
 #[derive(Default)]
 struct Open {
     total: usize,
-    per_client: HashMap<IpAddr, usize>,
+    per_device: HashMap<DeviceKey, usize>,
+    per_link: HashMap<Option<usize>, usize>,
 }
 
 /// Why a connection was not taken.
@@ -29,14 +48,17 @@ pub enum Refusal {
     NotLan,
     /// The proxy holds `max_connections` already.
     TooManyTotal,
-    /// This client holds `max_connections_per_client` already.
+    /// This device holds `max_connections_per_client` already.
     TooManyFromClient,
+    /// The devices on this link hold its share already.
+    TooManyOnLink,
 }
 
 /// One admitted connection; dropping it frees its place.
 pub struct Ticket {
     access: Arc<Access>,
-    client: IpAddr,
+    device: DeviceKey,
+    link: Option<usize>,
 }
 
 impl Access {
@@ -45,14 +67,14 @@ impl Access {
     pub fn new(
         subnets: Vec<Ipv4Net>,
         globals: Arc<crate::globals::RoutedGlobals>,
-        max_total: usize,
-        max_per_client: usize,
+        devices: Devices,
+        limits: Limits,
     ) -> Access {
         Access {
             subnets,
             globals,
-            max_total,
-            max_per_client,
+            devices,
+            limits,
             open: Mutex::new(Open::default()),
         }
     }
@@ -77,19 +99,25 @@ impl Access {
         if !self.is_lan(client) {
             return Err(Refusal::NotLan);
         }
+        let device = self.devices.key(client);
+        let link = self.devices.link_of(client);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if open.total >= self.max_total {
+        if open.total >= self.limits.total {
             return Err(Refusal::TooManyTotal);
         }
-        let n = open.per_client.entry(client).or_insert(0);
-        if *n >= self.max_per_client {
+        if open.per_device.get(&device).copied().unwrap_or(0) >= self.limits.per_device {
             return Err(Refusal::TooManyFromClient);
         }
-        *n += 1;
+        if open.per_link.get(&link).copied().unwrap_or(0) >= self.limits.per_link {
+            return Err(Refusal::TooManyOnLink);
+        }
+        *open.per_device.entry(device).or_insert(0) += 1;
+        *open.per_link.entry(link).or_insert(0) += 1;
         open.total += 1;
         Ok(Ticket {
             access: self.clone(),
-            client,
+            device,
+            link,
         })
     }
 
@@ -103,10 +131,16 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut open = self.access.open.lock().unwrap_or_else(|p| p.into_inner());
         open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.per_client.get_mut(&self.client) {
+        if let Some(n) = open.per_device.get_mut(&self.device) {
             *n -= 1;
             if *n == 0 {
-                open.per_client.remove(&self.client);
+                open.per_device.remove(&self.device);
+            }
+        }
+        if let Some(n) = open.per_link.get_mut(&self.link) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_link.remove(&self.link);
             }
         }
     }
@@ -121,11 +155,16 @@ mod tests {
         let globals = Arc::new(crate::globals::RoutedGlobals::new(Some(
             "10.200.0.0/24".parse().expect("net"),
         )));
+        let net: Ipv4Net = "10.0.1.0/24".parse().expect("net");
         let a = Arc::new(Access::new(
-            vec!["10.0.1.0/24".parse().expect("net")],
+            vec![net],
             globals.clone(),
-            3,
-            2,
+            Devices::new(vec![(net, "nosuchif0".into())]),
+            Limits {
+                total: 3,
+                per_device: 2,
+                per_link: 3,
+            },
         ));
         // A global address: served only while its host route points into a link.
         let g: IpAddr = "10.200.0.7".parse().expect("ip");
@@ -154,5 +193,39 @@ mod tests {
         drop(t1);
         let _t4 = a.admit(c1).expect("a freed place is taken again");
         assert_eq!(a.open(), 3);
+    }
+
+    #[test]
+    fn one_link_holds_its_share_only() {
+        let nets: Vec<Ipv4Net> = vec![
+            "10.0.1.0/24".parse().expect("net"),
+            "10.0.2.0/24".parse().expect("net"),
+        ];
+        let a = Arc::new(Access::new(
+            nets.clone(),
+            Arc::new(crate::globals::RoutedGlobals::new(None)),
+            Devices::new(nets.iter().map(|n| (*n, "nosuchif0".into())).collect()),
+            Limits {
+                total: 10,
+                per_device: 2,
+                per_link: 4,
+            },
+        ));
+        let mut held = Vec::new();
+        for host in 10..12u8 {
+            for _ in 0..2 {
+                held.push(
+                    a.admit(IpAddr::from([10, 0, 1, host]))
+                        .expect("within share"),
+                );
+            }
+        }
+        assert_eq!(
+            a.admit("10.0.1.20".parse().expect("ip")).err(),
+            Some(Refusal::TooManyOnLink)
+        );
+        let _other = a
+            .admit("10.0.2.20".parse().expect("ip"))
+            .expect("other link");
     }
 }

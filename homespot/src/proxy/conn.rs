@@ -171,10 +171,14 @@ pub async fn serve<H: Send + Sync + 'static>(
         stream = rest.io;
         let tunnel = sig.tunnel.lock().ok().and_then(|mut t| t.take());
         if let Some(mut upstream) = tunnel {
-            let mut client = Prefixed { pre, io: stream };
-            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                Ok((up, down)) => debug!(up, down, "tunnel closed"),
-                Err(e) => debug!(error = %e, "tunnel ended"),
+            let client = Prefixed { pre, io: stream };
+            let _ = upstream.set_nodelay(true);
+            if super::idle::copy_until_idle(client, &mut upstream, state.cfg.idle_timeout)
+                .await
+                .is_err()
+            {
+                state.counters.idle_tunnels.fetch_add(1, Ordering::Relaxed);
+                debug!("tunnel closed: idle");
             }
             drop(hold);
             return;

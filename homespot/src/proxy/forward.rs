@@ -12,6 +12,7 @@ use hyper_util::client::legacy::Client;
 
 use super::connector::Upstream;
 use super::dns::DnsError;
+use super::idle::idle_body;
 use super::reply::{error, Body};
 
 /// The pooled upstream client.
@@ -23,7 +24,11 @@ const VIA_2: &str = "2 homespot";
 
 /// Forwards `req` (absolute-form, `http://`) and returns the upstream response, or an error
 /// response saying why not.
-pub async fn forward(client: &UpstreamClient, req: Request<Incoming>) -> Response<Body> {
+pub async fn forward(
+    client: &UpstreamClient,
+    req: Request<Incoming>,
+    cfg: &crate::config::ProxyConfig,
+) -> Response<Body> {
     let uri = req.uri().clone();
     if uri.scheme_str() != Some("http") {
         return error(
@@ -52,16 +57,37 @@ pub async fn forward(client: &UpstreamClient, req: Request<Incoming>) -> Respons
         parts.headers.insert(header::HOST, a);
     }
     parts.version = Version::HTTP_11;
-    let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed());
-    match client.request(upstream).await {
-        Ok(resp) => {
+    let body = idle_body(
+        body.map_err(Into::into).boxed(),
+        cfg.body_idle_timeout,
+        "the client",
+    );
+    let upstream = Request::from_parts(parts, body);
+    let host = uri.host().unwrap_or("");
+    // The response head must come within response_timeout (connecting included, which has
+    // its own shorter limit).
+    let limit = cfg.response_timeout + cfg.connect_timeout;
+    match tokio::time::timeout(limit, client.request(upstream)).await {
+        Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             let upstream_version = parts.version;
             strip_hop_by_hop(&mut parts.headers);
             add_via(&mut parts.headers, upstream_version);
-            Response::from_parts(parts, body.map_err(Into::into).boxed())
+            let body = idle_body(
+                body.map_err(Into::into).boxed(),
+                cfg.body_idle_timeout,
+                "the origin",
+            );
+            Response::from_parts(parts, body)
         }
-        Err(e) => upstream_error(&e, uri.host().unwrap_or("")),
+        Ok(Err(e)) => upstream_error(&e, host),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "{host} sent no response within {}",
+                humantime::format_duration(cfg.response_timeout)
+            ),
+        ),
     }
 }
 

@@ -11,8 +11,10 @@ mod conn;
 mod connector;
 pub mod dest;
 mod detach;
+mod devices;
 pub mod dns;
 mod forward;
+mod idle;
 pub mod pac;
 mod reply;
 mod tunnel;
@@ -94,6 +96,8 @@ pub struct Counters {
     pub parked: AtomicU64,
     /// Requests refused: a destination the proxy may not reach (403).
     pub refused_destination: AtomicU64,
+    /// CONNECT tunnels closed after idle_timeout without a byte.
+    pub idle_tunnels: AtomicU64,
 }
 
 impl std::fmt::Display for Counters {
@@ -101,13 +105,14 @@ impl std::fmt::Display for Counters {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         write!(
             f,
-            "connections={} refused_not_lan={} refused_busy={} refused_destination={} forwarded={} tunnels={} local={} errors={} parked={}",
+            "connections={} refused_not_lan={} refused_busy={} refused_destination={} forwarded={} tunnels={} idle_tunnels={} local={} errors={} parked={}",
             g(&self.connections),
             g(&self.refused_not_lan),
             g(&self.refused_busy),
             g(&self.refused_destination),
             g(&self.forwarded),
             g(&self.tunnels),
+            g(&self.idle_tunnels),
             g(&self.local),
             g(&self.errors),
             g(&self.parked)
@@ -172,8 +177,17 @@ pub async fn run(
         access: Arc::new(Access::new(
             lan,
             globals,
-            pc.max_connections,
-            pc.max_connections_per_client,
+            devices::Devices::new(
+                cfg.links
+                    .iter()
+                    .map(|l| (l.subnet, l.interface.clone()))
+                    .collect(),
+            ),
+            access::Limits {
+                total: pc.max_connections,
+                per_device: pc.max_connections_per_client,
+                per_link: (pc.max_connections * pc.max_link_share / 100).max(1),
+            },
         )),
         cfg: pc,
         dns,
@@ -262,7 +276,12 @@ async fn accept(
                     ),
                     Refusal::TooManyFromClient => (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "too many connections from your address",
+                        "too many connections from your device",
+                        &state.counters.refused_busy,
+                    ),
+                    Refusal::TooManyOnLink => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many connections from your network link; try again",
                         &state.counters.refused_busy,
                     ),
                 };
@@ -392,7 +411,7 @@ async fn route(
             return r;
         }
         state.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-        forward::forward(&state.client, req).await
+        forward::forward(&state.client, req, &state.cfg).await
     } else {
         local_page(state, &req, local)
     }
