@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let packet = &rest[2..2 + len];
         rest = &rest[2 + len..];
-        let out = engine.handle_packet(now, usize::from(sel & 1), packet);
+        let out = engine.handle_packet(now, usize::from(sel & 1), std::net::Ipv4Addr::new(10, 0, 1, 9), packet);
         if let Some(reply) = out.reply {
             let bytes = reply.message.to_vec().expect("our replies encode");
             let back = Message::from_bytes(&bytes).expect("our replies parse");

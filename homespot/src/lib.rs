@@ -16,7 +16,7 @@
 //! OpenWrt, the test bed in tests) puts each link's address on its interface.
 //!
 //! Layout: [`config`] reads and validates the TOML file; [`dhcp::engine`] is the sans-IO DHCP
-//! logic (`handle_packet(now, link, bytes)`); [`dhcp::server`] drives it over UDP sockets with
+//! logic (`handle_packet(now, link, src, bytes)`); [`dhcp::server`] drives it over UDP sockets with
 //! group commit into [`store`].
 
 pub mod config;

@@ -48,6 +48,9 @@ struct RawServer {
     decline_quarantine: Option<String>,
     offer_hold: Option<String>,
     worker_threads: Option<usize>,
+    relays: Option<Vec<Ipv4Addr>>,
+    rate_per_client: Option<u32>,
+    rate_per_link: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +94,15 @@ pub struct Config {
     pub offer_hold: Duration,
     /// Threads running the event loop (1: a single-threaded loop, as on a small router).
     pub worker_threads: usize,
+    /// DHCP relay agents whose relayed packets (giaddr set) are taken; all others are
+    /// refused.
+    pub relays: Vec<Ipv4Addr>,
+    /// DHCP packets a second taken from one client (hardware address), with twice that as
+    /// a burst.
+    pub rate_per_client: u32,
+    /// DHCP packets a second taken on one link from clients without a lease there, with
+    /// twice that as a burst.
+    pub rate_per_link: u32,
     /// The LAN links, in file order. At least one.
     pub links: Vec<LinkConfig>,
     /// The HTTP proxy and PAC server.
@@ -225,6 +237,26 @@ impl Config {
                 "must be between 1 and 64".into(),
             ));
         }
+        let relays = raw.server.relays.unwrap_or_default();
+        if let Some(bad) = relays
+            .iter()
+            .find(|a| a.is_unspecified() || a.is_broadcast())
+        {
+            return Err(err(
+                "server.relays",
+                format!("{bad} is not a relay agent's address"),
+            ));
+        }
+        let rate = |v: Option<u32>, default: u32, key: &str| {
+            let v = v.unwrap_or(default);
+            if (1..=100_000).contains(&v) {
+                Ok(v)
+            } else {
+                Err(err(key, "must be between 1 and 100000".into()))
+            }
+        };
+        let rate_per_client = rate(raw.server.rate_per_client, 10, "server.rate_per_client")?;
+        let rate_per_link = rate(raw.server.rate_per_link, 1000, "server.rate_per_link")?;
         if raw.link.is_empty() {
             return Err(err("link", "at least one [[link]] is needed".into()));
         }
@@ -288,6 +320,9 @@ impl Config {
             decline_quarantine,
             offer_hold,
             worker_threads,
+            relays,
+            rate_per_client,
+            rate_per_link,
             links,
             proxy,
             handoff,

@@ -12,7 +12,8 @@ use dhcproto::v4::{DhcpOption, HType, Message, MessageType, OptionCode};
 use dhcproto::Decodable;
 
 use super::lease::{ClientKey, Lease, LeaseState, LeaseTable, Secs};
-use super::reply;
+use super::limits::Limits;
+use super::{overload, reply};
 use crate::config::{Config, LinkConfig, ReservedFor};
 
 /// Largest datagram accepted; larger ones are dropped as oversized.
@@ -58,6 +59,30 @@ pub struct Outcome {
     pub reply: Option<Reply>,
     /// A lease record that must be durable before `reply` is sent.
     pub persist: Option<Lease>,
+    /// Something the operator should hear about.
+    pub notice: Option<Notice>,
+}
+
+/// Events worth a log line (the caller rate-limits them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A relayed packet (giaddr set) from an address that is not a configured relay.
+    RefusedRelay {
+        /// Where it came from.
+        src: Ipv4Addr,
+        /// The giaddr it claimed.
+        giaddr: Ipv4Addr,
+    },
+    /// A link's pool has no address left for a new client (once per episode).
+    PoolExhausted {
+        /// The link (index into `Config::links`).
+        link: usize,
+    },
+    /// A link's pool gave an address again after being exhausted.
+    PoolAvailable {
+        /// The link.
+        link: usize,
+    },
 }
 
 /// What the engine has seen, for logs and the admin panel.
@@ -73,6 +98,10 @@ pub struct Counters {
     pub ignored: u64,
     /// Dropped: relayed from a giaddr outside every link.
     pub unknown_relay: u64,
+    /// Dropped: relayed, but not sent by a configured relay agent.
+    pub refused_relay: u64,
+    /// Dropped: over the per-client or per-link rate.
+    pub rate_limited: u64,
     /// DISCOVERs that found no free address.
     pub exhausted: u64,
     /// OFFERs sent.
@@ -93,13 +122,16 @@ impl std::fmt::Display for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "received={} malformed={} wrong_op={} ignored={} unknown_relay={} exhausted={} \
-             offers={} acks={} naks={} informs={} releases={} declines={}",
+            "received={} malformed={} wrong_op={} ignored={} unknown_relay={} refused_relay={} \
+             rate_limited={} exhausted={} offers={} acks={} naks={} informs={} releases={} \
+             declines={}",
             self.received,
             self.malformed,
             self.wrong_op,
             self.ignored,
             self.unknown_relay,
+            self.refused_relay,
+            self.rate_limited,
             self.exhausted,
             self.offers,
             self.acks,
@@ -119,6 +151,10 @@ pub struct Engine {
     offer_hold: Secs,
     counters: Counters,
     last_prune: Secs,
+    relays: Vec<Ipv4Addr>,
+    limits: Limits,
+    /// Links whose pool is exhausted now (warned once per episode).
+    exhausted: Vec<bool>,
 }
 
 /// A request after the checks every message gets.
@@ -138,6 +174,9 @@ impl Engine {
             offer_hold: cfg.offer_hold.as_secs().max(1),
             counters: Counters::default(),
             last_prune: 0,
+            relays: cfg.relays.clone(),
+            limits: Limits::new(cfg.links.len(), cfg.rate_per_client, cfg.rate_per_link),
+            exhausted: vec![false; cfg.links.len()],
         }
     }
 
@@ -159,8 +198,9 @@ impl Engine {
         &self.table
     }
 
-    /// Handles one datagram that arrived on `link` (an index into `Config::links`).
-    pub fn handle_packet(&mut self, now: Secs, link: usize, data: &[u8]) -> Outcome {
+    /// Handles one datagram that arrived on `link` (an index into `Config::links`) from the
+    /// IPv4 address `src`.
+    pub fn handle_packet(&mut self, now: Secs, link: usize, src: Ipv4Addr, data: &[u8]) -> Outcome {
         self.counters.received += 1;
         if now >= self.last_prune + 60 {
             self.table.prune_offers(now);
@@ -183,25 +223,40 @@ impl Engine {
             self.counters.malformed += 1;
             return Outcome::default();
         }
-        match Message::from_bytes(data) {
-            Ok(msg) => self.handle(now, link, &msg),
-            Err(_) => {
-                self.counters.malformed += 1;
-                Outcome::default()
-            }
+        let Ok(mut msg) = Message::from_bytes(data) else {
+            self.counters.malformed += 1;
+            return Outcome::default();
+        };
+        if !overload::merge(&mut msg) {
+            self.counters.malformed += 1;
+            return Outcome::default();
         }
+        self.handle(now, link, src, &msg)
     }
 
-    /// Handles one decoded BOOTREQUEST. `msg.hlen()` must be at most 16.
-    pub fn handle(&mut self, now: Secs, arrived_on: usize, msg: &Message) -> Outcome {
+    /// Handles one decoded BOOTREQUEST from `src`. `msg.hlen()` must be at most 16.
+    pub fn handle(
+        &mut self,
+        now: Secs,
+        arrived_on: usize,
+        src: Ipv4Addr,
+        msg: &Message,
+    ) -> Outcome {
         if arrived_on >= self.links.len() {
             self.counters.ignored += 1;
             return Outcome::default();
         }
-        let link = if msg.giaddr().is_unspecified() {
+        let giaddr = msg.giaddr();
+        let link = if giaddr.is_unspecified() {
             arrived_on
+        } else if !self.relays.contains(&src) {
+            self.counters.refused_relay += 1;
+            return Outcome {
+                notice: Some(Notice::RefusedRelay { src, giaddr }),
+                ..Outcome::default()
+            };
         } else {
-            match self.table.link_of(msg.giaddr()) {
+            match self.table.link_of(giaddr) {
                 Some(l) => l,
                 None => {
                     self.counters.unknown_relay += 1;
@@ -214,6 +269,11 @@ impl Engine {
             link,
             client: client_key(msg),
         };
+        let known = self.table.address_of(link, &req.client).is_some();
+        if !self.limits.client(msg.chaddr(), now) || (!known && !self.limits.link(link, now)) {
+            self.counters.rate_limited += 1;
+            return Outcome::default();
+        }
         let mut out = match msg.opts().msg_type() {
             Some(MessageType::Discover) => self.discover(now, &req),
             Some(MessageType::Request) => self.request(now, &req),
@@ -228,6 +288,7 @@ impl Engine {
         // Replies leave by the link the request arrived on, relayed or not.
         if let Some(r) = out.reply.as_mut() {
             r.link = arrived_on;
+            reply::echo(&mut r.message, msg);
         }
         out
     }
@@ -284,8 +345,13 @@ impl Engine {
             });
         let Some(addr) = addr else {
             self.counters.exhausted += 1;
-            return Outcome::default();
+            let first = !std::mem::replace(&mut self.exhausted[req.link], true);
+            return Outcome {
+                notice: first.then_some(Notice::PoolExhausted { link: req.link }),
+                ..Outcome::default()
+            };
         };
+        let recovered = std::mem::replace(&mut self.exhausted[req.link], false);
         self.table
             .offer(req.link, addr, &req.client, now + self.offer_hold);
         self.counters.offers += 1;
@@ -297,6 +363,7 @@ impl Engine {
         Outcome {
             reply: Some(self.addressed(req, m, addr)),
             persist: None,
+            notice: recovered.then_some(Notice::PoolAvailable { link: req.link }),
         }
     }
 
@@ -369,6 +436,7 @@ impl Engine {
         Outcome {
             reply: Some(reply),
             persist: Some(persist),
+            notice: None,
         }
     }
 
@@ -390,6 +458,7 @@ impl Engine {
                 message: m,
             }),
             persist: None,
+            notice: None,
         }
     }
 
@@ -407,6 +476,7 @@ impl Engine {
                 Outcome {
                     reply: None,
                     persist: Some(self.table.put(req.link, lease)),
+                    notice: None,
                 }
             }
             _ => {
@@ -437,6 +507,7 @@ impl Engine {
         Outcome {
             reply: None,
             persist: Some(self.table.put(req.link, lease)),
+            notice: None,
         }
     }
 
@@ -461,6 +532,7 @@ impl Engine {
                 message: m,
             }),
             persist: None,
+            notice: None,
         }
     }
 
@@ -493,7 +565,7 @@ impl Engine {
 /// Whether the options area is sound enough to hand to dhcproto: every option fits in the
 /// packet, and the options whose decoders assume a length (and would assert, or underflow,
 /// otherwise) have it. None of those options is one we use; such a packet is dropped.
-fn options_well_formed(mut opts: &[u8]) -> bool {
+pub(super) fn options_well_formed(mut opts: &[u8]) -> bool {
     let mut last_code = None;
     while let Some((&code, rest)) = opts.split_first() {
         match code {

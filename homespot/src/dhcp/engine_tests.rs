@@ -10,6 +10,10 @@ use super::*;
 use crate::config::Config;
 
 const T0: Secs = 1_800_000_000;
+/// Where the test's clients send from (a client without an address sends from 0.0.0.0).
+const CLIENT_SRC: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
+/// The relay agent the relay tests configure.
+const RELAY: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 254);
 
 fn config(extra_link: &str, server: &str) -> Config {
     let text = format!(
@@ -62,8 +66,12 @@ fn with(mut m: Message, opt: DhcpOption) -> Message {
 }
 
 fn send(e: &mut Engine, now: Secs, link: usize, m: &Message) -> Outcome {
+    send_from(e, now, link, CLIENT_SRC, m)
+}
+
+fn send_from(e: &mut Engine, now: Secs, link: usize, src: Ipv4Addr, m: &Message) -> Outcome {
     let bytes = m.to_vec().expect("encode");
-    e.handle_packet(now, link, &bytes)
+    e.handle_packet(now, link, src, &bytes)
 }
 
 fn reply_type(o: &Outcome) -> Option<MessageType> {
@@ -330,16 +338,137 @@ fn inform_answers_without_lease() {
 
 #[test]
 fn relayed_requests_use_the_giaddr_link_and_go_back_to_the_relay() {
-    let mut e = engine();
+    let mut e = Engine::new(&config("", "relays = [\"10.0.1.254\"]"));
     let mut d = msg(MessageType::Discover, 1);
     d.set_giaddr(Ipv4Addr::new(10, 0, 2, 1));
-    let r = send(&mut e, T0, 0, &d).reply.expect("offer");
+    d.opts_mut()
+        .insert(DhcpOption::ClientIdentifier(vec![0xff, 1, 2, 3]));
+    let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
+    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(
+        b"wifi-7".to_vec(),
+    ));
+    d.opts_mut()
+        .insert(DhcpOption::RelayAgentInformation(info.clone()));
+    let r = send_from(&mut e, T0, 0, RELAY, &d).reply.expect("offer");
     assert_eq!(r.message.yiaddr(), Ipv4Addr::new(10, 0, 2, 100));
     assert_eq!(r.dest, Destination::Relay(Ipv4Addr::new(10, 0, 2, 1)));
     assert_eq!(r.link, 0, "sent back on the socket it came from");
+    assert_eq!(
+        r.message.opts().get(OptionCode::ClientIdentifier),
+        Some(&DhcpOption::ClientIdentifier(vec![0xff, 1, 2, 3])),
+        "option 61 echoed (RFC 6842)"
+    );
+    assert_eq!(
+        r.message.opts().get(OptionCode::RelayAgentInformation),
+        Some(&DhcpOption::RelayAgentInformation(info)),
+        "option 82 echoed (RFC 3046)"
+    );
     d.set_giaddr(Ipv4Addr::new(172, 16, 0, 1));
-    assert!(send(&mut e, T0, 0, &d).reply.is_none());
+    assert!(send_from(&mut e, T0, 0, RELAY, &d).reply.is_none());
     assert_eq!(e.counters().unknown_relay, 1);
+}
+
+#[test]
+fn relayed_packets_from_anyone_but_a_configured_relay_are_refused() {
+    let mut e = engine();
+    let host = Ipv4Addr::new(10, 0, 1, 50);
+    for n in 1..=50 {
+        let mut r = with(
+            with(
+                msg(MessageType::Request, n),
+                DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 0, 2, 100 + n)),
+            ),
+            DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 1)),
+        );
+        r.set_giaddr(Ipv4Addr::new(10, 0, 2, 1));
+        let o = send_from(&mut e, T0, 0, host, &r);
+        assert!(o.reply.is_none() && o.persist.is_none());
+        assert_eq!(
+            o.notice,
+            Some(Notice::RefusedRelay {
+                src: host,
+                giaddr: Ipv4Addr::new(10, 0, 2, 1)
+            })
+        );
+    }
+    assert_eq!(e.counters().refused_relay, 50);
+    assert_eq!(e.table().active(T0), 0, "no address taken");
+}
+
+#[test]
+fn an_overloaded_inform_gets_option_252() {
+    let mut e = Engine::new(&config("wpad_url = \"http://10.0.1.1/wpad.dat\"", ""));
+    let mut inf = with(msg(MessageType::Inform, 1), DhcpOption::OptionOverload(1));
+    inf.set_ciaddr(Ipv4Addr::new(10, 0, 1, 50));
+    // The parameter request list is in `file`: option 55 asking for 252 and 1.
+    let mut bytes = inf.to_vec().expect("encode");
+    bytes[108..113].copy_from_slice(&[55, 2, 252, 1, 255]);
+    let o = e.handle_packet(T0, 0, CLIENT_SRC, &bytes);
+    let r = o.reply.expect("ack");
+    let wpad = r.message.opts().get(OptionCode::Unknown(252));
+    assert!(wpad.is_some(), "{:?}", r.message.opts());
+    // A truncated option in the overloaded field: dropped and counted.
+    bytes[108..111].copy_from_slice(&[55, 200, 252]);
+    assert!(e.handle_packet(T0, 0, CLIENT_SRC, &bytes).reply.is_none());
+    assert_eq!(e.counters().malformed, 1);
+}
+
+#[test]
+fn one_client_is_rate_limited() {
+    let mut e = engine();
+    let answered = (0..50)
+        .filter(|_| {
+            send(&mut e, T0, 0, &msg(MessageType::Discover, 1))
+                .reply
+                .is_some()
+        })
+        .count();
+    assert_eq!(answered, 20, "a burst of twice the default 10 a second");
+    assert_eq!(e.counters().rate_limited, 30);
+    assert!(send(&mut e, T0, 0, &msg(MessageType::Discover, 2))
+        .reply
+        .is_some());
+    assert!(send(&mut e, T0 + 1, 0, &msg(MessageType::Discover, 1))
+        .reply
+        .is_some());
+}
+
+#[test]
+fn new_clients_on_a_link_are_rate_limited_but_known_ones_renew() {
+    let mut e = Engine::new(&config("", "rate_per_link = 2"));
+    let a = dora(&mut e, T0, 1);
+    let offers = (10..30)
+        .filter(|&n| {
+            send(&mut e, T0 + 1, 0, &msg(MessageType::Discover, n))
+                .reply
+                .is_some()
+        })
+        .count();
+    assert_eq!(offers, 4, "a burst of twice rate_per_link");
+    let mut renew = msg(MessageType::Request, 1);
+    renew.set_ciaddr(a);
+    assert_eq!(
+        reply_type(&send(&mut e, T0 + 1, 0, &renew)),
+        Some(MessageType::Ack),
+        "a client with a lease is not held back by the flood"
+    );
+}
+
+#[test]
+fn pool_exhaustion_is_noticed_once_per_episode() {
+    let mut e = engine();
+    let addrs: Vec<Ipv4Addr> = (1..=3).map(|n| dora(&mut e, T0, n)).collect();
+    let first = send(&mut e, T0, 0, &msg(MessageType::Discover, 9));
+    assert!(first.reply.is_none());
+    assert_eq!(first.notice, Some(Notice::PoolExhausted { link: 0 }));
+    let again = send(&mut e, T0, 0, &msg(MessageType::Discover, 10));
+    assert_eq!(again.notice, None, "once per episode");
+    let mut rel = msg(MessageType::Release, 1);
+    rel.set_ciaddr(addrs[0]);
+    send(&mut e, T0, 0, &rel);
+    let back = send(&mut e, T0 + 1, 0, &msg(MessageType::Discover, 9));
+    assert!(back.reply.is_some());
+    assert_eq!(back.notice, Some(Notice::PoolAvailable { link: 0 }));
 }
 
 #[test]
@@ -438,12 +567,12 @@ fn wrong_op_truncated_and_garbage_are_counted() {
     let mut e = engine();
     let mut m = msg(MessageType::Discover, 1).to_vec().expect("encode");
     m[0] = 2;
-    e.handle_packet(T0, 0, &m);
-    e.handle_packet(T0, 0, &m[..100]);
+    e.handle_packet(T0, 0, CLIENT_SRC, &m);
+    e.handle_packet(T0, 0, CLIENT_SRC, &m[..100]);
     m[0] = 1;
     m[2] = 200;
-    e.handle_packet(T0, 0, &m);
-    e.handle_packet(T0, 0, &[0u8; 5000]);
+    e.handle_packet(T0, 0, CLIENT_SRC, &m);
+    e.handle_packet(T0, 0, CLIENT_SRC, &[0u8; 5000]);
     let c = e.counters();
     assert_eq!((c.wrong_op, c.malformed, c.offers), (1, 3, 0));
 }
@@ -484,7 +613,7 @@ fn random_packets_never_panic() {
                 _ => p.truncate(at.max(1)),
             }
         }
-        e.handle_packet(T0 + i / 1000, (i % 2) as usize, &p);
+        e.handle_packet(T0 + i / 1000, (i % 2) as usize, CLIENT_SRC, &p);
     }
     assert_eq!(e.counters().received, 100_000);
 }

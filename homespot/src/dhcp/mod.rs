@@ -2,5 +2,7 @@
 
 pub mod engine;
 pub mod lease;
+pub mod limits;
+mod overload;
 pub mod reply;
 pub mod server;

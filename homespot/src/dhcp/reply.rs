@@ -63,3 +63,16 @@ pub fn add_link_options(m: &mut Message, req: &Message, link: &LinkConfig) {
         }
     }
 }
+
+/// Echoes what a reply must carry back from its request: the relay agent information
+/// (option 82, RFC 3046 section 2.2) and the client identifier (option 61, RFC 6842).
+pub fn echo(m: &mut Message, req: &Message) {
+    for code in [
+        OptionCode::ClientIdentifier,
+        OptionCode::RelayAgentInformation,
+    ] {
+        if let Some(o) = req.opts().get(code) {
+            m.opts_mut().insert(o.clone());
+        }
+    }
+}

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::engine::{Counters, Destination, Engine, Reply, MAX_PACKET};
+use super::engine::{Counters, Destination, Engine, Notice, Reply, MAX_PACKET};
 use super::lease::{Lease, Secs};
 use crate::config::Config;
 use crate::store::{LeaseStore, StoreError};
@@ -60,6 +60,7 @@ impl Sockets {
 /// A packet from one link.
 struct Datagram {
     link: usize,
+    src: Ipv4Addr,
     data: Vec<u8>,
 }
 
@@ -91,6 +92,7 @@ pub async fn run(
     let (writer, mut done_rx) = Writer::start(store);
     let mut batch = Batch::default();
     let mut in_flight: Option<Batch> = None;
+    let mut warned = Warned::default();
 
     loop {
         tokio::select! {
@@ -108,7 +110,7 @@ pub async fn run(
                 let mut next = Some(first);
                 // Drain what is already queued so one wake-up serves many packets.
                 while let Some(d) = next {
-                    handle(&mut engine, &sockets, &mut batch, d).await;
+                    handle(&mut engine, &sockets, &mut batch, &mut warned, d).await;
                     next = pkt_rx.try_recv().ok();
                 }
                 if in_flight.is_none() && !batch.leases.is_empty() {
@@ -131,8 +133,17 @@ pub async fn run(
     Ok(engine.counters().clone())
 }
 
-async fn handle(engine: &mut Engine, sockets: &Sockets, batch: &mut Batch, d: Datagram) {
-    let out = engine.handle_packet(unix_now(), d.link, &d.data);
+async fn handle(
+    engine: &mut Engine,
+    sockets: &Sockets,
+    batch: &mut Batch,
+    warned: &mut Warned,
+    d: Datagram,
+) {
+    let out = engine.handle_packet(unix_now(), d.link, d.src, &d.data);
+    if let Some(n) = &out.notice {
+        warned.notice(n, sockets);
+    }
     match (out.persist, out.reply) {
         (Some(lease), reply) => {
             batch.leases.push(lease);
@@ -181,9 +192,14 @@ async fn receive(
             r = sock.recv_from(&mut buf) => r,
         };
         match got {
-            Ok((n, _src)) => {
+            Ok((n, src)) => {
+                let src = match src {
+                    SocketAddr::V4(a) => *a.ip(),
+                    SocketAddr::V6(a) => a.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+                };
                 let d = Datagram {
                     link,
+                    src,
                     data: buf[..n].to_vec(),
                 };
                 if tx.send(d).await.is_err() {
@@ -257,6 +273,51 @@ fn set_arp(sock: &UdpSocket, ifname: &str, addr: Ipv4Addr, mac: [u8; 6]) -> io::
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Warnings for the operator, at most [`WARN_BURST`] refused relays per [`WARN_WINDOW`] (a
+/// flood of them must not flood the log; the rest are counted in the next line).
+#[derive(Default)]
+struct Warned {
+    window: Option<Instant>,
+    in_window: u32,
+    suppressed: u64,
+}
+
+const WARN_BURST: u32 = 10;
+const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Warned {
+    fn notice(&mut self, n: &Notice, sockets: &Sockets) {
+        let name = |l: usize| sockets.names.get(l).map(String::as_str).unwrap_or("?");
+        match n {
+            Notice::RefusedRelay { src, giaddr } => {
+                let now = Instant::now();
+                if self.window.is_none_or(|w| now.duration_since(w) >= WARN_WINDOW) {
+                    self.window = Some(now);
+                    self.in_window = 0;
+                }
+                if self.in_window >= WARN_BURST {
+                    self.suppressed += 1;
+                    return;
+                }
+                self.in_window += 1;
+                warn!(
+                    %src,
+                    %giaddr,
+                    earlier_suppressed = std::mem::take(&mut self.suppressed),
+                    "refused a relayed DHCP packet: its sender is not in server.relays"
+                );
+            }
+            Notice::PoolExhausted { link } => warn!(
+                interface = name(*link),
+                "address pool exhausted: new clients get no address (make the pool larger or the lease shorter)"
+            ),
+            Notice::PoolAvailable { link } => {
+                info!(interface = name(*link), "address pool has free addresses again")
+            }
+        }
     }
 }
 
