@@ -29,7 +29,8 @@ start_origin tls
 
 cat > "$OUT/homespotd.toml" <<CFG
 [server]
-lease_db = "$OUT/leases.redb"
+lease_db = "$OUT/%s"
+status_socket = "$OUT/status.sock"
 [proxy]
 port = 3128
 allow_destinations = ["10.89.0.0/24"]

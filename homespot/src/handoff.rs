@@ -123,6 +123,7 @@ pub async fn run(
     store: Arc<LeaseStore>,
     moves: Arc<crate::moves::Moves>,
     globals: Arc<crate::globals::RoutedGlobals>,
+    live: Arc<crate::status::Live>,
     shutdown: CancellationToken,
 ) -> Counters {
     let Prepared {
@@ -209,6 +210,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
                 refusals.log(&status.borrow());
+                live.handoff_counters(status_counters(&status.borrow()));
                 continue;
             }
             ev = rx.recv() => match ev { Some(e) => e, None => break },
@@ -221,14 +223,16 @@ pub async fn run(
                 assignment,
             } => {
                 persist(&store, client_key, Some(assignment)).await;
+                live.associated(global);
                 if new {
                     info!(client = %hex(&client_key[..8]), %global, "global address assigned");
                 } else {
                     info!(client = %hex(&client_key[..8]), %global, "client associated");
                 }
             }
-            Event::Route { global, .. } => {
+            Event::Route { global, link, via } => {
                 if apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await {
+                    live.switched(global, usize::from(link), via);
                     globals.insert(global);
                     let _ = installed.send(global).await;
                 }
@@ -239,6 +243,7 @@ pub async fn run(
                 assignment,
             } => {
                 globals.remove(global);
+                live.left(global);
                 apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await;
                 if assignment.is_some() {
                     persist(&store, client_key, assignment).await;
@@ -250,6 +255,7 @@ pub async fn run(
                 expired,
             } => {
                 globals.remove(global);
+                live.left(global);
                 apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await;
                 persist(&store, client_key, None).await;
                 if expired {
@@ -289,6 +295,38 @@ pub async fn run(
         let _ = netlink.set_gso_max_segs(index, old).await;
     }
     counters
+}
+
+/// The responder's status as `name -> value` for `homespotd status`.
+fn status_counters(s: &ResponderStatus) -> std::collections::BTreeMap<String, u64> {
+    let c = &s.counters;
+    [
+        ("sessions", s.sessions.0 as u64),
+        ("handshakes_pending", s.sessions.1 as u64),
+        ("globals_assigned", s.pool.0 as u64),
+        ("global_pool_size", s.pool.1 as u64),
+        ("handshakes", c.handshakes),
+        ("switches", c.switches),
+        ("malformed", c.malformed),
+        ("old_version", c.old_version),
+        ("bad_mac1", c.bad_mac1),
+        ("cookie_replies", c.cookie_replies),
+        ("rate_limited", c.rate_limited),
+        ("bad_handshake", c.bad_handshake),
+        ("stale_timestamp", c.stale_timestamp),
+        ("forged", c.forged),
+        ("replayed", c.replayed),
+        ("unknown_session", c.unknown_session),
+        ("pool_full", c.pool_full),
+        ("evicted", c.evicted),
+        ("expired", c.expired),
+        ("wrong_link", c.wrong_link),
+        ("queries_limited", c.queries_limited),
+        ("dropped_under_load", s.dropped),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Makes TCP hand a Bluetooth link one segment per packet; returns the old limit to restore.

@@ -26,4 +26,5 @@ pub mod handoff;
 pub mod memory;
 pub mod moves;
 pub mod proxy;
+pub mod status;
 pub mod store;

@@ -21,19 +21,66 @@ use tracing::info;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Configuration file (TOML). A commented example: homespot/examples/homespotd.toml
     #[arg(short, long, default_value = "/etc/homespot/homespotd.toml")]
     config: PathBuf,
     /// Check the configuration (and that its interfaces exist), print a summary, and exit.
     #[arg(long)]
     check_config: bool,
-    /// Log level or filter, e.g. "info" or "homespot=debug".
+    /// Log level or filter, e.g. "info" or "homespot=debug" (debug: a line per DHCP packet).
     #[arg(long, default_value = "info")]
     log: String,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Show what the running homespotd is doing: links, devices (hostname, MAC, address per
+    /// link, which radio now, P-Handoff global address) and counters. Needs root.
+    Status {
+        /// Print JSON (one object; with --events one object per line) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Follow events as they happen (leases, P-Handoff switches, links, reloads) until
+        /// interrupted.
+        #[arg(long)]
+        events: bool,
+        /// The status socket; default: server.status_socket from the config, else
+        /// /run/homespot/status.sock.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Command::Status {
+        json,
+        events,
+        socket,
+    }) = &args.command
+    {
+        // The config may be unreadable or broken: the default path then.
+        let path = socket.clone().unwrap_or_else(|| {
+            Config::load(&args.config)
+                .map(|c| c.status_socket)
+                .unwrap_or_else(|_| PathBuf::from(homespot::config::DEFAULT_STATUS_SOCKET))
+        });
+        let mut out = std::io::stdout().lock();
+        let r = if *events {
+            homespot::status::show::events(&path, *json, &mut out)
+        } else {
+            homespot::status::show::status(&path, *json, &mut out)
+        };
+        return match r {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("homespotd status: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match real_main(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -114,10 +161,15 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             .context("P-Handoff")?;
         let sockets = Sockets::bind(&cfg).context("binding DHCP sockets")?;
         let listeners = proxy::Listeners::bind(&cfg).context("binding the proxy")?;
-        for l in &cfg.links {
+        let live = homespot::status::Live::new(&cfg, &args.config.display().to_string());
+        let status_socket = homespot::status::socket::StatusSocket::bind(&cfg.status_socket)
+            .with_context(|| format!("status socket {}", cfg.status_socket.display()))?;
+        for (i, l) in cfg.links.iter().enumerate() {
+            live.set_present(i, true);
             info!(link = %l.name, interface = %l.interface, address = %l.address, "serving DHCP");
         }
         let shutdown = CancellationToken::new();
+        tokio::spawn(status_socket.serve(live.clone(), shutdown.clone()));
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let proxy_cfg = cfg.clone();
         let proxy_stop = shutdown.clone();
@@ -128,32 +180,42 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             cfg.handoff.as_ref().map(|h| h.global_subnet),
         ));
         let proxy_globals = globals.clone();
+        let proxy_live = live.clone();
         let proxy = tokio::spawn(async move {
-            proxy::run(
+            let r = proxy::run(
                 &proxy_cfg,
                 listeners,
                 proxy_moves,
                 proxy_globals,
-                proxy_stop,
+                proxy_live,
+                proxy_stop.clone(),
             )
-            .await
+            .await;
+            if let Err(e) = &r {
+                if !proxy_stop.is_cancelled() {
+                    tracing::error!(error = %e, "the proxy cannot run (its ports are closed); DHCP and P-Handoff keep serving");
+                }
+            }
+            r
         });
         let handoff = handoff.map(|p| {
-            let (c, s, stop) = (cfg.clone(), store.clone(), shutdown.clone());
+            let (c, s, stop, l) = (cfg.clone(), store.clone(), shutdown.clone(), live.clone());
             tokio::spawn(
-                async move { homespot::handoff::run(&c, p, s, moves, globals, stop).await },
+                async move { homespot::handoff::run(&c, p, s, moves, globals, l, stop).await },
             )
         });
-        let counters = server::run(cfg, sockets, store, shutdown.clone()).await;
+        let counters = server::run(cfg, sockets, store, live, shutdown.clone()).await;
         shutdown.cancel();
         if let Some(h) = handoff {
             if let Ok(c) = h.await {
                 info!(counters = ?c, "P-Handoff stopped");
             }
         }
-        let proxy = proxy.await.context("proxy task")?.context("proxy")?;
+        match proxy.await.context("proxy task")? {
+            Ok(proxy) => info!(counters = %proxy.counters(), "proxy stopped"),
+            Err(e) => tracing::error!(error = %e, "the proxy did not run"),
+        }
         let counters = counters?;
-        info!(counters = %proxy.counters(), "proxy stopped");
         info!(%counters, "stopped");
         Ok(())
     })

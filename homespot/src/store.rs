@@ -173,31 +173,79 @@ fn decode_global(v: &[u8]) -> Option<Assignment> {
 }
 
 // Record layout, version 1: [1][state u8][expires u64 BE][client key bytes...]
+// Version 2: [2][state u8][expires u64 BE][mac: 0, or 6 and six bytes][key length u16 BE]
+// [client key][hostname bytes (UTF-8), to the end]
 fn encode(l: &Lease, out: &mut Vec<u8>) {
-    out.push(1);
+    out.push(2);
     out.push(l.state as u8);
     out.extend_from_slice(&l.expires.to_be_bytes());
-    out.extend_from_slice(&l.client);
+    match l.mac {
+        Some(m) => {
+            out.push(6);
+            out.extend_from_slice(&m);
+        }
+        None => out.push(0),
+    }
+    let key = &l.client[..l.client.len().min(usize::from(u16::MAX))];
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(l.hostname.as_deref().unwrap_or("").as_bytes());
 }
 
 fn decode(addr: Ipv4Addr, v: &[u8]) -> Option<Lease> {
     let (&version, rest) = v.split_first()?;
-    if version != 1 || rest.len() < 9 {
+    if rest.len() < 9 {
         return None;
     }
     let state = LeaseState::from_u8(rest[0])?;
     let expires = u64::from_be_bytes(rest[1..9].try_into().ok()?);
+    let rest = &rest[9..];
+    let (mac, client, hostname) = match version {
+        1 => (None, rest.to_vec(), None),
+        2 => {
+            let (&mlen, rest) = rest.split_first()?;
+            let (mac, rest) = match mlen {
+                0 => (None, rest),
+                6 if rest.len() >= 6 => (<[u8; 6]>::try_from(&rest[..6]).ok(), &rest[6..]),
+                _ => return None,
+            };
+            let klen = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+            let rest = &rest[2..];
+            if rest.len() < klen {
+                return None;
+            }
+            let name = std::str::from_utf8(&rest[klen..]).ok()?;
+            let hostname = (!name.is_empty()).then(|| name.to_string());
+            (mac, rest[..klen].to_vec(), hostname)
+        }
+        _ => return None,
+    };
     Some(Lease {
         addr,
-        client: rest[9..].to_vec(),
+        client,
         expires,
         state,
+        mac,
+        hostname,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_version_records_still_load() {
+        let mut v1 = vec![1, 0];
+        v1.extend_from_slice(&77u64.to_be_bytes());
+        v1.extend_from_slice(&[0, 1, 9, 9]);
+        let l = decode(Ipv4Addr::new(10, 0, 0, 1), &v1).expect("decodes");
+        assert_eq!(
+            (l.client, l.expires, l.mac, l.hostname),
+            (vec![0, 1, 9, 9], 77, None, None)
+        );
+        assert!(decode(Ipv4Addr::new(10, 0, 0, 1), &[2, 0, 1]).is_none());
+    }
 
     #[test]
     fn commit_then_reopen() {
@@ -208,12 +256,16 @@ mod tests {
             client: vec![0, 1, 2, 3, 4, 5, 6],
             expires: 1_700_000_000,
             state: LeaseState::Bound,
+            mac: Some([2, 3, 4, 5, 6, 7]),
+            hostname: Some("kitchen-tablet".into()),
         };
         let b = Lease {
             addr: Ipv4Addr::new(10, 0, 0, 6),
             client: vec![],
             expires: 9,
             state: LeaseState::Declined,
+            mac: None,
+            hostname: None,
         };
         {
             let s = LeaseStore::open(&path).expect("open");

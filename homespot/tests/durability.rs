@@ -28,9 +28,10 @@ fn kill9_under_load_loses_no_acknowledged_lease() {
         .expect("addr");
     let dir = Scratch::new("durable").expect("scratch");
     let cfg = format!(
-        "[server]\nlease_db = \"{}\"\nrate_per_link = 100000\n[[link]]\nname = \"load\"\ninterface = \"{}\"\n\
+        "[server]\nlease_db = \"{}\"\nstatus_socket = \"{}\"\nrate_per_link = 100000\n[[link]]\nname = \"load\"\ninterface = \"{}\"\n\
          address = \"10.78.0.1/16\"\npools = [\"10.78.1.0-10.78.255.254\"]\nlease_time = \"1h\"\n",
         dir.join("leases.redb").display(),
+        dir.join("status.sock").display(),
         link.hs_if
     );
     let mut bed = Bed::launch(topo, dir, &cfg).expect("homespotd");

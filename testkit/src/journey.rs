@@ -141,8 +141,9 @@ impl JourneyBed {
         // what its radios carry).
         let kinds = [("wifi", 50), ("bluetooth", 2)];
         let mut cfg = format!(
-            "[server]\nlease_db = \"{}\"\n[proxy]\nallow_destinations = [\"10.77.0.2\"]\n[handoff]\nglobal_subnet = \"10.200.0.0/24\"\nidentity = \"{}\"\n",
+            "[server]\nlease_db = \"{}\"\nstatus_socket = \"{}\"\n[proxy]\nallow_destinations = [\"10.77.0.2\"]\n[handoff]\nglobal_subnet = \"10.200.0.0/24\"\nidentity = \"{}\"\n",
             dir.join("leases.redb").display(),
+            dir.join("status.sock").display(),
             dir.join("identity.key").display()
         );
         for (l, (kind, mbps)) in topo.links.iter().zip(kinds) {
@@ -254,6 +255,10 @@ impl JourneyBed {
     /// Runs dhclient on `ifname` in the laptop (it stays, renewing) and waits for the address.
     pub fn dhcp(&mut self, ifname: &str) -> Result<Ipv4Addr> {
         let c = Dhclient::new(&self.dir, &format!("dhclient-{ifname}"))?;
+        // The laptop names itself, as a desktop's DHCP client does (`homespotd status`).
+        let mut conf = std::fs::read_to_string(&c.conf)?;
+        conf += "send host-name \"laptop\";\n";
+        std::fs::write(&c.conf, conf)?;
         let mut args = c.args(&["-d", ifname]);
         args.drain(..4); // no `timeout` wrapper: it runs for the whole test
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -49,6 +49,7 @@ struct RawServer {
     offer_hold: Option<String>,
     worker_threads: Option<usize>,
     relays: Option<Vec<Ipv4Addr>>,
+    status_socket: Option<PathBuf>,
     rate_per_client: Option<u32>,
     rate_per_link: Option<u32>,
 }
@@ -94,6 +95,8 @@ pub struct Config {
     pub offer_hold: Duration,
     /// Threads running the event loop (1: a single-threaded loop, as on a small router).
     pub worker_threads: usize,
+    /// The Unix socket `homespotd status` reads (root only).
+    pub status_socket: PathBuf,
     /// DHCP relay agents whose relayed packets (giaddr set) are taken; all others are
     /// refused.
     pub relays: Vec<Ipv4Addr>,
@@ -189,6 +192,8 @@ pub struct Reservation {
 const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(12 * 3600);
 const DEFAULT_QUARANTINE: Duration = Duration::from_secs(600);
 const DEFAULT_OFFER_HOLD: Duration = Duration::from_secs(60);
+/// Where `homespotd status` finds the running daemon unless the config says otherwise.
+pub const DEFAULT_STATUS_SOCKET: &str = "/run/homespot/status.sock";
 
 impl Config {
     /// Reads and validates the file at `path`.
@@ -237,6 +242,10 @@ impl Config {
                 "must be between 1 and 64".into(),
             ));
         }
+        let status_socket = raw
+            .server
+            .status_socket
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET));
         let relays = raw.server.relays.unwrap_or_default();
         if let Some(bad) = relays
             .iter()
@@ -321,6 +330,7 @@ impl Config {
             offer_hold,
             worker_threads,
             relays,
+            status_socket,
             rate_per_client,
             rate_per_link,
             links,

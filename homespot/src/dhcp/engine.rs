@@ -425,6 +425,8 @@ impl Engine {
             client: req.client.clone(),
             expires: now + link.lease_time.as_secs(),
             state: LeaseState::Bound,
+            mac: mac_of(req.msg),
+            hostname: hostname_of(req.msg),
         };
         let mut m = reply::header(req.msg, MessageType::Ack, link.address);
         m.set_yiaddr(addr).set_ciaddr(req.msg.ciaddr());
@@ -471,6 +473,8 @@ impl Engine {
                     client: req.client.clone(),
                     expires: now,
                     state: LeaseState::Released,
+                    mac: l.mac,
+                    hostname: l.hostname.clone(),
                 };
                 self.counters.releases += 1;
                 Outcome {
@@ -502,6 +506,8 @@ impl Engine {
             client: Vec::new(),
             expires: now + self.quarantine,
             state: LeaseState::Declined,
+            mac: None,
+            hostname: None,
         };
         self.counters.declines += 1;
         Outcome {
@@ -619,6 +625,27 @@ fn client_key(msg: &Message) -> ClientKey {
             k
         }
     }
+}
+
+/// The client's Ethernet address, for display.
+fn mac_of(msg: &Message) -> Option<[u8; 6]> {
+    if msg.htype() != HType::Eth {
+        return None;
+    }
+    <[u8; 6]>::try_from(msg.chaddr()).ok()
+}
+
+/// Option 12, kept for display: printable ASCII only (others become `?`), at most 63 bytes.
+fn hostname_of(msg: &Message) -> Option<String> {
+    let Some(DhcpOption::Hostname(h)) = msg.opts().get(OptionCode::Hostname) else {
+        return None;
+    };
+    let clean: String = h
+        .chars()
+        .take(63)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect();
+    (!clean.is_empty()).then_some(clean)
 }
 
 fn requested_addr(msg: &Message) -> Option<Ipv4Addr> {

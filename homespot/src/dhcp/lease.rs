@@ -51,6 +51,10 @@ pub struct Lease {
     pub expires: Secs,
     /// What the record means.
     pub state: LeaseState,
+    /// The client's Ethernet address, when it has one.
+    pub mac: Option<[u8; 6]>,
+    /// The name the client sent (option 12), cleaned for display.
+    pub hostname: Option<String>,
 }
 
 impl Lease {
@@ -293,7 +297,12 @@ impl LeaseTable {
     /// Records `lease` (on `link`) and returns it for the caller to persist.
     pub fn put(&mut self, link: usize, lease: Lease) -> Lease {
         let addr = lease.addr;
-        self.offers.remove(&addr);
+        if let Some(o) = self.offers.remove(&addr) {
+            let key = (link, o.client);
+            if self.offered.get(&key) == Some(&addr) {
+                self.offered.remove(&key);
+            }
+        }
         let old = self.by_addr.insert(addr, lease.clone());
         if let Some(pool) = self.links.get_mut(link) {
             match &old {

@@ -19,6 +19,8 @@ fn bound(addr: [u8; 4], client: u8, expires: Secs) -> Lease {
         client: vec![0, 1, client],
         expires,
         state: LeaseState::Bound,
+        mac: None,
+        hostname: None,
     }
 }
 

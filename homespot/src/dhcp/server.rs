@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 use super::engine::{Counters, Destination, Engine, Notice, Reply, MAX_PACKET};
 use super::lease::{Lease, Secs};
 use crate::config::Config;
+use crate::status::Live;
 use crate::store::{LeaseStore, StoreError};
 
 const SERVER_PORT: u16 = 67;
@@ -70,10 +71,12 @@ pub async fn run(
     cfg: Config,
     sockets: Sockets,
     store: Arc<LeaseStore>,
+    live: Arc<Live>,
     shutdown: CancellationToken,
 ) -> Result<Counters, StoreError> {
     let mut engine = Engine::new(&cfg);
     let loaded = store.load()?;
+    live.restore(loaded.leases.iter().cloned());
     let restored = engine.restore(loaded.leases);
     info!(
         leases = restored,
@@ -110,9 +113,10 @@ pub async fn run(
                 let mut next = Some(first);
                 // Drain what is already queued so one wake-up serves many packets.
                 while let Some(d) = next {
-                    handle(&mut engine, &sockets, &mut batch, &mut warned, d).await;
+                    handle(&mut engine, &sockets, &mut batch, &mut warned, &live, d).await;
                     next = pkt_rx.try_recv().ok();
                 }
+                live.dhcp_counters(engine.counters(), engine.table().offers_outstanding());
                 if in_flight.is_none() && !batch.leases.is_empty() {
                     in_flight = Some(writer.submit(std::mem::take(&mut batch)));
                 }
@@ -138,11 +142,26 @@ async fn handle(
     sockets: &Sockets,
     batch: &mut Batch,
     warned: &mut Warned,
+    live: &Live,
     d: Datagram,
 ) {
     let out = engine.handle_packet(unix_now(), d.link, d.src, &d.data);
+    debug!(
+        interface = sockets.names.get(d.link).map(String::as_str).unwrap_or("?"),
+        src = %d.src,
+        bytes = d.data.len(),
+        reply = ?out.reply.as_ref().and_then(|r| r.message.opts().msg_type()),
+        yiaddr = ?out.reply.as_ref().map(|r| r.message.yiaddr()),
+        "DHCP packet"
+    );
     if let Some(n) = &out.notice {
         warned.notice(n, sockets);
+        if let Notice::PoolExhausted { link } = n {
+            live.exhausted(*link);
+        }
+    }
+    if let Some(l) = &out.persist {
+        live.lease(l);
     }
     match (out.persist, out.reply) {
         (Some(lease), reply) => {

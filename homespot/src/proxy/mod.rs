@@ -100,23 +100,47 @@ pub struct Counters {
     pub idle_tunnels: AtomicU64,
 }
 
+impl Counters {
+    /// `(name, value)` in a fixed order.
+    pub fn pairs(&self) -> [(&'static str, u64); 10] {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("connections", g(&self.connections)),
+            ("refused_not_lan", g(&self.refused_not_lan)),
+            ("refused_busy", g(&self.refused_busy)),
+            ("refused_destination", g(&self.refused_destination)),
+            ("forwarded", g(&self.forwarded)),
+            ("tunnels", g(&self.tunnels)),
+            ("idle_tunnels", g(&self.idle_tunnels)),
+            ("local", g(&self.local)),
+            ("errors", g(&self.errors)),
+            ("parked", g(&self.parked)),
+        ]
+    }
+}
+
 impl std::fmt::Display for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        write!(
-            f,
-            "connections={} refused_not_lan={} refused_busy={} refused_destination={} forwarded={} tunnels={} idle_tunnels={} local={} errors={} parked={}",
-            g(&self.connections),
-            g(&self.refused_not_lan),
-            g(&self.refused_busy),
-            g(&self.refused_destination),
-            g(&self.forwarded),
-            g(&self.tunnels),
-            g(&self.idle_tunnels),
-            g(&self.local),
-            g(&self.errors),
-            g(&self.parked)
-        )
+        for (i, (k, v)) in self.pairs().into_iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl crate::status::CounterSource for State {
+    fn counters(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut m: std::collections::BTreeMap<String, u64> = self
+            .counters
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        m.insert("open_connections".into(), self.access.open() as u64);
+        m
     }
 }
 
@@ -139,6 +163,7 @@ pub async fn run(
     listeners: Listeners,
     moves: Arc<crate::moves::Moves>,
     globals: Arc<crate::globals::RoutedGlobals>,
+    live: Arc<crate::status::Live>,
     shutdown: CancellationToken,
 ) -> Result<Arc<State>, DnsError> {
     let pc = cfg.proxy.clone();
@@ -202,6 +227,7 @@ pub async fn run(
         counters: Counters::default(),
         moves,
     });
+    live.set_proxy(state.clone());
     let mut tasks = Vec::new();
     tokio::spawn(crate::memory::give_back_after_parking(
         state.clone(),

@@ -63,8 +63,9 @@ impl Bed {
         };
         let db = dir.join("leases.redb");
         let mut cfg = format!(
-            "[server]\nlease_db = \"{}\"\ndecline_quarantine = \"10m\"\n{global}\n",
-            db.display()
+            "[server]\nlease_db = \"{}\"\nstatus_socket = \"{}\"\ndecline_quarantine = \"10m\"\n{global}\n",
+            db.display(),
+            dir.join("status.sock").display()
         );
         for (i, l) in topo.links.iter().enumerate() {
             cfg += &format!(
