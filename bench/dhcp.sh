@@ -43,6 +43,8 @@ lease_db = "$OUT/%s"
 status_socket = "$OUT/status.sock"
 # perfdhcp is thousands of new clients a second; the default limit is for a home.
 rate_per_link = 100000
+# perfdhcp speaks as a relay agent (giaddr = its address).
+relays = ["10.88.0.2"]
 [[link]]
 name = "bench"
 interface = "lan0"

@@ -23,6 +23,7 @@ pub mod config;
 pub mod dhcp;
 pub mod globals;
 pub mod handoff;
+pub mod linkwatch;
 pub mod memory;
 pub mod moves;
 pub mod proxy;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use homespot::config::system::Severity;
 use homespot::config::Config;
 use homespot::dhcp::server::{self, Sockets};
 use homespot::proxy;
@@ -109,8 +110,27 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         .init();
 
     let cfg = Config::load(&args.config)?;
-    cfg.check_interfaces(&args.config)?;
+    let findings = homespot::config::system::check(&cfg, args.check_config);
     if args.check_config {
+        let errors = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count();
+        for f in &findings {
+            let what = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            println!(
+                "{}: {what}: {}: {}",
+                args.config.display(),
+                f.key,
+                f.message
+            );
+        }
+        if errors > 0 {
+            anyhow::bail!("{}: {errors} error(s), see above", args.config.display());
+        }
         println!("{}: ok", args.config.display());
         for l in &cfg.links {
             let size: u64 = l
@@ -132,6 +152,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    for f in &findings {
+        tracing::warn!(config = %args.config.display(), key = %f.key, "{}", f.message);
+    }
     homespot::memory::limit_arenas();
     let rt = if cfg.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -164,11 +187,24 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         let live = homespot::status::Live::new(&cfg, &args.config.display().to_string());
         let status_socket = homespot::status::socket::StatusSocket::bind(&cfg.status_socket)
             .with_context(|| format!("status socket {}", cfg.status_socket.display()))?;
+        let ifaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
+        let present = homespot::linkwatch::present_now(&ifaces);
         for (i, l) in cfg.links.iter().enumerate() {
-            live.set_present(i, true);
-            info!(link = %l.name, interface = %l.interface, address = %l.address, "serving DHCP");
+            if present[i].is_some() {
+                live.set_present(i, true);
+                info!(link = %l.name, interface = %l.interface, address = %l.address, "serving DHCP");
+            } else {
+                tracing::warn!(link = %l.name, interface = %l.interface, "interface missing; the link waits for it");
+            }
         }
+        let (present_tx, present_rx) = tokio::sync::watch::channel(present);
         let shutdown = CancellationToken::new();
+        tokio::spawn(homespot::linkwatch::run(
+            ifaces,
+            cfg.links.iter().map(|l| l.name.clone()).collect(),
+            present_tx,
+            shutdown.clone(),
+        ));
         tokio::spawn(status_socket.serve(live.clone(), shutdown.clone()));
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let proxy_cfg = cfg.clone();
@@ -204,7 +240,8 @@ fn real_main(args: Args) -> anyhow::Result<()> {
                 async move { homespot::handoff::run(&c, p, s, moves, globals, l, stop).await },
             )
         });
-        let counters = server::run(cfg, sockets, store, live, shutdown.clone()).await;
+        let counters =
+            server::run(cfg, sockets, store, live, present_rx, shutdown.clone()).await;
         shutdown.cancel();
         if let Some(h) = handoff {
             if let Ok(c) = h.await {

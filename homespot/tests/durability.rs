@@ -20,6 +20,7 @@ fn kill9_under_load_loses_no_acknowledged_lease() {
     let topo = Topology::new(1).expect("topology");
     let link = topo.links[0].clone();
     // A /16 beside the /24 of the topology, so the pool holds every perfdhcp client.
+    // perfdhcp speaks as a relay agent (giaddr = its address), so it is a configured relay.
     topo.homespot
         .run(&["ip", "addr", "add", "10.78.0.1/16", "dev", &link.hs_if])
         .expect("addr");
@@ -28,7 +29,7 @@ fn kill9_under_load_loses_no_acknowledged_lease() {
         .expect("addr");
     let dir = Scratch::new("durable").expect("scratch");
     let cfg = format!(
-        "[server]\nlease_db = \"{}\"\nstatus_socket = \"{}\"\nrate_per_link = 100000\n[[link]]\nname = \"load\"\ninterface = \"{}\"\n\
+        "[server]\nlease_db = \"{}\"\nstatus_socket = \"{}\"\nrate_per_link = 100000\nrelays = [\"10.78.0.2\"]\n[[link]]\nname = \"load\"\ninterface = \"{}\"\n\
          address = \"10.78.0.1/16\"\npools = [\"10.78.1.0-10.78.255.254\"]\nlease_time = \"1h\"\n",
         dir.join("leases.redb").display(),
         dir.join("status.sock").display(),
@@ -114,7 +115,11 @@ fn kill9_under_load_loses_no_acknowledged_lease() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    assert!(before > 1000, "load before the kill: {before}");
+    assert!(
+        before > 1000,
+        "load before the kill: {before}\n{}",
+        std::fs::read_to_string(bed.dir.join("perfdhcp.log")).unwrap_or_default()
+    );
     assert!(after > 1000, "load after the restart: {after}\n{log}");
 
     // No address ever went to two clients.

@@ -2,7 +2,7 @@
 //!
 //! A bad config is refused with the file, the key and the reason (`ConfigError`). Validation
 //! that needs the running system (does the interface exist?) is a separate step,
-//! [`Config::check_interfaces`], so unit tests can validate files without real interfaces.
+//! [`system::check`], so unit tests can validate files without real interfaces.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 mod handoff;
 mod proxy;
+pub mod system;
 pub use handoff::HandoffConfig;
 pub use proxy::ProxyConfig;
 
@@ -338,25 +339,6 @@ impl Config {
             handoff,
         })
     }
-
-    /// Checks that every link's interface exists in this network namespace.
-    pub fn check_interfaces(&self, path: &Path) -> Result<(), ConfigError> {
-        for (i, link) in self.links.iter().enumerate() {
-            if !interface_exists(&link.interface) {
-                return Err(ConfigError {
-                    file: path.to_path_buf(),
-                    key: format!("link[{i}].interface"),
-                    reason: format!("no interface named {:?} on this system", link.interface),
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-fn interface_exists(name: &str) -> bool {
-    // Asks the kernel for this namespace (/sys/class/net shows the namespace /sys was mounted in).
-    phandoff::routes::ifindex(name) != 0
 }
 
 type KeyReason = (String, String);

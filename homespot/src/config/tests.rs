@@ -87,10 +87,16 @@ fn unknown_key_and_syntax() {
 #[test]
 fn unknown_interface() {
     let cfg = parse(&GOOD.replace("wlan0", "nosuchif0")).expect("valid file");
-    let e = cfg
-        .check_interfaces(Path::new("test.toml"))
-        .expect_err("no such interface");
-    assert_eq!(e.key, "link[0].interface");
+    let found = system::check(&cfg, false);
+    let e = found
+        .iter()
+        .find(|f| f.key == "link[0].interface")
+        .expect("no such interface");
+    assert_eq!(
+        e.severity,
+        system::Severity::Warning,
+        "a missing interface is waited for"
+    );
 }
 
 #[test]

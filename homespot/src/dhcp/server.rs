@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use dhcproto::Encodable;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -27,35 +27,47 @@ use crate::store::{LeaseStore, StoreError};
 const SERVER_PORT: u16 = 67;
 const CLIENT_PORT: u16 = 68;
 
-/// The bound sockets, one per configured link, in config order.
+/// The bound sockets, one per configured link, in config order; `None` for a link whose
+/// interface is missing.
 pub struct Sockets {
-    links: Vec<Arc<UdpSocket>>,
+    links: Vec<Option<Arc<UdpSocket>>>,
     names: Vec<String>,
 }
 
 impl Sockets {
-    /// Binds 0.0.0.0:67 on each link's interface (SO_BINDTODEVICE), with broadcast allowed.
-    /// Must be called inside a tokio runtime.
+    /// Binds 0.0.0.0:67 on each link's interface (SO_BINDTODEVICE), with broadcast allowed;
+    /// a missing interface is left for later ([`run`] binds it when it appears). Must be
+    /// called inside a tokio runtime.
     pub fn bind(cfg: &Config) -> io::Result<Sockets> {
         let mut links = Vec::new();
         let mut names = Vec::new();
         for link in &cfg.links {
-            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-            s.set_reuse_address(true)?;
-            s.set_broadcast(true)?;
-            s.bind_device(Some(link.interface.as_bytes()))
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", link.interface)))?;
-            s.set_recv_buffer_size(1 << 21)?;
-            s.set_nonblocking(true)?;
-            s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, SERVER_PORT)).into())
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("bind port 67 on {}: {e}", link.interface))
-                })?;
-            links.push(Arc::new(UdpSocket::from_std(s.into())?));
+            let s = if crate::linkwatch::present_now(std::slice::from_ref(&link.interface))[0]
+                .is_some()
+            {
+                Some(Arc::new(bind_one(&link.interface)?))
+            } else {
+                None
+            };
+            links.push(s);
             names.push(link.interface.clone());
         }
         Ok(Sockets { links, names })
     }
+}
+
+/// The DHCP socket of one interface.
+fn bind_one(ifname: &str) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    s.bind_device(Some(ifname.as_bytes()))
+        .map_err(|e| io::Error::new(e.kind(), format!("{ifname}: {e}")))?;
+    s.set_recv_buffer_size(1 << 21)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, SERVER_PORT)).into())
+        .map_err(|e| io::Error::new(e.kind(), format!("bind port 67 on {ifname}: {e}")))?;
+    UdpSocket::from_std(s.into())
 }
 
 /// A packet from one link.
@@ -69,9 +81,10 @@ struct Datagram {
 /// Leases in `store` are loaded first. On shutdown the batch in flight is finished.
 pub async fn run(
     cfg: Config,
-    sockets: Sockets,
+    mut sockets: Sockets,
     store: Arc<LeaseStore>,
     live: Arc<Live>,
+    mut present: watch::Receiver<crate::linkwatch::Present>,
     shutdown: CancellationToken,
 ) -> Result<Counters, StoreError> {
     let mut engine = Engine::new(&cfg);
@@ -87,10 +100,16 @@ pub async fn run(
 
     let (pkt_tx, mut pkt_rx) = mpsc::channel::<Datagram>(4096);
     let recv_stop = CancellationToken::new();
+    // One receiver per link, replaced when its interface is re-created.
+    let mut receivers: Vec<CancellationToken> = Vec::new();
+    let mut bound_to: Vec<Option<u32>> = present.borrow_and_update().clone();
     for (i, sock) in sockets.links.iter().enumerate() {
-        tokio::spawn(receive(i, sock.clone(), pkt_tx.clone(), recv_stop.clone()));
+        let stop = recv_stop.child_token();
+        if let Some(sock) = sock {
+            tokio::spawn(receive(i, sock.clone(), pkt_tx.clone(), stop.clone()));
+        }
+        receivers.push(stop);
     }
-    drop(pkt_tx);
 
     let (writer, mut done_rx) = Writer::start(store);
     let mut batch = Batch::default();
@@ -101,6 +120,10 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            Ok(()) = present.changed() => {
+                let now = present.borrow_and_update().clone();
+                rebind(&mut sockets, &mut receivers, &mut bound_to, &now, &pkt_tx, &recv_stop, &live);
+            }
             done = done_rx.recv(), if in_flight.is_some() => {
                 let finished = in_flight.take().unwrap_or_default();
                 finish_batch(&sockets, finished, done).await;
@@ -135,6 +158,50 @@ pub async fn run(
         finish_batch(&sockets, last, done).await;
     }
     Ok(engine.counters().clone())
+}
+
+/// Binds a new socket for each link whose interface is new (or drops the socket of one that
+/// is gone), and marks the links present or not in `live`.
+fn rebind(
+    sockets: &mut Sockets,
+    receivers: &mut [CancellationToken],
+    bound_to: &mut [Option<u32>],
+    now: &[Option<u32>],
+    pkt_tx: &mpsc::Sender<Datagram>,
+    recv_stop: &CancellationToken,
+    live: &Live,
+) {
+    for (i, is) in now.iter().enumerate() {
+        let Some(was) = bound_to.get_mut(i) else {
+            continue;
+        };
+        if *was == *is && (is.is_none() || sockets.links[i].is_some()) {
+            continue;
+        }
+        receivers[i].cancel();
+        sockets.links[i] = None;
+        *was = *is;
+        if is.is_none() {
+            live.set_present(i, false);
+            continue;
+        }
+        match bind_one(&sockets.names[i]) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                let stop = recv_stop.child_token();
+                tokio::spawn(receive(i, s.clone(), pkt_tx.clone(), stop.clone()));
+                receivers[i] = stop;
+                sockets.links[i] = Some(s);
+                live.set_present(i, true);
+                info!(interface = %sockets.names[i], "serving DHCP");
+            }
+            Err(e) => {
+                // Tried again at the next change, or the next second's check.
+                *was = None;
+                warn!(interface = %sockets.names[i], error = %e, "cannot bind the DHCP socket");
+            }
+        }
+    }
 }
 
 async fn handle(
@@ -234,7 +301,7 @@ async fn receive(
 }
 
 async fn send(sockets: &Sockets, reply: &Reply) {
-    let Some(sock) = sockets.links.get(reply.link) else {
+    let Some(Some(sock)) = sockets.links.get(reply.link) else {
         return;
     };
     let bytes = match reply.message.to_vec() {

@@ -64,6 +64,9 @@ impl Listeners {
                 let addr = SocketAddr::from((ip, port));
                 let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
                 s.set_reuse_address(true)?;
+                // A link's address may be missing now (its interface is re-created, or comes
+                // later): the listener takes connections once the address is back.
+                s.set_freebind_v4(true)?;
                 s.set_nonblocking(true)?;
                 s.bind(&addr.into())
                     .map_err(|e| io::Error::new(e.kind(), format!("proxy: bind {addr}: {e}")))?;
