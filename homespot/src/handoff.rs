@@ -14,14 +14,16 @@
 //! restored. After a `kill -9` the routes stay: clients re-handshake with the new process
 //! (it answers their probes with a signed "unknown session") and re-assert them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
 use phandoff::crypto::Identity;
-use phandoff::driver::{os_rng, run_responder, Clock, LinkSocket, ResponderStatus};
+use phandoff::driver::{
+    os_rng, run_responder_with_links, Clock, LinkChange, LinkSocket, ResponderStatus,
+};
 use phandoff::responder::{Counters, Event, Responder, ResponderConfig};
 use phandoff::routes::{self, ifindex, HostRoute, Netlink, RouteProgrammer};
 use phandoff::wire::{LinkInfo, LinkKind};
@@ -57,7 +59,7 @@ pub struct Prepared {
     sockets: Vec<LinkSocket>,
     netlink: Netlink,
     rp_restore: Vec<(String, String)>,
-    gso_restore: Vec<(u32, u32)>,
+    gso_restore: Vec<(String, u32)>,
     ifaces: Vec<String>,
 }
 
@@ -86,16 +88,23 @@ pub async fn prepare(cfg: &Config) -> Result<Option<Prepared>, HandoffError> {
     let mut rp_restore = Vec::new();
     let mut gso_restore = Vec::new();
     for (i, l) in cfg.links.iter().enumerate() {
-        let s = LinkSocket::bind_responder(i as u8, &l.interface, h.port)
-            .map_err(|e| sys(format!("P-Handoff socket on {}: {e}", l.interface)))?;
-        sockets.push(s);
-        let old = routes::rp_filter_loose(&l.interface).map_err(sys)?;
-        rp_restore.push((l.interface.clone(), old));
-        if l.kind == LinkKind::Bluetooth {
-            if let Some(old) = one_segment_packets(&netlink, &l.interface).await {
-                gso_restore.push((ifindex(&l.interface), old));
-            }
+        if ifindex(&l.interface) == 0 {
+            // Missing: set up when it appears (`run`).
+            continue;
         }
+        let (s, rp, gso) = match set_up_link(&netlink, i, l, h.port).await {
+            Ok(x) => x,
+            Err(e) => {
+                restore_links(&netlink, &rp_restore, &gso_restore).await;
+                let _ = netlink
+                    .remove_unreachable(net.network(), net.prefix_len())
+                    .await;
+                return Err(e);
+            }
+        };
+        sockets.push(s);
+        rp_restore.push(rp);
+        gso_restore.extend(gso);
     }
     info!(
         identity = %hex(&identity.public()),
@@ -116,6 +125,59 @@ pub async fn prepare(cfg: &Config) -> Result<Option<Prepared>, HandoffError> {
     }))
 }
 
+/// Binds link `i`'s responder socket and sets its interface up for P-Handoff (loose reverse
+/// path filter; one TCP segment per packet on Bluetooth); returns the socket and the old
+/// settings to restore.
+async fn set_up_link(
+    netlink: &Netlink,
+    i: usize,
+    l: &crate::config::LinkConfig,
+    port: u16,
+) -> Result<(LinkSocket, (String, String), Option<(String, u32)>), HandoffError> {
+    let s = LinkSocket::bind_responder(i as u8, &l.interface, port)
+        .map_err(|e| sys(format!("P-Handoff socket on {}: {e}", l.interface)))?;
+    let old = routes::rp_filter_loose(&l.interface).map_err(sys)?;
+    let gso = if l.kind == LinkKind::Bluetooth {
+        one_segment_packets(netlink, &l.interface)
+            .await
+            .map(|old| (l.interface.clone(), old))
+    } else {
+        None
+    };
+    Ok((s, (l.interface.clone(), old), gso))
+}
+
+impl Prepared {
+    /// Puts back what [`prepare`] changed, for a start that fails after it.
+    pub async fn undo(self) {
+        restore_links(&self.netlink, &self.rp_restore, &self.gso_restore).await;
+        let net = self.cfg.global_subnet;
+        let _ = self
+            .netlink
+            .remove_unreachable(net.network(), net.prefix_len())
+            .await;
+    }
+}
+
+/// Restores the links' reverse path filter and packet size, where the interface still exists.
+async fn restore_links(
+    netlink: &Netlink,
+    rp_restore: &[(String, String)],
+    gso_restore: &[(String, u32)],
+) {
+    for (ifname, old) in rp_restore {
+        if ifindex(ifname) != 0 {
+            let _ = routes::restore_rp_filter(ifname, old);
+        }
+    }
+    for (ifname, old) in gso_restore {
+        let index = ifindex(ifname);
+        if index != 0 {
+            let _ = netlink.set_gso_max_segs(index, *old).await;
+        }
+    }
+}
+
 /// Runs the responder until `shutdown`; returns its counters.
 pub async fn run(
     cfg: &Config,
@@ -124,6 +186,7 @@ pub async fn run(
     moves: Arc<crate::moves::Moves>,
     globals: Arc<crate::globals::RoutedGlobals>,
     live: Arc<crate::status::Live>,
+    mut present: tokio::sync::watch::Receiver<crate::linkwatch::Present>,
     shutdown: CancellationToken,
 ) -> Counters {
     let Prepared {
@@ -132,10 +195,14 @@ pub async fn run(
         rng,
         sockets,
         mut netlink,
-        rp_restore,
-        gso_restore,
+        mut rp_restore,
+        mut gso_restore,
         ifaces,
     } = p;
+    let mut set_up: Vec<Option<u32>> = ifaces
+        .iter()
+        .map(|i| (ifindex(i) != 0).then(|| ifindex(i)))
+        .collect();
     let rates: Vec<Option<u64>> = cfg.links.iter().map(|l| l.rate).collect();
     let links: Vec<LinkInfo> = cfg
         .links
@@ -176,14 +243,18 @@ pub async fn run(
     // Make-before-break: the responder answers a Switch only once its route is in place.
     let (installed, installed_rx) = mpsc::channel(256);
     let (status_tx, status) = tokio::sync::watch::channel(ResponderStatus::default());
-    let task = tokio::spawn(run_responder(
+    let (link_tx, link_rx) = mpsc::channel(16);
+    let task = tokio::spawn(run_responder_with_links(
         responder,
         sockets,
+        link_rx,
         tx,
         installed_rx,
         status_tx,
         stop_rx,
     ));
+    // The route each client has now, to put back when its link's interface is re-created.
+    let mut current: BTreeMap<Ipv4Addr, (u8, Ipv4Addr)> = BTreeMap::new();
     let mut routed: BTreeSet<Ipv4Addr> = BTreeSet::new();
     // Host routes an earlier run left (after a kill -9) keep serving their clients until the
     // clients re-handshake and switch again; they are ours to remove at a clean stop.
@@ -208,6 +279,45 @@ pub async fn run(
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Ok(()) = present.changed() => {
+                let now = present.borrow_and_update().clone();
+                for (i, l) in cfg.links.iter().enumerate() {
+                    let is = now.get(i).copied().flatten();
+                    if set_up.get(i).copied().flatten() == is {
+                        continue;
+                    }
+                    set_up[i] = is;
+                    if is.is_none() {
+                        let _ = link_tx.send(LinkChange::Detach(i as u8)).await;
+                        continue;
+                    }
+                    match set_up_link(&netlink, i, l, h.port).await {
+                        Ok((s, rp, gso)) => {
+                            let _ = link_tx.send(LinkChange::Attach(s)).await;
+                            // The first value seen is the one to restore.
+                            if !rp_restore.iter().any(|(n, _)| *n == rp.0) {
+                                rp_restore.push(rp);
+                            }
+                            if let Some(g) = gso.filter(|g| !gso_restore.iter().any(|(n, _)| *n == g.0)) {
+                                gso_restore.push(g);
+                            }
+                            // The kernel dropped the routes through the old interface.
+                            for (global, (link, via)) in &current {
+                                if usize::from(*link) == i {
+                                    let ev = Event::Route { global: *global, link: *link, via: *via };
+                                    apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await;
+                                }
+                            }
+                            info!(link = %l.name, interface = %l.interface, "P-Handoff serving the link again");
+                        }
+                        Err(e) => {
+                            set_up[i] = None;
+                            warn!(link = %l.name, error = %e, "P-Handoff cannot serve the link yet");
+                        }
+                    }
+                }
+                continue;
+            }
             _ = tick.tick() => {
                 refusals.log(&status.borrow());
                 live.handoff_counters(status_counters(&status.borrow()));
@@ -232,6 +342,7 @@ pub async fn run(
             }
             Event::Route { global, link, via } => {
                 if apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await {
+                    current.insert(global, (link, via));
                     live.switched(global, usize::from(link), via);
                     globals.insert(global);
                     let _ = installed.send(global).await;
@@ -243,6 +354,7 @@ pub async fn run(
                 assignment,
             } => {
                 globals.remove(global);
+                current.remove(&global);
                 live.left(global);
                 apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await;
                 if assignment.is_some() {
@@ -255,6 +367,7 @@ pub async fn run(
                 expired,
             } => {
                 globals.remove(global);
+                current.remove(&global);
                 live.left(global);
                 apply(&ev, &mut netlink, &h, &ifaces, &mut routed, &rates, &moves).await;
                 persist(&store, client_key, None).await;
@@ -288,12 +401,7 @@ pub async fn run(
     let _ = netlink
         .remove_unreachable(net.network(), net.prefix_len())
         .await;
-    for (ifname, old) in rp_restore {
-        let _ = routes::restore_rp_filter(&ifname, &old);
-    }
-    for (index, old) in gso_restore {
-        let _ = netlink.set_gso_max_segs(index, old).await;
-    }
+    restore_links(&netlink, &rp_restore, &gso_restore).await;
     counters
 }
 

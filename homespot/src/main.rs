@@ -182,11 +182,24 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         let handoff = homespot::handoff::prepare(&cfg)
             .await
             .context("P-Handoff")?;
-        let sockets = Sockets::bind(&cfg).context("binding DHCP sockets")?;
-        let listeners = proxy::Listeners::bind(&cfg).context("binding the proxy")?;
+        let bound = (|| {
+            let sockets = Sockets::bind(&cfg).context("binding DHCP sockets")?;
+            let listeners = proxy::Listeners::bind(&cfg).context("binding the proxy")?;
+            let status_socket = homespot::status::socket::StatusSocket::bind(&cfg.status_socket)
+                .with_context(|| format!("status socket {}", cfg.status_socket.display()))?;
+            anyhow::Ok((sockets, listeners, status_socket))
+        })();
+        let (sockets, listeners, status_socket) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                // Put back the link settings P-Handoff changed before failing.
+                if let Some(p) = handoff {
+                    p.undo().await;
+                }
+                return Err(e);
+            }
+        };
         let live = homespot::status::Live::new(&cfg, &args.config.display().to_string());
-        let status_socket = homespot::status::socket::StatusSocket::bind(&cfg.status_socket)
-            .with_context(|| format!("status socket {}", cfg.status_socket.display()))?;
         let ifaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
         let present = homespot::linkwatch::present_now(&ifaces);
         for (i, l) in cfg.links.iter().enumerate() {
@@ -236,8 +249,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         });
         let handoff = handoff.map(|p| {
             let (c, s, stop, l) = (cfg.clone(), store.clone(), shutdown.clone(), live.clone());
+            let pr = present_rx.clone();
             tokio::spawn(
-                async move { homespot::handoff::run(&c, p, s, moves, globals, l, stop).await },
+                async move { homespot::handoff::run(&c, p, s, moves, globals, l, pr, stop).await },
             )
         });
         let counters =

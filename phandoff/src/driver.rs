@@ -195,12 +195,13 @@ fn receive_split(
     fast: mpsc::Sender<Datagram>,
     slow: mpsc::Sender<Datagram>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
-) {
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut readers = vec![s.sock.clone()];
     readers.extend(s.sessions.clone());
+    let mut tasks = Vec::new();
     for sock in readers {
         let (fast, slow, dropped, link) = (fast.clone(), slow.clone(), dropped.clone(), s.link);
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut buf = vec![0u8; crate::wire::MAX_MESSAGE + 1];
             loop {
                 tokio::select! {
@@ -224,8 +225,9 @@ fn receive_split(
                     },
                 }
             }
-        });
+        }));
     }
+    tasks
 }
 
 /// Maps tokio's clock onto the core's [`Instant`]: microseconds since the Unix epoch, read
@@ -298,13 +300,38 @@ pub struct ResponderStatus {
     pub dropped: u64,
 }
 
+/// A change of the responder's links while it runs.
+#[derive(Debug)]
+pub enum LinkChange {
+    /// Serve this socket's link with it (replacing the link's socket, if any: its interface
+    /// was re-created).
+    Attach(LinkSocket),
+    /// This link's interface is gone: close its socket.
+    Detach(u8),
+}
+
 /// Runs `r` on `socks` until `stop` fires (or `events` closes); events go to `events`, the
 /// status to `status`. The caller sends the global address of each `Route` event to
 /// `installed` once the route is in place (that releases the SwitchAck). Returns the
 /// responder, for its counters.
 pub async fn run_responder(
-    mut r: Responder,
+    r: Responder,
     socks: Vec<LinkSocket>,
+    events: mpsc::Sender<Event>,
+    installed: mpsc::Receiver<Ipv4Addr>,
+    status: tokio::sync::watch::Sender<ResponderStatus>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Responder {
+    let (_keep, links) = mpsc::channel(1);
+    run_responder_with_links(r, socks, links, events, installed, status, stop).await
+}
+
+/// [`run_responder`], with links attached and detached through `links` as their interfaces
+/// come and go.
+pub async fn run_responder_with_links(
+    mut r: Responder,
+    mut socks: Vec<LinkSocket>,
+    mut links: mpsc::Receiver<LinkChange>,
     events: mpsc::Sender<Event>,
     mut installed: mpsc::Receiver<Ipv4Addr>,
     status: tokio::sync::watch::Sender<ResponderStatus>,
@@ -314,29 +341,52 @@ pub async fn run_responder(
     let (fast_tx, mut fast) = mpsc::channel(1024);
     let (slow_tx, mut slow) = mpsc::channel(128);
     let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut readers: Vec<(u8, Vec<tokio::task::JoinHandle<()>>)> = Vec::new();
     for s in &socks {
-        receive_split(s.clone(), fast_tx.clone(), slow_tx.clone(), dropped.clone());
+        let tasks = receive_split(s.clone(), fast_tx.clone(), slow_tx.clone(), dropped.clone());
+        readers.push((s.link, tasks));
     }
-    drop((fast_tx, slow_tx));
     let mut reported = tokio::time::Instant::now();
     loop {
         let wake = r.poll_timeout().map(|t| clock.deadline(t));
         tokio::select! {
             biased;
-            _ = &mut stop => return r,
+            _ = &mut stop => break,
+            Some(change) = links.recv() => {
+                let link = match &change {
+                    LinkChange::Attach(s) => s.link,
+                    LinkChange::Detach(l) => *l,
+                };
+                for (_, tasks) in readers.iter().filter(|(l, _)| *l == link) {
+                    tasks.iter().for_each(|t| t.abort());
+                }
+                readers.retain(|(l, _)| *l != link);
+                socks.retain(|s| s.link != link);
+                if let LinkChange::Attach(s) = change {
+                    let tasks =
+                        receive_split(s.clone(), fast_tx.clone(), slow_tx.clone(), dropped.clone());
+                    readers.push((s.link, tasks));
+                    socks.push(s);
+                }
+            }
             Some(d) = fast.recv() => r.handle_datagram(clock.now(), d.link, d.from, &d.data),
             Some(g) = installed.recv() => r.route_installed(g),
             _ = sleep_until(wake) => r.handle_timeout(clock.now()),
             d = slow.recv() => match d {
                 Some(d) => r.handle_datagram(clock.now(), d.link, d.from, &d.data),
-                None => return r,
+                None => break,
             },
         }
         flush(&socks, || r.poll_transmit()).await;
+        let mut closed = false;
         while let Some(e) = r.poll_event() {
             if events.send(e).await.is_err() {
-                return r;
+                closed = true;
+                break;
             }
+        }
+        if closed {
+            break;
         }
         if reported.elapsed() >= std::time::Duration::from_millis(500) {
             reported = tokio::time::Instant::now();
@@ -348,6 +398,10 @@ pub async fn run_responder(
             });
         }
     }
+    for (_, tasks) in readers {
+        tasks.iter().for_each(|t| t.abort());
+    }
+    r
 }
 
 /// A command to a running client.
