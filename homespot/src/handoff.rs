@@ -178,17 +178,34 @@ async fn restore_links(
     }
 }
 
+/// What the responder shares with the rest of homespotd.
+pub struct Shared {
+    /// Where assignments are kept.
+    pub store: Arc<LeaseStore>,
+    /// Tells the proxy which clients moved.
+    pub moves: Arc<crate::moves::Moves>,
+    /// The global addresses routed now (the proxy serves those).
+    pub globals: Arc<crate::globals::RoutedGlobals>,
+    /// The live state for `homespotd status`.
+    pub live: Arc<crate::status::Live>,
+    /// Which links' interfaces exist.
+    pub present: tokio::sync::watch::Receiver<crate::linkwatch::Present>,
+}
+
 /// Runs the responder until `shutdown`; returns its counters.
 pub async fn run(
     cfg: &Config,
     p: Prepared,
-    store: Arc<LeaseStore>,
-    moves: Arc<crate::moves::Moves>,
-    globals: Arc<crate::globals::RoutedGlobals>,
-    live: Arc<crate::status::Live>,
-    mut present: tokio::sync::watch::Receiver<crate::linkwatch::Present>,
+    shared: Shared,
     shutdown: CancellationToken,
 ) -> Counters {
+    let Shared {
+        store,
+        moves,
+        globals,
+        live,
+        mut present,
+    } = shared;
     let Prepared {
         cfg: h,
         identity,

@@ -251,7 +251,16 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             let (c, s, stop, l) = (cfg.clone(), store.clone(), shutdown.clone(), live.clone());
             let pr = present_rx.clone();
             tokio::spawn(
-                async move { homespot::handoff::run(&c, p, s, moves, globals, l, pr, stop).await },
+                async move {
+                    let shared = homespot::handoff::Shared {
+                        store: s,
+                        moves,
+                        globals,
+                        live: l,
+                        present: pr,
+                    };
+                    homespot::handoff::run(&c, p, shared, stop).await
+                },
             )
         });
         let counters =
