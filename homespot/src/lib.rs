@@ -27,5 +27,6 @@ pub mod linkwatch;
 pub mod memory;
 pub mod moves;
 pub mod proxy;
+pub mod reload;
 pub mod status;
 pub mod store;

@@ -219,7 +219,16 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
         tokio::spawn(status_socket.serve(live.clone(), shutdown.clone()));
-        tokio::spawn(stop_on_signal(shutdown.clone()));
+        let (hup_tx, hup_rx) = tokio::sync::mpsc::channel(1);
+        let (reload_tx, reload_rx) = tokio::sync::watch::channel(Arc::new(cfg.clone()));
+        tokio::spawn(stop_on_signal(shutdown.clone(), hup_tx));
+        tokio::spawn(homespot::reload::run(
+            args.config.clone(),
+            cfg.clone(),
+            hup_rx,
+            reload_tx,
+            live.clone(),
+        ));
         let proxy_cfg = cfg.clone();
         let proxy_stop = shutdown.clone();
         let moves = Arc::new(homespot::moves::Moves::default());
@@ -229,17 +238,14 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             cfg.handoff.as_ref().map(|h| h.global_subnet),
         ));
         let proxy_globals = globals.clone();
-        let proxy_live = live.clone();
+        let proxy_shared = proxy::Shared {
+            moves: proxy_moves,
+            globals: proxy_globals,
+            live: live.clone(),
+            reload: reload_rx.clone(),
+        };
         let proxy = tokio::spawn(async move {
-            let r = proxy::run(
-                &proxy_cfg,
-                listeners,
-                proxy_moves,
-                proxy_globals,
-                proxy_live,
-                proxy_stop.clone(),
-            )
-            .await;
+            let r = proxy::run(&proxy_cfg, listeners, proxy_shared, proxy_stop.clone()).await;
             if let Err(e) = &r {
                 if !proxy_stop.is_cancelled() {
                     tracing::error!(error = %e, "the proxy cannot run (its ports are closed); DHCP and P-Handoff keep serving");
@@ -264,7 +270,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             )
         });
         let counters =
-            server::run(cfg, sockets, store, live, present_rx, shutdown.clone()).await;
+            server::run(cfg, sockets, store, live, present_rx, reload_rx, shutdown.clone()).await;
         shutdown.cancel();
         if let Some(h) = handoff {
             if let Ok(c) = h.await {
@@ -281,7 +287,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     })
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
+async fn stop_on_signal(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -295,10 +301,10 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            // A service manager's "reload" must not stop the HomeSpot.
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP: reloading the configuration is not supported yet; still running with the one read at start (restart homespotd to apply changes)"
-            ),
+            // Reload; a second SIGHUP while one is in progress is folded into it.
+            _ = hup.recv() => {
+                let _ = reload.try_send(());
+            }
         }
     }
     info!("shutting down");

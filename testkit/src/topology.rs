@@ -152,7 +152,9 @@ impl Topology {
     /// Attaches `ns` to link `i` as another host, its interface named `ifname`.
     pub fn attach(&self, i: usize, ns: &Netns, ifname: &str) -> Result<()> {
         let a = self.air.as_ref().context("no air namespace")?;
-        let port = format!("x{i}{}", ns.name().len() % 10);
+        static PORTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = format!("x{i}p{n}");
         veth(a, &port, ns, ifname)?;
         a.run(&["ip", "link", "set", &port, "master", &format!("br{i}")])?;
         a.run(&["ip", "link", "set", &port, "up"])?;

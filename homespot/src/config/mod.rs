@@ -11,7 +11,9 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+pub mod diff;
 mod handoff;
+mod lines;
 mod proxy;
 pub mod system;
 pub use handoff::HandoffConfig;
@@ -19,10 +21,12 @@ pub use proxy::ProxyConfig;
 
 /// A configuration the daemon refuses, with where and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {key}: {reason}")]
+#[error("{file}{}: {key}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct ConfigError {
     /// The configuration file.
     pub file: PathBuf,
+    /// The line the key is on (1-based), when the file has it.
+    pub line: Option<usize>,
     /// The key at fault, as a TOML path (`link[1].pools[0]`), or `(file)` for the file itself.
     pub key: String,
     /// What is wrong with it.
@@ -201,6 +205,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
+            line: None,
             key: "(file)".into(),
             reason: format!("cannot read: {e}"),
         })?;
@@ -209,21 +214,37 @@ impl Config {
 
     /// Validates TOML `text`; `path` is used in error messages only.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::validate(path, text).map_err(|mut e| {
+            if e.line.is_none() {
+                e.line = lines::line_of(text, &e.key);
+            }
+            e
+        })
+    }
+
+    fn validate(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let err = |key: &str, reason: String| ConfigError {
             file: path.to_path_buf(),
+            line: None,
             key: key.to_string(),
             reason,
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let reason = e.message().to_string();
-            let key = match e.span() {
-                Some(span) => {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
-                    format!("(line {line})")
-                }
-                None => "(syntax)".into(),
-            };
-            err(&key, reason)
+            // The line the offending text starts on (1-based).
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let key = reason
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+                .map_or_else(|| "(syntax)".to_string(), |k| k.to_string());
+            ConfigError {
+                file: path.to_path_buf(),
+                line,
+                key,
+                reason,
+            }
         })?;
 
         let lease_db = raw

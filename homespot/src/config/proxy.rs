@@ -99,14 +99,7 @@ pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
     }
     let parent = match raw.parent {
         None => None,
-        Some(p) => {
-            let (host, port) = p
-                .rsplit_once(':')
-                .and_then(|(h, port)| Some((h.to_string(), port.parse::<u16>().ok()?)))
-                .filter(|(h, port)| !h.is_empty() && *port != 0)
-                .ok_or_else(|| ("parent".to_string(), format!("{p:?} is not host:port")))?;
-            Some((host, port))
-        }
+        Some(p) => Some(parent_host_port(&p).map_err(|r| ("parent".to_string(), r))?),
     };
     let limit = |v: Option<usize>, default: usize, min: usize, max: usize, key: &str| {
         let v = v.unwrap_or(default);
@@ -160,4 +153,66 @@ pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
             "max_header_bytes",
         )?,
     })
+}
+
+/// `host:port`, or `http://host:port` (a trailing `/` allowed), with a host that is an IPv4
+/// address or a DNS name.
+fn parent_host_port(p: &str) -> Result<(String, u16), String> {
+    let bare = match p.split_once("://") {
+        Some(("http", rest)) => rest.trim_end_matches('/'),
+        Some((scheme, _)) => return Err(format!(
+            "{p:?}: a parent proxy is spoken to in plain HTTP; write host:port (not {scheme}://)"
+        )),
+        None => p,
+    };
+    let (host, port) = bare
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{p:?} is not host:port, e.g. \"proxy.isp.example:3128\""))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|&n| n != 0)
+        .ok_or_else(|| format!("{p:?}: {port:?} is not a port"))?;
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !name_ok {
+        return Err(format!(
+            "{p:?}: {host:?} is not a host name or IPv4 address"
+        ));
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_host_port;
+
+    #[test]
+    fn parent_shapes() {
+        assert_eq!(
+            parent_host_port("proxy.isp.example:3128"),
+            Ok(("proxy.isp.example".into(), 3128))
+        );
+        assert_eq!(
+            parent_host_port("http://10.0.0.1:8080/"),
+            Ok(("10.0.0.1".into(), 8080))
+        );
+        for bad in [
+            "https://p:1",
+            "p",
+            "p:0",
+            "p:x",
+            "bad_name:80",
+            ":80",
+            "a..b:80",
+        ] {
+            assert!(parent_host_port(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -81,6 +81,19 @@ pub fn check(cfg: &Config, ports: bool) -> Vec<Finding> {
             }
         }
     }
+    if let Some((host, port)) = &cfg.proxy.parent {
+        use std::net::ToSocketAddrs;
+        if (host.as_str(), *port)
+            .to_socket_addrs()
+            .map_or(true, |mut a| a.next().is_none())
+        {
+            f(
+                Severity::Warning,
+                "proxy.parent".into(),
+                format!("{host} does not resolve now; every request will fail until it does"),
+            );
+        }
+    }
     if ports {
         let mut seen = BTreeSet::new();
         if seen.insert((Proto::Udp, 67)) {

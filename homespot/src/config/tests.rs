@@ -34,7 +34,7 @@ fn refused(text: &str, key: &str, reason_part: &str) {
     let e = parse(text).expect_err("must be refused");
     assert_eq!(e.key, key, "{e}");
     assert!(e.reason.contains(reason_part), "{e}");
-    assert!(e.to_string().starts_with("test.toml: "), "{e}");
+    assert!(e.to_string().starts_with("test.toml:"), "{e}");
 }
 
 #[test]
@@ -80,8 +80,28 @@ fn bad_url() {
 fn unknown_key_and_syntax() {
     let e = parse(&GOOD.replace("pools", "colour = 1\npools")).expect_err("unknown key");
     assert!(e.reason.contains("colour"), "{e}");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("colour", Some(6)),
+        "the key's own line: {e}"
+    );
+    assert!(e.to_string().starts_with("test.toml:6: colour: "), "{e}");
     let e = parse("[[link]\n").expect_err("syntax");
-    assert!(e.key.starts_with("(line"), "{e}");
+    assert_eq!((e.key.as_str(), e.line), ("(syntax)", Some(1)), "{e}");
+}
+
+#[test]
+fn a_bad_value_points_at_its_line() {
+    let two = format!(
+        "{GOOD}{}",
+        GOOD.replace("wifi", "bt")
+            .replace("wlan0", "bt0")
+            .replace("10.42.1.", "10.42.2.")
+    );
+    let e =
+        parse(&two.replacen("10.42.2.100-10.42.2.199", "10.42.2.100-x", 1)).expect_err("bad pool");
+    assert_eq!(e.key, "link[1].pools[0]");
+    assert_eq!(e.line, Some(12), "{e}");
 }
 
 #[test]

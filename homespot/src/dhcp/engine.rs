@@ -180,6 +180,23 @@ impl Engine {
         }
     }
 
+    /// Takes a reloaded config: pools, options, WPAD URLs, reservations, relays and limits
+    /// change; every lease record is kept (outstanding offers are dropped: those clients
+    /// ask again). The links' interfaces and subnets must be the same (`config::diff`).
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        let leases: Vec<Lease> = self.table.leases().cloned().collect();
+        self.links = cfg.links.clone();
+        self.table = LeaseTable::new(&cfg.links);
+        for l in leases {
+            self.table.restore(l);
+        }
+        self.quarantine = cfg.decline_quarantine.as_secs();
+        self.offer_hold = cfg.offer_hold.as_secs().max(1);
+        self.relays = cfg.relays.clone();
+        self.limits = Limits::new(cfg.links.len(), cfg.rate_per_client, cfg.rate_per_link);
+        self.exhausted = vec![false; cfg.links.len()];
+    }
+
     /// Loads stored leases; returns how many belong to a configured link.
     pub fn restore(&mut self, leases: Vec<Lease>) -> usize {
         leases

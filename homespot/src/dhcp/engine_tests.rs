@@ -617,3 +617,28 @@ fn random_packets_never_panic() {
     }
     assert_eq!(e.counters().received, 100_000);
 }
+
+#[test]
+fn a_reload_changes_pools_and_wpad_and_keeps_leases() {
+    let mut e = engine();
+    let a = dora(&mut e, T0, 1);
+    e.reconfigure(&config("wpad_url = \"http://10.0.1.1/new.dat\"", ""));
+    // The new pool is the same range here; a new client gets the next address and the new URL.
+    let mut d = msg(MessageType::Discover, 2);
+    d.opts_mut()
+        .insert(DhcpOption::ParameterRequestList(vec![OptionCode::Unknown(
+            252,
+        )]));
+    let offer = send(&mut e, T0 + 1, 0, &d).reply.expect("offer");
+    assert_ne!(offer.message.yiaddr(), a);
+    match offer.message.opts().get(OptionCode::Unknown(252)) {
+        Some(DhcpOption::Unknown(u)) => assert_eq!(u.data(), b"http://10.0.1.1/new.dat"),
+        other => panic!("{other:?}"),
+    }
+    // The first client renews its address.
+    let mut renew = msg(MessageType::Request, 1);
+    renew.set_ciaddr(a);
+    let ack = send(&mut e, T0 + 2, 0, &renew);
+    assert_eq!(reply_type(&ack), Some(MessageType::Ack));
+    assert_eq!(ack.reply.expect("ack").message.yiaddr(), a);
+}

@@ -127,6 +127,11 @@ impl LeaseTable {
     }
 
     /// The record for `addr`.
+    /// Every lease record.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.by_addr.values()
+    }
+
     pub fn get(&self, addr: Ipv4Addr) -> Option<&Lease> {
         self.by_addr.get(&addr)
     }
@@ -151,6 +156,18 @@ impl LeaseTable {
         let Some(pool) = self.links.get(link) else {
             return false;
         };
+        // A lease the client holds now stays its own until it ends, even if a reload moved
+        // the pool away from it.
+        let holds = self
+            .by_addr
+            .get(&addr)
+            .is_some_and(|l| l.client == client && l.state == LeaseState::Bound && l.expires > now);
+        if holds && (reserved_for_client || !pool.reserved.contains(&addr)) {
+            return self
+                .offers
+                .get(&addr)
+                .is_none_or(|o| o.until <= now || o.client == client);
+        }
         if !reserved_for_client
             && (pool.reserved.contains(&addr) || !pool.pools.iter().any(|p| p.contains(addr)))
         {

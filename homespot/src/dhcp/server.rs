@@ -85,6 +85,7 @@ pub async fn run(
     store: Arc<LeaseStore>,
     live: Arc<Live>,
     mut present: watch::Receiver<crate::linkwatch::Present>,
+    mut reload: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
 ) -> Result<Counters, StoreError> {
     let mut engine = Engine::new(&cfg);
@@ -120,6 +121,11 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            Ok(()) = reload.changed() => {
+                let cfg = reload.borrow_and_update().clone();
+                engine.reconfigure(&cfg);
+                info!("DHCP: new configuration applied");
+            }
             Ok(()) = present.changed() => {
                 let now = present.borrow_and_update().clone();
                 rebind(&mut sockets, &mut receivers, &mut bound_to, &now, &pkt_tx, &recv_stop, &live);

@@ -30,12 +30,11 @@ pub struct Access {
     subnets: Vec<Ipv4Net>,
     globals: Arc<crate::globals::RoutedGlobals>,
     devices: Devices,
-    limits: Limits,
     open: Mutex<Open>,
 }
 
-#[derive(Default)]
 struct Open {
+    limits: Limits,
     total: usize,
     per_device: HashMap<DeviceKey, usize>,
     per_link: HashMap<Option<usize>, usize>,
@@ -74,9 +73,18 @@ impl Access {
             subnets,
             globals,
             devices,
-            limits,
-            open: Mutex::new(Open::default()),
+            open: Mutex::new(Open {
+                limits,
+                total: 0,
+                per_device: HashMap::new(),
+                per_link: HashMap::new(),
+            }),
         }
+    }
+
+    /// New limits (a reload). Connections already admitted stay.
+    pub fn set_limits(&self, limits: Limits) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).limits = limits;
     }
 
     /// Whether `ip` is on a served subnet, or a global address routed into one.
@@ -102,13 +110,13 @@ impl Access {
         let device = self.devices.key(client);
         let link = self.devices.link_of(client);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if open.total >= self.limits.total {
+        if open.total >= open.limits.total {
             return Err(Refusal::TooManyTotal);
         }
-        if open.per_device.get(&device).copied().unwrap_or(0) >= self.limits.per_device {
+        if open.per_device.get(&device).copied().unwrap_or(0) >= open.limits.per_device {
             return Err(Refusal::TooManyFromClient);
         }
-        if open.per_link.get(&link).copied().unwrap_or(0) >= self.limits.per_link {
+        if open.per_link.get(&link).copied().unwrap_or(0) >= open.limits.per_link {
             return Err(Refusal::TooManyOnLink);
         }
         *open.per_device.entry(device).or_insert(0) += 1;

@@ -147,7 +147,8 @@ impl crate::status::CounterSource for State {
     }
 }
 
-/// Shared by every connection.
+/// Shared by every connection. A reload makes a new one; connections keep the one they
+/// started with.
 pub struct State {
     cfg: ProxyConfig,
     access: Arc<Access>,
@@ -155,30 +156,36 @@ pub struct State {
     client: UpstreamClient,
     direct: Vec<Ipv4Net>,
     own: Vec<Ipv4Addr>,
-    counters: Counters,
+    counters: Arc<Counters>,
     moves: Arc<crate::moves::Moves>,
     dest: Arc<dest::DestPolicy>,
 }
 
-/// Runs the proxy until `shutdown`; returns its counters.
-pub async fn run(
-    cfg: &Config,
-    listeners: Listeners,
+/// What outlives a reload: the connection limits' counts, the counters, the moves.
+struct Lasting {
+    access: Arc<Access>,
+    counters: Arc<Counters>,
     moves: Arc<crate::moves::Moves>,
-    globals: Arc<crate::globals::RoutedGlobals>,
-    live: Arc<crate::status::Live>,
-    shutdown: CancellationToken,
-) -> Result<Arc<State>, DnsError> {
+}
+
+fn limits(pc: &ProxyConfig) -> access::Limits {
+    access::Limits {
+        total: pc.max_connections,
+        per_device: pc.max_connections_per_client,
+        per_link: (pc.max_connections * pc.max_link_share / 100).max(1),
+    }
+}
+
+/// The state for `cfg`.
+fn build(cfg: &Config, lasting: &Lasting) -> Result<Arc<State>, DnsError> {
     let pc = cfg.proxy.clone();
     let lan: Vec<Ipv4Net> = cfg.links.iter().map(|l| l.subnet).collect();
     let mut subnets = lan.clone();
     subnets.extend(cfg.handoff.as_ref().map(|h| h.global_subnet));
     // Where the proxy may connect (DESIGN.md section 5). With a parent proxy, names are the
     // parent's to resolve: only addresses in the URL itself are checked here.
-    let mut not_wan = lan.clone();
-    not_wan.extend(cfg.handoff.as_ref().map(|h| h.global_subnet));
     let dest = Arc::new(dest::DestPolicy::new(
-        not_wan,
+        subnets.clone(),
         pc.allow_destinations.clone(),
         pc.block_wan_subnet,
     ));
@@ -200,23 +207,9 @@ pub async fn run(
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(connector::Upstream::new(http, parent));
-    let state = Arc::new(State {
+    Ok(Arc::new(State {
         dest,
-        access: Arc::new(Access::new(
-            lan,
-            globals,
-            devices::Devices::new(
-                cfg.links
-                    .iter()
-                    .map(|l| (l.subnet, l.interface.clone()))
-                    .collect(),
-            ),
-            access::Limits {
-                total: pc.max_connections,
-                per_device: pc.max_connections_per_client,
-                per_link: (pc.max_connections * pc.max_link_share / 100).max(1),
-            },
-        )),
+        access: lasting.access.clone(),
         cfg: pc,
         dns,
         client,
@@ -227,10 +220,51 @@ pub async fn run(
             .map(|l| l.address)
             .chain(cfg.handoff.as_ref().map(|h| h.global_address))
             .collect(),
-        counters: Counters::default(),
+        counters: lasting.counters.clone(),
+        moves: lasting.moves.clone(),
+    }))
+}
+
+/// The proxy's shared handles.
+pub struct Shared {
+    /// Clients moved by P-Handoff (their connections are paced for a moment).
+    pub moves: Arc<crate::moves::Moves>,
+    /// Global addresses routed now.
+    pub globals: Arc<crate::globals::RoutedGlobals>,
+    /// The live state for `homespotd status`.
+    pub live: Arc<crate::status::Live>,
+    /// Reloaded configs.
+    pub reload: tokio::sync::watch::Receiver<Arc<Config>>,
+}
+
+/// Runs the proxy until `shutdown`, taking reloaded configs as they come; returns its state.
+pub async fn run(
+    cfg: &Config,
+    listeners: Listeners,
+    shared: Shared,
+    shutdown: CancellationToken,
+) -> Result<Arc<State>, DnsError> {
+    let Shared {
         moves,
-    });
+        globals,
+        live,
+        mut reload,
+    } = shared;
+    let lan: Vec<Ipv4Net> = cfg.links.iter().map(|l| l.subnet).collect();
+    let devices = devices::Devices::new(
+        cfg.links
+            .iter()
+            .map(|l| (l.subnet, l.interface.clone()))
+            .collect(),
+    );
+    let lasting = Lasting {
+        access: Arc::new(Access::new(lan, globals, devices, limits(&cfg.proxy))),
+        counters: Arc::default(),
+        moves,
+    };
+    let state = build(cfg, &lasting)?;
     live.set_proxy(state.clone());
+    let (current, states) = tokio::sync::watch::channel(state.clone());
     let mut tasks = Vec::new();
     tokio::spawn(crate::memory::give_back_after_parking(
         state.clone(),
@@ -243,14 +277,31 @@ pub async fn run(
         tasks.push(tokio::spawn(accept(
             listener,
             pages_only,
-            state.clone(),
+            states.clone(),
             shutdown.clone(),
         )));
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Ok(()) = reload.changed() => {
+                let cfg = reload.borrow_and_update().clone();
+                match build(&cfg, &lasting) {
+                    Ok(s) => {
+                        lasting.access.set_limits(limits(&cfg.proxy));
+                        current.send_replace(s);
+                        info!("proxy: new configuration applied to new connections");
+                    }
+                    Err(e) => warn!(error = %e, "proxy: new configuration not applied"),
+                }
+            }
+        }
     }
     for t in tasks {
         let _ = t.await;
     }
-    Ok(state)
+    let last = current.borrow().clone();
+    Ok(last)
 }
 
 impl State {
@@ -273,7 +324,7 @@ impl State {
 async fn accept(
     listener: TcpListener,
     pages_only: bool,
-    state: Arc<State>,
+    states: tokio::sync::watch::Receiver<Arc<State>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -289,6 +340,7 @@ async fn accept(
                 }
             },
         };
+        let state = states.borrow().clone();
         let ticket = match state.access.admit(peer.ip()) {
             Ok(t) => t,
             Err(why) => {
