@@ -291,9 +291,44 @@ fn bad_input_is_refused_while_a_good_client_is_served() {
         .expect("good client");
 
     let p = "10.77.1.1:3128";
-    // A malformed request line.
+    // A malformed request line: 400 with a reason line.
     let r = raw(&bed, p, b"GARBAGE\r\n\r\n".to_vec(), Duration::from_secs(3));
     assert_eq!(status_of(&r), 400, "{r}");
+    assert!(r.contains("could not be parsed"), "{r}");
+    // Request lines of any length past the limit: 414 with a reason line.
+    for len in [9_000, 40_000, 200_000, 1_000_000] {
+        let long = format!(
+            "GET http://10.77.0.2:8080/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(len)
+        );
+        let r = raw(&bed, p, long.into_bytes(), Duration::from_secs(3));
+        eprintln!(
+            "request line of {len} bytes: {}",
+            r.lines().next().unwrap_or("")
+        );
+        assert_eq!(status_of(&r), 414, "{len}: {r}");
+        assert!(r.contains("longer than 8192 bytes"), "{len}: {r}");
+    }
+    // A head far past the limit (hyper's own buffer): 431 with a reason line.
+    let mut huge = b"GET http://10.77.0.2:8080/bytes/1 HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..40 {
+        huge.extend_from_slice(format!("X-H{i}: {}\r\n", "b".repeat(2000)).as_bytes());
+    }
+    huge.extend_from_slice(b"\r\n");
+    let r = raw(&bed, p, huge, Duration::from_secs(3));
+    assert_eq!(status_of(&r), 431, "{r}");
+    assert!(r.contains("request head larger than"), "{r}");
+    // A bad chunked body: 400, blamed on the client, and the origin never contacted.
+    let before = origin.connections();
+    let r = raw(
+        &bed,
+        p,
+        b"POST http://10.77.0.2:8080/bytes/1 HTTP/1.1\r\nHost: 10.77.0.2:8080\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(),
+        Duration::from_secs(3),
+    );
+    assert_eq!(status_of(&r), 400, "{r}");
+    assert!(r.contains("request body is malformed"), "{r}");
+    assert_eq!(origin.connections(), before, "no connection to the origin");
     // An oversized head: 431 with a reason line.
     let mut big = b"GET http://10.77.0.2:8080/bytes/1 HTTP/1.1\r\nHost: x\r\n".to_vec();
     big.extend_from_slice(format!("X-Big: {}\r\n\r\n", "a".repeat(20_000)).as_bytes());

@@ -160,9 +160,11 @@ pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
 fn parent_host_port(p: &str) -> Result<(String, u16), String> {
     let bare = match p.split_once("://") {
         Some(("http", rest)) => rest.trim_end_matches('/'),
-        Some((scheme, _)) => return Err(format!(
+        Some((scheme, _)) => {
+            return Err(format!(
             "{p:?}: a parent proxy is spoken to in plain HTTP; write host:port (not {scheme}://)"
-        )),
+        ))
+        }
         None => p,
     };
     let (host, port) = bare

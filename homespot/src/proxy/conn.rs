@@ -44,6 +44,8 @@ pub struct Signal {
     park: AtomicBool,
     /// Requests begun and finished on the current hyper connection.
     begun: AtomicU64,
+    /// Responses the proxy handed to hyper.
+    responded: AtomicU64,
     finished: AtomicU64,
     /// A CONNECT was answered 200: the upstream end of the tunnel.
     tunnel: Mutex<Option<TcpStream>>,
@@ -55,8 +57,18 @@ impl Signal {
         self.begun.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a response as handed to hyper (call when returning it).
+    pub fn responded(&self) {
+        self.responded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Responses handed to hyper on this connection.
+    pub(super) fn responses(&self) -> u64 {
+        self.responded.load(Ordering::Relaxed)
+    }
+
     /// (requests begun, finished): equal when idle; unchanged between two checks when quiet.
-    fn activity(&self) -> (u64, u64) {
+    pub(super) fn activity(&self) -> (u64, u64) {
         (
             self.begun.load(Ordering::Relaxed),
             self.finished.load(Ordering::Relaxed),
@@ -130,7 +142,13 @@ pub async fn serve<H: Send + Sync + 'static>(
             .max_header_size(state.cfg.max_header_bytes * 2)
             .max_buf_size((state.cfg.max_header_bytes * 4).max(64 * 1024))
             .keep_alive(true);
-        let mut conn = b.serve_connection(TokioIo::new(Prefixed { pre, io: stream }), svc);
+        let io = super::own_errors::Guarded::new(
+            Prefixed { pre, io: stream },
+            sig.clone(),
+            state.cfg.max_request_line,
+            state.cfg.max_header_bytes,
+        );
+        let mut conn = b.serve_connection(TokioIo::new(io), svc);
         let mut ending = false;
         let mut check = tokio::time::interval_at(Instant::now() + PARK_CHECK, PARK_CHECK);
         let mut last = sig.activity();
@@ -166,7 +184,7 @@ pub async fn serve<H: Send + Sync + 'static>(
             return;
         }
         let parts = conn.into_parts();
-        let rest = parts.io.into_inner();
+        let rest = parts.io.into_inner().into_inner();
         pre = join(parts.read_buf, rest.pre);
         stream = rest.io;
         let tunnel = sig.tunnel.lock().ok().and_then(|mut t| t.take());

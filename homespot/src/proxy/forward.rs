@@ -62,6 +62,18 @@ pub async fn forward(
         cfg.body_idle_timeout,
         "the client",
     );
+    // The body's first bytes are read before the origin is contacted: a malformed body (a
+    // bad chunk size) is the client's error, answered 400 without an empty connection to
+    // the origin.
+    let body = match first_frame(body).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the request body is malformed: {e}"),
+            )
+        }
+    };
     let upstream = Request::from_parts(parts, body);
     let host = uri.host().unwrap_or("");
     // The response head must come within response_timeout (connecting included, which has
@@ -89,6 +101,34 @@ pub async fn forward(
             ),
         ),
     }
+}
+
+/// Reads `body`'s first frame (if it has any) and returns the body whole again, or the
+/// error that frame was.
+async fn first_frame(mut body: Body) -> Result<Body, String> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(body);
+    }
+    let first = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+    match first {
+        None => Ok(super::reply::empty()),
+        Some(Err(e)) => Err(root_cause(e.as_ref())),
+        Some(Ok(frame)) => {
+            let head = futures_util::stream::once(async move { Ok(frame) });
+            let rest = http_body_util::BodyStream::new(body);
+            Ok(http_body_util::StreamBody::new(futures_util::StreamExt::chain(head, rest)).boxed())
+        }
+    }
+}
+
+/// The innermost error's text.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(s) = e.source() {
+        e = s;
+    }
+    e.to_string()
 }
 
 /// Maps a failed upstream exchange to 502 or 504 with a reason.

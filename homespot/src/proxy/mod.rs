@@ -15,6 +15,7 @@ mod devices;
 pub mod dns;
 mod forward;
 mod idle;
+mod own_errors;
 pub mod pac;
 mod reply;
 mod tunnel;
@@ -401,6 +402,7 @@ async fn handle(
     let keep_alive = wants_keep_alive(&req);
     sig.begin();
     let resp = route(state, req, local, pages_only, sig).await;
+    sig.responded();
     if resp.status().is_client_error() || resp.status().is_server_error() {
         state.counters.errors.fetch_add(1, Ordering::Relaxed);
     }
