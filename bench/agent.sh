@@ -31,7 +31,7 @@ start_origin
 
 cat > "$OUT/homespotd.toml" <<CFG
 [server]
-lease_db = "$OUT/%s"
+lease_db = "$OUT/leases.redb"
 status_socket = "$OUT/status.sock"
 [proxy]
 port = 3128

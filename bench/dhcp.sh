@@ -39,7 +39,7 @@ start_homespotd() {
     rm -f "$OUT/homespot.redb"
     cat > "$OUT/homespotd.toml" <<CFG
 [server]
-lease_db = "$OUT/%s"
+lease_db = "$OUT/homespot.redb"
 status_socket = "$OUT/status.sock"
 # perfdhcp is thousands of new clients a second; the default limit is for a home.
 rate_per_link = 100000

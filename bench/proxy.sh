@@ -29,7 +29,7 @@ start_origin tls
 
 cat > "$OUT/homespotd.toml" <<CFG
 [server]
-lease_db = "$OUT/%s"
+lease_db = "$OUT/leases.redb"
 status_socket = "$OUT/status.sock"
 [proxy]
 port = 3128
