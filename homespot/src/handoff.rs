@@ -53,6 +53,8 @@ pub enum HandoffError {
 
 /// Everything bound and set up, ready to [`run`].
 pub struct Prepared {
+    /// The ifindex of each link set up, `None` for links not ready at start.
+    set_up: Vec<Option<u32>>,
     cfg: HandoffConfig,
     identity: Identity,
     rng: rand_core::UnwrapErr<rand_core::OsRng>,
@@ -87,9 +89,10 @@ pub async fn prepare(cfg: &Config) -> Result<Option<Prepared>, HandoffError> {
     let mut sockets = Vec::new();
     let mut rp_restore = Vec::new();
     let mut gso_restore = Vec::new();
+    let ready = crate::linkwatch::present_now(&crate::linkwatch::watched(cfg));
     for (i, l) in cfg.links.iter().enumerate() {
-        if ifindex(&l.interface) == 0 {
-            // Missing: set up when it appears (`run`).
+        if ready[i].is_none() {
+            // Not ready: set up when it is (`run`).
             continue;
         }
         let (s, rp, gso) = match set_up_link(&netlink, i, l, h.port).await {
@@ -114,6 +117,7 @@ pub async fn prepare(cfg: &Config) -> Result<Option<Prepared>, HandoffError> {
         "P-Handoff responder ready"
     );
     Ok(Some(Prepared {
+        set_up: ready,
         cfg: h,
         identity,
         rng,
@@ -207,6 +211,7 @@ pub async fn run(
         mut present,
     } = shared;
     let Prepared {
+        mut set_up,
         cfg: h,
         identity,
         rng,
@@ -216,10 +221,6 @@ pub async fn run(
         mut gso_restore,
         ifaces,
     } = p;
-    let mut set_up: Vec<Option<u32>> = ifaces
-        .iter()
-        .map(|i| (ifindex(i) != 0).then(|| ifindex(i)))
-        .collect();
     let rates: Vec<Option<u64>> = cfg.links.iter().map(|l| l.rate).collect();
     let links: Vec<LinkInfo> = cfg
         .links

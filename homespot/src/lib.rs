@@ -3,7 +3,11 @@
 //! What it does today: DHCP on every LAN link (RFC 2131/2132, with the WPAD option 252 and
 //! correct DHCPINFORM answers), leases kept durably in redb and acknowledged only once on disk.
 //!
-//! Also: an HTTP proxy on every link address with the PAC file (`proxy`), and, with a
+//! DHCP is bounded against floods: one outstanding offer per address, per-client and per-link
+//! rate limits, relayed packets only from configured relays.
+//!
+//! Also: an HTTP proxy on every link address with the PAC file (`proxy`; destination policy,
+//! timeouts, fair limits per device and per link), and, with a
 //! `[handoff]` section, the P-Handoff/Co-Link responder (`handoff`, protocol version 2):
 //! signed adverts, Noise IK association with cookies under load, stable global addresses per
 //! client key assigned only after a completed handshake (expiring when unused, evicted oldest
@@ -12,8 +16,15 @@
 //! onto a faster link has its proxy connections paced at that link's configured rate for a
 //! moment ([`moves`]), and Bluetooth links carry one TCP segment per packet.
 //!
+//! Operations: links whose interface is missing or re-created are waited for and served again
+//! ([`linkwatch`]); SIGHUP re-reads the config and applies what can change while running
+//! ([`reload`]); the live state (links, devices, counters, events) is kept in [`status`] and
+//! read by `homespotd status` over a root-only Unix socket; `--check-config` checks a file
+//! against the system ([`config::system`]).
+//!
 //! What it does not do yet: the admin panel. It does not configure interface addresses: the OS (netifd on
-//! OpenWrt, the test bed in tests) puts each link's address on its interface.
+//! OpenWrt, the test bed in tests) puts each link's address on its interface. It does not
+//! run DNS or NAT: the router keeps its own.
 //!
 //! Layout: [`config`] reads and validates the TOML file; [`dhcp::engine`] is the sans-IO DHCP
 //! logic (`handle_packet(now, link, src, bytes)`); [`dhcp::server`] drives it over UDP sockets with

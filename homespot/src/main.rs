@@ -200,21 +200,20 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             }
         };
         let live = homespot::status::Live::new(&cfg, &args.config.display().to_string());
-        let ifaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
-        let present = homespot::linkwatch::present_now(&ifaces);
+        let watched = homespot::linkwatch::watched(&cfg);
+        let present = homespot::linkwatch::present_now(&watched);
         for (i, l) in cfg.links.iter().enumerate() {
             if present[i].is_some() {
                 live.set_present(i, true);
                 info!(link = %l.name, interface = %l.interface, address = %l.address, "serving DHCP");
             } else {
-                tracing::warn!(link = %l.name, interface = %l.interface, "interface missing; the link waits for it");
+                tracing::warn!(link = %l.name, interface = %l.interface, "interface missing (or down, or without the link's address); the link waits for it");
             }
         }
         let (present_tx, present_rx) = tokio::sync::watch::channel(present);
         let shutdown = CancellationToken::new();
         tokio::spawn(homespot::linkwatch::run(
-            ifaces,
-            cfg.links.iter().map(|l| l.name.clone()).collect(),
+            watched,
             present_tx,
             shutdown.clone(),
         ));

@@ -794,3 +794,105 @@ fn mptcp_with_a_backup_subflow_under_the_same_silent_loss() {
     );
     assert_eq!(sent, received, "MPTCP carried the stream whole");
 }
+
+/// `ip -d link show` field `gso_max_segs` of `ifname` in the HomeSpot namespace.
+fn gso_of(topo: &testkit::Topology, ifname: &str) -> u32 {
+    let out = topo
+        .homespot
+        .run(&["ip", "-d", "link", "show", ifname])
+        .expect("ip link");
+    out.split_whitespace()
+        .skip_while(|w| *w != "gso_max_segs")
+        .nth(1)
+        .and_then(|n| n.parse::<u32>().ok())
+        .expect("gso_max_segs in ip -d link")
+}
+
+/// Issue 12, acceptance 5 for P-Handoff: a link's interface deleted and re-created gets its
+/// socket, its settings (one segment per packet on Bluetooth) and its clients' host routes
+/// back within a second; and a start that fails puts the settings it changed back.
+#[test]
+fn a_recreated_link_gets_its_handoff_socket_settings_and_routes_back() {
+    need_root!();
+    let bed = handoff_bed(false, "kind = \"bluetooth\"\n");
+    let s = session(&bed, [7; 32], Some(2));
+    let global = s.global.to_string();
+    let route = |bed: &Bed| {
+        bed.topo
+            .homespot
+            .run(&["ip", "route", "show", &global])
+            .unwrap_or_default()
+    };
+    assert!(route(&bed).contains("dev lan2"), "{}", route(&bed));
+    bed.topo
+        .homespot
+        .run(&["ip", "link", "del", "lan2"])
+        .expect("delete");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!route(&bed).contains("lan2"));
+    testkit::veth(&bed.topo.homespot, "lan2", &bed.topo.client, "eth2").expect("veth");
+    bed.topo
+        .homespot
+        .run(&["ip", "addr", "add", "10.77.3.1/24", "dev", "lan2"])
+        .expect("addr");
+    bed.topo
+        .client
+        .run(&["ip", "addr", "add", "10.77.3.100/24", "dev", "eth2"])
+        .expect("addr");
+    let back = Instant::now();
+    bed.topo
+        .homespot
+        .run(&["ip", "link", "set", "lan2", "up"])
+        .expect("up");
+    bed.topo
+        .client
+        .run(&["ip", "link", "set", "eth2", "up"])
+        .expect("up");
+    let deadline = back + Duration::from_secs(3);
+    while !(route(&bed).contains("dev lan2") && gso_of(&bed.topo, "lan2") == 1) {
+        assert!(Instant::now() < deadline, "not back: {}", route(&bed));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = back.elapsed();
+    // The new interface's responder socket answers: a switch onto link 2 again.
+    let again = session(&bed, [7; 32], Some(2));
+    eprintln!(
+        "re-created lan2: route and settings back after {took:?}; a switch onto it took {:?}",
+        again.switched
+    );
+    assert!(took <= Duration::from_secs(1), "{took:?}");
+    assert_eq!(again.global, s.global);
+    assert!(again.switched.is_some());
+}
+
+#[test]
+fn a_failed_start_puts_the_link_settings_back() {
+    need_root!();
+    let mut bed = handoff_bed(false, "kind = \"bluetooth\"\n");
+    assert_eq!(gso_of(&bed.topo, "lan0"), 1);
+    bed.stop_daemon().expect("stop");
+    let before = gso_of(&bed.topo, "lan0");
+    assert!(before > 1);
+    // The proxy's port is taken: homespotd fails after P-Handoff changed the links.
+    let mut holder = bed
+        .topo
+        .homespot
+        .spawn(
+            &["busybox", "nc", "-l", "-p", "3128"],
+            &bed.dir.join("nc.log"),
+        )
+        .expect("nc");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = bed.start_daemon();
+    let _ = holder.stop(Duration::from_secs(1));
+    let Err(e) = started else {
+        panic!("homespotd must not start without its proxy port")
+    };
+    eprintln!("failed start: {e:#}");
+    assert!(format!("{e:#}").contains("3128"), "{e:#}");
+    assert_eq!(
+        gso_of(&bed.topo, "lan0"),
+        before,
+        "the link's setting is back"
+    );
+}

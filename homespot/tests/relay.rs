@@ -180,4 +180,8 @@ fn only_configured_relays_are_served_and_options_are_echoed() {
     assert_eq!(refused, 50, "{log}");
     assert_eq!(acks, 1, "only the configured relay's client got an address");
     assert!((1..=10).contains(&warned), "warned, rate-limited: {warned}");
+    assert!(
+        log.contains("DHCP packet"),
+        "--log debug has a line per packet"
+    );
 }

@@ -42,9 +42,12 @@ impl Sockets {
         let mut links = Vec::new();
         let mut names = Vec::new();
         for link in &cfg.links {
-            let s = if crate::linkwatch::present_now(std::slice::from_ref(&link.interface))[0]
-                .is_some()
-            {
+            let w = crate::linkwatch::Watched {
+                name: link.name.clone(),
+                interface: link.interface.clone(),
+                address: link.address,
+            };
+            let s = if crate::linkwatch::present_now(&[w])[0].is_some() {
                 Some(Arc::new(bind_one(&link.interface)?))
             } else {
                 None
