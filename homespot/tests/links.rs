@@ -141,8 +141,5 @@ fn a_missing_interface_at_start_is_waited_for() {
     assert!(took <= Duration::from_secs(1), "{took:?}");
     assert_eq!(addr.octets()[2], 2, "from link 1's pool");
     let log = bed.stop_daemon().expect("stops cleanly");
-    assert!(
-        log.contains("the link waits for it"),
-        "{log}"
-    );
+    assert!(log.contains("the link waits for it"), "{log}");
 }

@@ -178,6 +178,19 @@ fn run() -> Result<()> {
         .filter(|l| l.contains("resumed at byte"))
         .count();
     println!("  restarts resumed with Range: {resumes}, restarts from byte 0: 0");
+    // What the HomeSpot's operator sees (`homespotd status`).
+    let status = std::process::Command::new(testkit::journey::homespotd_bin()?)
+        .args(["status", "--socket"])
+        .arg(bed.dir.join("status.sock"))
+        .output()?;
+    println!(
+        "\n== homespotd status (what the HomeSpot's operator sees)\n{}",
+        String::from_utf8_lossy(&status.stdout)
+            .lines()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     if !st.success() || d.bytes != size || d.mismatch.is_some() {
         bail!("the download did not arrive intact");
     }
