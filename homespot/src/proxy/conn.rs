@@ -191,9 +191,14 @@ pub async fn serve<H: Send + Sync + 'static>(
         if let Some(mut upstream) = tunnel {
             let client = Prefixed { pre, io: stream };
             let _ = upstream.set_nodelay(true);
-            if super::idle::copy_until_idle(client, &mut upstream, state.cfg.idle_timeout)
-                .await
-                .is_err()
+            // Boxed: the tunnel's state is not carried by every parked connection's future.
+            if Box::pin(super::idle::copy_until_idle(
+                client,
+                &mut upstream,
+                state.cfg.idle_timeout,
+            ))
+            .await
+            .is_err()
             {
                 state.counters.idle_tunnels.fetch_add(1, Ordering::Relaxed);
                 debug!("tunnel closed: idle");
@@ -297,5 +302,19 @@ impl Drop for OnDrop {
         if let Some(s) = self.sig.take() {
             s.finished.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    fn size_of_ret<A, F>(_: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    #[test]
+    fn future_size() {
+        let n = size_of_ret(|(s, st): (tokio::net::TcpStream, std::sync::Arc<super::State>)| {
+            super::serve::<()>(s, false, st, std::sync::Arc::new(()))
+        });
+        eprintln!("serve future: {n} bytes");
     }
 }

@@ -15,11 +15,14 @@ use tokio::time::{Instant, Sleep};
 
 use super::reply::{Body, BoxError};
 
-/// A body whose next frame must come within `limit` of the previous one.
+/// A body whose next frame must come within `limit` of the previous one. The timer is made
+/// only when the body first has to wait (a small response that is ready at once costs none)
+/// and is not moved on every frame: when it fires, it is set again from the last frame.
 pub struct IdleBody {
     inner: Body,
     limit: Duration,
-    timer: Pin<Box<Sleep>>,
+    timer: Option<Pin<Box<Sleep>>>,
+    last: Instant,
     what: &'static str,
 }
 
@@ -28,7 +31,8 @@ pub fn idle_body(inner: Body, limit: Duration, what: &'static str) -> Body {
     http_body_util::BodyExt::boxed(IdleBody {
         inner,
         limit,
-        timer: Box::pin(tokio::time::sleep(limit)),
+        timer: None,
+        last: Instant::now(),
         what,
     })
 }
@@ -44,18 +48,27 @@ impl HttpBody for IdleBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(f) => {
-                let deadline = Instant::now() + this.limit;
-                this.timer.as_mut().reset(deadline);
+                this.last = Instant::now();
                 Poll::Ready(f)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
-                    "{} sent nothing for {}",
-                    this.what,
-                    humantime::format_duration(this.limit)
-                )
-                .into()))),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => loop {
+                let (limit, last) = (this.limit, this.last);
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last + limit)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if last.elapsed() >= limit {
+                    return Poll::Ready(Some(Err(format!(
+                        "{} sent nothing for {}",
+                        this.what,
+                        humantime::format_duration(limit)
+                    )
+                    .into())));
+                }
+                // Frames came since the timer was set: wait from the last one.
+                timer.as_mut().reset(last + limit);
             },
         }
     }

@@ -200,10 +200,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
             .iter()
             .find(|b| !b.is_empty())
             .map_or(&[][..], |b| &**b);
-        if self.pending.is_some() || (self.idle() && first.starts_with(b"HTTP/1.")) {
-            // The replacement path, one slice at a time.
-            return self.poll_write(cx, first);
+        if self.pending.is_none() {
+            self.idle();
         }
+        if self.pending.is_some() || self.is_hypers_own(first) {
+            if self.pending.is_none() {
+                let code = std::str::from_utf8(first.get(9..12).unwrap_or_default())
+                    .ok()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(400);
+                let bytes = self.replacement(code);
+                self.pending = Some((bytes, 0));
+            }
+            let all: usize = bufs.iter().map(|b| b.len()).sum();
+            return match self.drain(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Ready(Ok(all)),
+            };
+        }
+        // The proxy's own responses: head and body in one write, as hyper means them.
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
