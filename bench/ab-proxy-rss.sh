@@ -43,7 +43,10 @@ run() { # name binary
     sleep 1
     ip netns exec $C "$LG" --mode proxy --connect 10.89.1.1:3128 --origin 10.89.0.2:8080 --duration "$DUR" > "$OUT/load-$1.txt" &
     local lg=$!
-    sleep $((DUR / 2)); local load; load=$(kb $hs); wait $lg
+    sleep $((DUR / 2)); local load; load=$(kb $hs)
+    # Where it is: resident kB per mapping (the executable's, the heap, anonymous, stacks).
+    awk '/^[0-9a-f]+-/ {name=$6; if (name=="") name="[anon]"; sub(/.*\//, "", name)} /^Rss:/ {r[name]+=$2} END {for (n in r) if (r[n] >= 64) printf "%s=%d ", n, r[n]; print ""}' /proc/$hs/smaps > "$OUT/smaps-$1-$(date +%s%N).txt"
+    wait $lg
     local rps; rps=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$(tail -1 "$OUT/load-$1.txt")")
     kill $hs; wait $hs 2>/dev/null || true
     rm -f "$OUT/leases.redb"
