@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 
 /// The largest PAC file we accept.
-pub const MAX_PAC: usize = 1 << 20;
+pub const MAX_PAC: usize = 16 << 20;
 
 /// GETs `url` (http only) from `src`; returns the body as text.
 pub async fn get_text(url: &str, src: Ipv4Addr, timeout: Duration) -> anyhow::Result<String> {

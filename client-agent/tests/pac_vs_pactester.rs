@@ -1,7 +1,8 @@
 //! Issue 5, acceptance 6: our PAC evaluator agrees with pactester (libpacparser1) on PAC/URL
 //! pairs covering the helpers, `dnsResolve` through the namespace's own hosts file, and
-//! `myIpAddress` on a multi-homed client (each link's address gives its own answer); a PAC
-//! file that loops forever is cut by the time budget.
+//! `myIpAddress` on a multi-homed client (each link's address gives its own answer), character
+//! classes in shell expressions, the inclusive end of `timeRange`, and a PAC file of more than
+//! 3 MB; a PAC file that loops forever is cut by the time budget.
 //!
 //! Both evaluators run inside a test namespace with `/etc/netns/<ns>/hosts` and a resolver
 //! that answers nothing, so no lookup leaves the machine and the host's resolver is untouched.
@@ -58,6 +59,14 @@ const FILES: &[(&str, &str)] = &[
     }"#,
     ),
     (
+        "classes",
+        r#"function FindProxyForURL(url, host) {
+        if (shExpMatch(host, "*.[ab]x.example")) return "PROXY ab.test:1";
+        if (shExpMatch(host, "node[0-9].test")) return "PROXY digit.test:2";
+        return "DIRECT";
+    }"#,
+    ),
+    (
         "mixed",
         r#"function FindProxyForURL(url, host) {
         host = host.toLowerCase();
@@ -102,7 +111,55 @@ const PAIRS: &[(&str, &str, &str)] = &[
     ("mixed", "http://localhost/", "10.77.1.100"),
     ("mixed", "http://a.example.org/", "10.88.1.110"),
     ("net", "http://10.77.200.1:8080/path?q=1", "10.88.1.110"),
+    ("classes", "http://q.ax.example/", "10.77.1.100"),
+    ("classes", "http://q.bx.example/", "10.77.1.100"),
+    ("classes", "http://q.cx.example/", "10.77.1.100"),
+    ("classes", "http://node7.test/", "10.77.1.100"),
+    ("classes", "http://nodex.test/", "10.77.1.100"),
+    ("hours", "http://x.test/", "10.77.1.100"),
+    (
+        "big",
+        "http://a.domain-0059999.a-long-site-name-for-size.example/",
+        "10.77.1.100",
+    ),
+    (
+        "big",
+        "http://www.domain-0000042.a-long-site-name-for-size.example/x",
+        "10.77.1.100",
+    ),
+    ("big", "http://elsewhere.test/", "10.77.1.100"),
 ];
+
+/// Files made when the test runs: `timeRange` around the current hour (its end is inclusive:
+/// `timeRange(H, H)` holds all through hour H), and a PAC of more than 3 MB.
+fn made_files(ns: &Netns) -> Vec<(String, String)> {
+    let hour: u32 = ns
+        .run(&["date", "+%H"])
+        .expect("date")
+        .trim()
+        .parse()
+        .expect("hour");
+    let before = (hour + 23) % 24;
+    let hours = format!(
+        "function FindProxyForURL(url, host) {{\n\
+         var r = [timeRange({hour}, {hour}) ? 1 : 0, timeRange({before}, {before}) ? 1 : 0, timeRange(0, {hour}) ? 1 : 0];\n\
+         return \"PROXY h\" + r.join(\"\") + \".test:1\";\n}}"
+    );
+    // 60,000 entries: pacparser's JavaScript engine (SpiderMonkey 1.7) loses the entries of
+    // an object literal past the 65,536th, which browsers' engines do not.
+    let mut big = String::from("var table = {\n");
+    for i in 0..60_000 {
+        big += &format!(
+            "  \"domain-{i:07}.a-long-site-name-for-size.example\": \"PROXY p{}.test:3128\",\n",
+            i % 7
+        );
+    }
+    big += "};\nfunction FindProxyForURL(url, host) {\n  var parts = host.split(\".\");\n  \
+            for (var i = 0; i < parts.length - 1; i++) {\n    var d = parts.slice(i).join(\".\");\n    \
+            if (table.hasOwnProperty(d)) return table[d];\n  }\n  return \"DIRECT\";\n}\n";
+    assert!(big.len() > 3_000_000, "{} bytes", big.len());
+    vec![("hours".into(), hours), ("big".into(), big)]
+}
 
 #[test]
 fn our_evaluator_agrees_with_pactester() {
@@ -123,11 +180,19 @@ fn our_evaluator_agrees_with_pactester() {
     .expect("resolv");
     let dir = Scratch::new("pac").expect("scratch");
     let agent = env!("CARGO_BIN_EXE_homespot-agent");
+    let made = made_files(&ns);
     let mut agree = 0;
     for (file, url, ip) in PAIRS {
-        let text = FILES.iter().find(|f| f.0 == *file).expect("file").1;
+        let text = FILES
+            .iter()
+            .find(|f| f.0 == *file)
+            .map(|f| f.1.to_string())
+            .or_else(|| made.iter().find(|f| f.0 == *file).map(|f| f.1.clone()))
+            .expect("file");
         let path = dir.join(&format!("{file}.pac"));
-        std::fs::write(&path, text).expect("write");
+        if !path.exists() {
+            std::fs::write(&path, &text).expect("write");
+        }
         let p = path.display().to_string();
         let theirs = ns
             .output(&["pactester", "-p", &p, "-u", url, "-c", ip])
@@ -177,4 +242,62 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `dnsResolve` in a loop against a DNS server that never answers: the lookups are charged to
+/// the evaluation's 200 ms budget (the OS resolver alone would wait 5 s for each).
+#[test]
+fn lookups_against_a_silent_dns_server_are_cut_by_the_budget() {
+    assert!(testkit::can_run());
+    let ns = Netns::new("pacdns").expect("ns");
+    let etc = std::path::PathBuf::from("/etc/netns").join(ns.name());
+    std::fs::create_dir_all(&etc).expect("etc");
+    let _cleanup = Cleanup(etc.clone());
+    std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").expect("hosts");
+    std::fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:5 attempts:2\n",
+    )
+    .expect("resolv");
+    // The silent server: takes every query, answers none (for 20 s at most).
+    let silent = ns
+        .spawn_thread(|| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 53");
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let end = Instant::now() + Duration::from_secs(20);
+            let mut queries = 0;
+            let mut buf = [0u8; 512];
+            while Instant::now() < end {
+                if s.recv_from(&mut buf).is_ok() {
+                    queries += 1;
+                }
+            }
+            queries
+        })
+        .expect("thread");
+    std::thread::sleep(Duration::from_millis(200));
+    let dir = Scratch::new("pacdns").expect("scratch");
+    let p = dir.join("dns.pac");
+    std::fs::write(
+        &p,
+        "function FindProxyForURL(u, h) { for (var i = 0; i < 100; i++) { dnsResolve(\"n\" + i + \".test\"); } return \"DIRECT\"; }",
+    )
+    .expect("write");
+    let t = Instant::now();
+    let out = ns
+        .output(&[
+            env!("CARGO_BIN_EXE_homespot-agent"),
+            "pac",
+            &p.display().to_string(),
+            "http://x.test/",
+        ])
+        .expect("run");
+    let took = t.elapsed();
+    println!(
+        "100 lookups against a silent DNS server: {} after {took:?}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    drop(silent);
 }

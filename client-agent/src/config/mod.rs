@@ -273,12 +273,13 @@ impl Config {
                 d.pac_budget.as_ref(),
                 Duration::from_millis(200),
             )?,
-            memory: d.pac_memory.unwrap_or(8 << 20),
+            memory: d.pac_memory.unwrap_or(crate::pac::DEFAULT_MEMORY),
             dns_timeout: c.duration(
                 "discovery.dns_timeout",
                 d.dns_timeout.as_ref(),
                 Duration::from_secs(1),
             )?,
+            lookup: crate::pac::dns::os_lookup,
         };
         if pac.memory < (1 << 20) {
             return Err(c.err("discovery.pac_memory", "must be at least 1 MiB (1048576)"));

@@ -58,17 +58,11 @@ function isInNet(host, pattern, mask) {
     return ((a & m) >>> 0) === ((p & m) >>> 0);
 }
 
+// As Mozilla and Chromium implement it (so pactester agrees): dots are literal, `*` and `?`
+// are wildcards, and the rest is a regular expression, so character classes like `[ab]` work.
 function shExpMatch(str, shexp) {
-    var re = "^";
-    shexp = String(shexp);
-    for (var i = 0; i < shexp.length; i++) {
-        var c = shexp.charAt(i);
-        if (c === "*") re += ".*";
-        else if (c === "?") re += ".";
-        else if ("\\^$.|+()[]{}/".indexOf(c) >= 0) re += "\\" + c;
-        else re += c;
-    }
-    return new RegExp(re + "$").test(String(str));
+    var re = String(shexp).replace(/\./g, "\\.").replace(/\*/g, ".*").replace(/\?/g, ".");
+    return new RegExp("^" + re + "$").test(String(str));
 }
 
 var __homespot_days = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
@@ -127,17 +121,21 @@ function dateRange() {
     return useY ? (cur >= l && cur <= h) : __homespot_between(cur, l, h);
 }
 
+// Inclusive bounds, as browsers: timeRange(0, 12) holds until 12:59:59; with minutes, the end
+// minute is included to its last second. No wrap-around past midnight (browsers have none).
 function timeRange() {
     var a = __homespot_gmt(arguments);
     var n = a.list.map(function (x) { return parseInt(x, 10); });
+    if (n.some(function (x) { return isNaN(x); })) return false;
     var h = a.gmt ? a.now.getUTCHours() : a.now.getHours();
     var mi = a.gmt ? a.now.getUTCMinutes() : a.now.getMinutes();
     var s = a.gmt ? a.now.getUTCSeconds() : a.now.getSeconds();
+    var now = h * 3600 + mi * 60 + s;
     if (n.length === 1) return h === n[0];
-    if (n.length === 2) return n[0] <= n[1] ? (h >= n[0] && h < n[1]) : (h >= n[0] || h < n[1]);
-    var now, lo, hi;
-    if (n.length === 4) { now = h * 60 + mi; lo = n[0] * 60 + n[1]; hi = n[2] * 60 + n[3]; }
-    else if (n.length === 6) { now = h * 3600 + mi * 60 + s; lo = n[0] * 3600 + n[1] * 60 + n[2]; hi = n[3] * 3600 + n[4] * 60 + n[5]; }
+    if (n.length === 2) return n[0] <= h && h <= n[1];
+    var lo, hi;
+    if (n.length === 4) { lo = n[0] * 3600 + n[1] * 60; hi = n[2] * 3600 + n[3] * 60 + 59; }
+    else if (n.length === 6) { lo = n[0] * 3600 + n[1] * 60 + n[2]; hi = n[3] * 3600 + n[4] * 60 + n[5]; }
     else return false;
-    return lo <= hi ? (now >= lo && now < hi) : (now >= lo || now < hi);
+    return lo <= now && now <= hi;
 }

@@ -1,15 +1,18 @@
-//! PAC files evaluated by QuickJS (`rquickjs`), sandboxed: a memory bound, a stack bound, a
-//! time budget for loading the file and for every call (an endless loop is cut), and a
-//! `dnsResolve` that gives up after a timeout. `myIpAddress()` is the address of the link the
-//! file came from, not whatever the host's default route says.
+//! PAC files evaluated by QuickJS (`rquickjs`), sandboxed: a memory bound (a file that needs
+//! more is refused with an error naming the limit), a stack bound, a time budget for loading
+//! the file and for every call (an endless loop is cut), and a `dnsResolve` whose lookups are
+//! charged to that budget and run on a small fixed pool of threads ([`dns`]). `myIpAddress()`
+//! is the address of the link the file came from, not whatever the host's default route says.
+//! The helpers follow the browsers' semantics (Mozilla's and Chromium's PAC utilities).
 //!
 //! Each evaluator lives on a thread of its own (a QuickJS runtime is not `Send`); a
 //! [`PacHandle`] sends it requests. The thread ends when the last handle is dropped.
 
 mod choice;
+pub mod dns;
 
 use std::cell::Cell;
-use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -25,17 +28,23 @@ pub struct Limits {
     pub budget: Duration,
     /// Heap of the JavaScript runtime.
     pub memory: usize,
-    /// How long `dnsResolve` waits.
+    /// How long one `dnsResolve` waits (and never past the budget).
     pub dns_timeout: Duration,
+    /// How names are looked up (the OS resolver).
+    pub lookup: dns::Lookup,
 }
 
+/// The default memory bound: the largest PAC files in use (several MB of rules) fit.
+pub const DEFAULT_MEMORY: usize = 128 << 20;
+
 impl Default for Limits {
-    /// 200 ms per call, 8 MiB, DNS 1 s.
+    /// 200 ms per call, 128 MiB, DNS 1 s.
     fn default() -> Limits {
         Limits {
             budget: Duration::from_millis(200),
-            memory: 8 << 20,
+            memory: DEFAULT_MEMORY,
             dns_timeout: Duration::from_secs(1),
+            lookup: dns::os_lookup,
         }
     }
 }
@@ -47,6 +56,8 @@ pub enum PacError {
     Script(String),
     /// Cut by the time budget.
     Budget,
+    /// The file needs more memory than the limit (bytes).
+    Memory(usize),
     /// The evaluator thread is gone.
     Gone,
 }
@@ -56,6 +67,11 @@ impl std::fmt::Display for PacError {
         match self {
             PacError::Script(s) => write!(f, "PAC script error: {s}"),
             PacError::Budget => write!(f, "PAC script exceeded its time budget"),
+            PacError::Memory(limit) => write!(
+                f,
+                "PAC file needs more than {} MiB of memory (discovery.pac_memory)",
+                limit >> 20
+            ),
             PacError::Gone => write!(f, "PAC evaluator stopped"),
         }
     }
@@ -124,29 +140,6 @@ impl PacHandle {
     }
 }
 
-/// `host` resolved to an IPv4 address within `timeout`, on a helper thread (getaddrinfo has no
-/// timeout of its own).
-fn resolve(host: &str, timeout: Duration) -> Option<Ipv4Addr> {
-    if let Ok(a) = host.parse::<Ipv4Addr>() {
-        return Some(a);
-    }
-    if host.is_empty() || host.len() > 253 {
-        return None;
-    }
-    let (tx, rx) = mpsc::channel();
-    let h = host.to_string();
-    std::thread::spawn(move || {
-        let a = (h.as_str(), 0).to_socket_addrs().ok().and_then(|mut it| {
-            it.find_map(|s| match s.ip() {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            })
-        });
-        let _ = tx.send(a);
-    });
-    rx.recv_timeout(timeout).ok().flatten()
-}
-
 /// When the running script must stop (checked by QuickJS's interrupt handler).
 type Deadline = Rc<Cell<Option<Instant>>>;
 
@@ -178,13 +171,17 @@ fn evaluator(
             return;
         }
     };
-    let dns_timeout = limits.dns_timeout;
+    let resolver = Rc::new(std::cell::RefCell::new(dns::Resolver::new(
+        limits.lookup,
+        limits.dns_timeout,
+    )));
     let run = |f: &mut dyn FnMut() -> Result<String, PacError>| {
         deadline.set(Some(Instant::now() + limits.budget));
         let r = f();
         let late = deadline.get().is_some_and(|t| Instant::now() > t);
         deadline.set(None);
         match r {
+            Err(e @ PacError::Memory(_)) => Err(e),
             Err(_) if late => Err(PacError::Budget),
             r => r,
         }
@@ -199,17 +196,28 @@ fn evaluator(
                 Function::new(ctx.clone(), move || my.clone()).map_err(err)?,
             )
             .map_err(err)?;
+            let (res, dl) = (resolver.clone(), deadline.clone());
             g.set(
                 "__homespot_dns",
                 Function::new(ctx.clone(), move |h: String| {
-                    resolve(&h, dns_timeout).map(|a| a.to_string())
+                    // Charged to the evaluation's budget: never waits past its deadline.
+                    res.borrow_mut()
+                        .resolve(&h, dl.get())
+                        .map(|a| a.to_string())
                 })
                 .map_err(err)?,
             )
             .map_err(err)?;
             ctx.eval::<(), _>(HELPERS).map_err(err)?;
-            ctx.eval::<(), _>(script.as_str())
-                .map_err(|e| PacError::Script(exception(&ctx, e)))?;
+            ctx.eval::<(), _>(script.as_str()).map_err(|e| {
+                // QuickJS out of memory surfaces as a bare error (or a null exception).
+                let text = exception(&ctx, e);
+                if text.contains("out of memory") || text.contains("Null") || text == "null" {
+                    PacError::Memory(limits.memory)
+                } else {
+                    PacError::Script(text)
+                }
+            })?;
             let f: rquickjs::Value = g.get("FindProxyForURL").map_err(err)?;
             if !f.is_function() {
                 return Err(PacError::Script("no function FindProxyForURL".into()));
