@@ -117,6 +117,13 @@ impl Meter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `n` bytes went up (a tunnel's upload): they count as traffic for the throughput rule,
+    /// not as arrivals for the handoff figures.
+    pub fn sent(&self, n: usize) {
+        self.bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// `n` bytes arrived now.
     pub fn bytes(&self, n: usize) {
         self.bytes

@@ -1,13 +1,16 @@
 //! CONNECT: at a HomeSpot through its proxy over the global addresses (the tunnel survives
 //! P-Handoff); on a plain link through the PAC's proxy, or directly, bound to the link's
-//! address, and closed when the path changes.
+//! address, and closed when the path changes. Bytes are metered as they flow, so the
+//! throughput rule sees an HTTPS download as it sees an HTTP one.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::upstream::{connect as tcp, hops};
@@ -81,10 +84,14 @@ pub async fn connect(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Pr
             Err(e) => last = e.0,
         }
     }
-    let Some((mut upstream, token)) = stream else {
+    let Some((upstream, token)) = stream else {
         return text(StatusCode::BAD_GATEWAY, &last);
     };
     let meter = shared.meter.clone();
+    let mut upstream = Metered {
+        io: upstream,
+        meter: meter.clone(),
+    };
     tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
@@ -94,8 +101,8 @@ pub async fn connect(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Pr
         // (another network) ends it.
         tokio::select! {
             r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                if let Ok((a, b)) = r {
-                    meter.bytes((a + b) as usize);
+                if let Ok((up, down)) = r {
+                    tracing::debug!(up, down, "CONNECT {auth}: tunnel closed");
                 }
             }
             _ = async {
@@ -112,4 +119,46 @@ pub async fn connect(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Pr
         drop(token);
     });
     Response::new(ProxyBody::Full(None))
+}
+
+/// The tunnel's upstream socket, counting what it carries into the meter as it goes.
+struct Metered {
+    io: TcpStream,
+    meter: Arc<crate::path::Meter>,
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.meter.bytes(n);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.meter.sent(*n);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
