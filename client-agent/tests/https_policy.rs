@@ -87,7 +87,9 @@ fn an_https_download_keeps_wifi_and_idle_goes_back_to_bluetooth() {
         .skip(n0)
         .filter(|e| e["event"] == "handoff" && e["to"] == "eth1")
         .collect();
-    eprintln!("HTTPS download of {SIZE} bytes in {took:?}; moves to Bluetooth meanwhile: {moves:?}");
+    eprintln!(
+        "HTTPS download of {SIZE} bytes in {took:?}; moves to Bluetooth meanwhile: {moves:?}"
+    );
     assert!(took >= Duration::from_secs(25), "a long download: {took:?}");
     assert!(
         moves.is_empty(),

@@ -8,7 +8,8 @@
 //! - response partly delivered: `Range: bytes=N-` with `If-Range` (strong ETag, else
 //!   Last-Modified); a 206 from byte N continues the body; a 200 for the same entity is read
 //!   and N bytes discarded; a different entity closes the client connection, never a spliced
-//!   body;
+//!   body, and so does a response that cannot be proven the same (no strong ETag, nor a
+//!   Last-Modified with a known length); the abort always reaches the client;
 //! - no usable link: the request waits (hibernation) up to a bound, then 504 with a reason.
 
 use std::sync::Arc;
@@ -214,6 +215,23 @@ pub(super) fn single_range(h: &HeaderMap) -> Option<Option<(u64, Option<u64>)>> 
     Some(Some((a, b)))
 }
 
+/// `uri` without its query string, for logs (queries carry tokens).
+pub(crate) fn without_query(uri: &Uri) -> String {
+    let mut s = String::new();
+    if let Some(sc) = uri.scheme_str() {
+        s += sc;
+        s += "://";
+    }
+    if let Some(a) = uri.authority() {
+        s += a.as_str();
+    }
+    s += uri.path();
+    if uri.query().is_some() {
+        s += "?…";
+    }
+    s
+}
+
 /// `bytes a-b/total` of a 206.
 fn content_range(h: &HeaderMap) -> Option<(u64, Option<u64>)> {
     let s = h
@@ -240,6 +258,18 @@ enum Resume {
 }
 
 fn resume_check(status: StatusCode, h: &HeaderMap, e: &Entity, delivered: u64) -> Resume {
+    // What the client has must be provably the start of what comes now: a strong ETag, or a
+    // Last-Modified date with a known length. Without that, the connection is closed (the
+    // application sees an error it can retry) rather than two versions spliced.
+    let strong = e
+        .etag
+        .as_ref()
+        .is_some_and(|t| !t.as_bytes().starts_with(b"W/"));
+    if !strong && (e.last_modified.is_none() || e.total.is_none()) {
+        return Resume::Changed(
+            "the response has no validator that proves a restart is the same entity (no strong ETag, nor Last-Modified with a length)".into(),
+        );
+    }
     let etag_differs = matches!((&e.etag, h.get(header::ETAG)), (Some(a), Some(b)) if a != b);
     if etag_differs {
         return Resume::Changed("the entity changed between attempts (ETag differs)".into());
@@ -353,17 +383,24 @@ pub(super) async fn run(
     resumed: Option<Resumed>,
     mut planned: Option<Planned>,
 ) {
+    let (method, uri) = (job.method.clone(), job.uri.clone());
     let fail = |head: &mut Option<oneshot::Sender<Head>>,
                 frames: &FrameTx,
                 status: StatusCode,
                 why: String| {
-        tracing::info!("{} {}: {status}: {why}", job.method, job.uri);
-        match head.take() {
+        tracing::info!("{method} {}: {status}: {why}", without_query(&uri));
+        let abort = match head.take() {
             Some(h) => {
                 let _ = h.send(Err((status, why)));
+                None
             }
-            None => {
-                let _ = frames.try_send(Err(std::io::Error::other(why)));
+            None => Some((frames.clone(), why)),
+        };
+        // The abort must reach the client (a clean end would look like a whole body): it
+        // waits for room in the channel rather than being dropped when it is full.
+        async move {
+            if let Some((frames, why)) = abort {
+                let _ = frames.send(Err(std::io::Error::other(why))).await;
             }
         }
     };
@@ -392,13 +429,14 @@ pub(super) async fn run(
                 &frames,
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("no network link for {}s", bound.as_secs()),
-            );
+            )
+            .await;
         };
         let hops = match planned.take().filter(|p| p.epoch == epoch) {
             Some(p) => p.hops,
             None => match hops(&up, &job.uri, &host, port).await {
                 Ok(h) => h,
-                Err(e) => return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, e.0),
+                Err(e) => return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, e.0).await,
             },
         };
         let mut got = None;
@@ -424,7 +462,7 @@ pub(super) async fn run(
                 },
                 c = changed(&mut rx, epoch, bound) => {
                     if let Change::Gone = c {
-                        return fail(&mut head, &frames, StatusCode::GATEWAY_TIMEOUT, format!("no network link for {}s", bound.as_secs()));
+                        return fail(&mut head, &frames, StatusCode::GATEWAY_TIMEOUT, format!("no network link for {}s", bound.as_secs())).await;
                     }
                     moved = true;
                     break;
@@ -438,7 +476,7 @@ pub(super) async fn run(
                 } else {
                     last_err
                 };
-                return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, why);
+                return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, why).await;
             }
             if moved {
                 tracing::info!(
@@ -449,7 +487,7 @@ pub(super) async fn run(
             } else {
                 failures += 1;
                 if failures > 3 {
-                    return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, last_err);
+                    return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, last_err).await;
                 }
                 // Wait for a new path or a short while, then try again.
                 let _ = tokio::time::timeout(
@@ -493,7 +531,7 @@ pub(super) async fn run(
                     skip = n;
                 }
                 Resume::Changed(why) => {
-                    return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, why)
+                    return fail(&mut head, &frames, StatusCode::BAD_GATEWAY, why).await
                 }
             },
         }
@@ -534,7 +572,7 @@ pub(super) async fn run(
                 },
                 c = changed(&mut rx, epoch, bound) => {
                     if let Change::Gone = c {
-                        return fail(&mut head, &frames, StatusCode::GATEWAY_TIMEOUT, format!("no network link for {}s", bound.as_secs()));
+                        return fail(&mut head, &frames, StatusCode::GATEWAY_TIMEOUT, format!("no network link for {}s", bound.as_secs())).await;
                     }
                     tracing::info!("{}: path changed at byte {delivered}; restarting", job.uri);
                     break;
@@ -547,7 +585,8 @@ pub(super) async fn run(
                 &frames,
                 StatusCode::BAD_GATEWAY,
                 "the network changed during the response; not resent".into(),
-            );
+            )
+            .await;
         }
         // Restart: wait for a path that differs from the one that failed, briefly.
         let _ =
