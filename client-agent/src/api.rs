@@ -124,10 +124,16 @@ pub type Session = (
 /// Client side, for the CLI: sends one request line and returns the session.
 pub async fn request(path: &PathBuf, req: &Value) -> std::io::Result<Session> {
     let s = UnixStream::connect(path).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("{}: {e} (is the agent running?)", path.display()),
-        )
+        let hint = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                "the agent's API socket is root's only: run this as root"
+            }
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                "is the agent running? (`homespot-agent run` as root)"
+            }
+            _ => "",
+        };
+        std::io::Error::new(e.kind(), format!("{}: {e}; {hint}", path.display()))
     })?;
     let (r, mut w) = s.into_split();
     w.write_all(format!("{req}\n").as_bytes()).await?;

@@ -28,5 +28,6 @@ pub mod pac;
 pub mod path;
 pub mod policy;
 pub mod proxy;
+pub mod show;
 pub mod state;
 pub mod trust;

@@ -17,6 +17,9 @@ use homespot_agent::{api, links};
 /// connections (P-Handoff); elsewhere finds the network's proxy by WPAD and restarts
 /// in-flight HTTP requests after a network change (L7 restart). Point applications at its
 /// proxy (default 127.0.0.1:3129, or the PAC file http://127.0.0.1:3129/proxy.pac).
+///
+/// Environment: HOMESPOT_LOG sets what `run` logs (default "info"; e.g. "debug", or
+/// "homespot_agent=debug"). Logs go to standard output, coloured only on a terminal.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -34,10 +37,20 @@ struct Cli {
 enum Cmd {
     /// Run the agent (as root: it sets routes, rules and the global address).
     Run,
-    /// Print the running agent's state as JSON.
-    Status,
-    /// Print events (link_up, link_down, route_changed, handoff with its interruption) as JSON lines.
-    Events,
+    /// Show the running agent's state: the link in use, each link and what it is, the HomeSpot
+    /// and our global address, trusted HomeSpots, warnings.
+    Status {
+        /// The Mobility API's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow events as they happen (links, discovery, route changes, handoffs with their
+    /// interruption), one line each, until interrupted.
+    Events {
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move traffic to this interface now.
     Switch {
         /// Interface name, e.g. wlan0.
@@ -106,8 +119,9 @@ fn main() {
     };
     let r = match cli.cmd {
         Cmd::Run => rt.block_on(run(cfg)),
-        Cmd::Status => rt.block_on(once(cfg, json!({"cmd": "status"}))),
-        Cmd::Events => rt.block_on(events(cfg)),
+        Cmd::Status { json: false } => rt.block_on(status_text(cfg)),
+        Cmd::Status { json: true } => rt.block_on(once(cfg, json!({"cmd": "status"}))),
+        Cmd::Events { json } => rt.block_on(events(cfg, json)),
         Cmd::Switch { link } => rt.block_on(once(cfg, json!({"cmd": "switch", "link": link}))),
         Cmd::Lookup { addr } => rt.block_on(once(cfg, json!({"cmd": "lookup", "addr": addr}))),
         Cmd::Connect { url } => rt.block_on(once(cfg, json!({"cmd": "connect", "url": url}))),
@@ -156,10 +170,27 @@ async fn once(cfg: Config, req: serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn events(cfg: Config) -> anyhow::Result<()> {
+async fn status_text(cfg: Config) -> anyhow::Result<()> {
+    let (mut lines, _w) = api::request(&cfg.api_socket, &json!({"cmd": "status"})).await?;
+    let line = lines.next_line().await?.unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&line)?;
+    print!("{}", homespot_agent::show::status_text(&v));
+    Ok(())
+}
+
+async fn events(cfg: Config, json: bool) -> anyhow::Result<()> {
     let (mut lines, _w) = api::request(&cfg.api_socket, &json!({"cmd": "events"})).await?;
     while let Some(l) = lines.next_line().await? {
-        println!("{l}");
+        if json {
+            println!("{l}");
+        } else {
+            match serde_json::from_str::<serde_json::Value>(&l) {
+                // The subscription's acknowledgement is for programs.
+                Ok(v) if v.get("event").is_none() => {}
+                Ok(v) => println!("{}", homespot_agent::show::event_line(&v)),
+                Err(_) => println!("{l}"),
+            }
+        }
     }
     Ok(())
 }
@@ -171,6 +202,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let listener = tokio::net::TcpListener::bind(cfg.proxy.listen)
         .await

@@ -221,7 +221,13 @@ impl Config {
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let key = e
                 .span()
-                .map(|s| format!("(at byte {})", s.start))
+                .map(|s| {
+                    // Line and column (1-based) of where the error starts.
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("(line {line}, column {col})")
+                })
                 .unwrap_or_else(|| "(file)".into());
             c.err(&key, e.message().to_string())
         })?;

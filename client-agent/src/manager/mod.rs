@@ -856,7 +856,8 @@ impl Manager {
             t.pins()
                 .iter()
                 .map(|(id, n)| {
-                    json!({"identity": crate::trust::fingerprint(id), "kind": n.kind,
+                    json!({"identity": crate::trust::fingerprint(id),
+                    "kind": match n.kind { 1 => "wifi", 2 => "bluetooth", 3 => "ethernet", _ => "link" },
                     "l2_id": String::from_utf8_lossy(&n.l2_id), "router": n.router.to_string()})
                 })
                 .collect()

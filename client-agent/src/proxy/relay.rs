@@ -108,7 +108,7 @@ async fn first(
                 tracing::info!(
                     "{} {}: the path changed before the response; resending",
                     job.method,
-                    job.uri
+                    super::restart::without_query(&job.uri)
                 );
                 return Err((job, None));
             }
@@ -122,7 +122,11 @@ async fn first(
         Ok(x) => x,
         // It may have reached the origin: a request that may not be sent twice is not.
         Err(why) if !job.restartable => {
-            tracing::info!("{} {}: 502: {why}", job.method, job.uri);
+            tracing::info!(
+                "{} {}: 502: {why}",
+                job.method,
+                super::restart::without_query(&job.uri)
+            );
             return Ok(text(StatusCode::BAD_GATEWAY, &why));
         }
         Err(_) => return Err((job, None)),
@@ -169,7 +173,11 @@ impl Relay {
         let (tx, rx) = mpsc::channel(16);
         if !job.restartable {
             let why = "the network changed during the response; not resent";
-            tracing::info!("{} {}: 502: {why}", job.method, job.uri);
+            tracing::info!(
+                "{} {}: 502: {why}",
+                job.method,
+                super::restart::without_query(&job.uri)
+            );
             let _ = tx.try_send(Err(std::io::Error::other(why)));
             self.rest = Some(rx);
             return;
@@ -222,7 +230,11 @@ impl Relay {
             }
             Poll::Ready(Some(Err(e))) => {
                 if let Some(j) = &self.job {
-                    tracing::info!("{}: upstream failed at byte {}: {e}", j.uri, self.delivered);
+                    tracing::info!(
+                        "{}: upstream failed at byte {}: {e}",
+                        super::restart::without_query(&j.uri),
+                        self.delivered
+                    );
                 }
                 self.hand_over();
                 self.poll(cx)
@@ -248,7 +260,7 @@ impl Relay {
                         if let Some(j) = &self.job {
                             tracing::info!(
                                 "{}: path changed at byte {}; restarting",
-                                j.uri,
+                                super::restart::without_query(&j.uri),
                                 self.delivered
                             );
                         }

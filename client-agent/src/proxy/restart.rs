@@ -456,7 +456,7 @@ pub(super) async fn run(
                 r = attempt => match r {
                     Ok((r, s)) => { got = Some((hop, r, s)); break; }
                     Err(e) => {
-                        tracing::info!("{} {} via {}: {e}", job.method, job.uri, hop.to);
+                        tracing::info!("{} {} via {}: {e}", job.method, without_query(&job.uri), hop.to);
                         last_err = e;
                     }
                 },
@@ -482,7 +482,7 @@ pub(super) async fn run(
                 tracing::info!(
                     "{} {}: the path changed before the response; resending",
                     job.method,
-                    job.uri
+                    without_query(&job.uri)
                 );
             } else {
                 failures += 1;
@@ -521,12 +521,15 @@ pub(super) async fn run(
             }
             Some(e) => match resume_check(parts.status, &parts.headers, e, delivered) {
                 Resume::Continue => {
-                    tracing::info!("{}: resumed at byte {delivered} (206)", job.uri)
+                    tracing::info!(
+                        "{}: resumed at byte {delivered} (206)",
+                        without_query(&job.uri)
+                    )
                 }
                 Resume::Discard(n) => {
                     tracing::info!(
                         "{}: no range support; reading and discarding {n} bytes",
-                        job.uri
+                        without_query(&job.uri)
                     );
                     skip = n;
                 }
@@ -560,7 +563,7 @@ pub(super) async fn run(
                         }
                     },
                     Some(Err(e)) => {
-                        tracing::info!("{}: upstream failed at byte {delivered}: {e}", job.uri);
+                        tracing::info!("{}: upstream failed at byte {delivered}: {e}", without_query(&job.uri));
                         break;
                     }
                     None => {
@@ -574,7 +577,7 @@ pub(super) async fn run(
                     if let Change::Gone = c {
                         return fail(&mut head, &frames, StatusCode::GATEWAY_TIMEOUT, format!("no network link for {}s", bound.as_secs())).await;
                     }
-                    tracing::info!("{}: path changed at byte {delivered}; restarting", job.uri);
+                    tracing::info!("{}: path changed at byte {delivered}; restarting", without_query(&job.uri));
                     break;
                 }
             }
