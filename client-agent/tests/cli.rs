@@ -46,10 +46,20 @@ fn status_and_events_read_as_text_and_a_user_is_told_to_be_root() {
         .spawn()
         .expect("events");
     std::thread::sleep(Duration::from_millis(300));
+    // A download under way, so the handoff's interruption is measured.
+    let url = format!("http://{}/bytes/20000000", testkit::journey::ORIGIN);
+    let curl = bed
+        .curl(&["--fail", "--limit-rate", "4M", &url])
+        .expect("curl");
+    curl.wait_bytes(2_000_000, Duration::from_secs(10))
+        .expect("download started");
     bed.switch(&events, "eth1").expect("switch");
-    std::thread::sleep(Duration::from_millis(1500));
+    // The handoff's figures come once its settling second is over.
+    std::thread::sleep(Duration::from_millis(2500));
     let _ = follow.kill();
     let out = follow.wait_with_output().expect("events output");
+    let (st, err, _) = curl.finish(Duration::from_secs(30)).expect("curl");
+    assert!(st.success(), "{err}");
     let lines = String::from_utf8_lossy(&out.stdout).to_string();
     println!("$ homespot-agent events\n{lines}");
     assert!(
