@@ -649,6 +649,10 @@ impl Manager {
                     && !self.cfg.drain.is_zero()
                     && self.clamp.tracked() > 0;
                 if planned {
+                    tracing::info!(
+                        "planned move to {to}: draining the old radio's queue for {} ms",
+                        self.cfg.drain.as_millis()
+                    );
                     self.clamp.apply(Some(self.cfg.drain_window));
                     self.draining = Some((*link, to.to_string(), Instant::now() + self.cfg.drain));
                 } else if let Some(hs) = self.hs.as_mut() {
@@ -951,13 +955,27 @@ impl Manager {
                     .emit("switch_failed", json!({"homespot_link": link}));
             }
             E::LinkDead { link } => {
-                if self.draining.as_ref().is_some_and(|(l, _, _)| *l == link) {
-                    self.draining = None;
-                    self.clamp.apply(None);
-                }
                 let name = hs.dead(link);
                 self.events.emit("link_down", json!({"link": name, "homespot_link": link, "reason": "probes unanswered (silent loss)"}));
-                if name.is_some() && name == self.current {
+                let source_died = name.is_some() && name == self.current;
+                match self.draining.take() {
+                    // The drain's target died: the planned move is off.
+                    Some((l, _, _)) if l == link => self.clamp.apply(None),
+                    // The radio being drained died: nothing more comes over it, so the move
+                    // happens now rather than when the drain would have ended.
+                    Some((l, to, _)) if source_died => {
+                        self.clamp.apply(None);
+                        tracing::info!(
+                            "{} lost while draining: moving to {to} now",
+                            name.clone().unwrap_or_default()
+                        );
+                        hs.switch(l, &to).await;
+                        self.evaluate(None).await;
+                        return;
+                    }
+                    other => self.draining = other,
+                }
+                if source_died {
                     let n = name.unwrap_or_default();
                     self.start_loss(&n);
                 }
