@@ -126,9 +126,13 @@ impl Meter {
 
     /// `n` bytes arrived now.
     pub fn bytes(&self, n: usize) {
+        self.bytes_at(n, Instant::now());
+    }
+
+    /// `n` bytes arrived at `now` (the clock passed in, for tests).
+    pub fn bytes_at(&self, n: usize, now: Instant) {
         self.bytes
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        let now = Instant::now();
         let mut s = self.lock();
         let last = s.last.replace(now);
         let mut report = None;
@@ -179,9 +183,14 @@ impl Meter {
 
     /// The handoff completed now; `address_at`: when the new link got its address.
     pub fn handoff_done(&self, handoff: u64, address_at: Option<Instant>) {
+        self.handoff_done_at(handoff, address_at, Instant::now());
+    }
+
+    /// The handoff completed at `now`.
+    pub fn handoff_done_at(&self, handoff: u64, address_at: Option<Instant>, now: Instant) {
         let mut s = self.lock();
         if let Some(w) = s.window.as_mut().filter(|w| w.handoff == handoff) {
-            w.done = Some(Instant::now());
+            w.done = Some(now);
             w.address_at = address_at;
         }
     }
@@ -195,5 +204,58 @@ impl Meter {
         {
             s.window = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(t0: Instant, n: u64) -> Instant {
+        t0 + Duration::from_millis(n)
+    }
+
+    /// With a virtual clock: bytes every 10 ms, a handoff at 100 ms with a 120 ms silence,
+    /// done at 180 ms; the report comes with the first bytes a second after it is done.
+    #[test]
+    fn the_meter_measures_the_gap_around_a_handoff() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let m = Meter::new(tx);
+        let t0 = Instant::now();
+        for i in 0..=10 {
+            m.bytes_at(1000, ms(t0, i * 10));
+        }
+        m.handoff_started(1, ms(t0, 100));
+        m.handoff_done_at(1, Some(ms(t0, 150)), ms(t0, 180));
+        // Silence from 100 to 220 ms, then traffic again for more than a second.
+        for i in 22..=130 {
+            m.bytes_at(1000, ms(t0, i * 10));
+        }
+        let g = rx.try_recv().expect("a report");
+        assert_eq!(g.handoff, 1);
+        assert_eq!(g.gap, Duration::from_millis(120), "{g:?}");
+        assert_eq!(g.after_done, Duration::from_millis(120));
+        assert_eq!(
+            g.from_address,
+            Some(Duration::from_millis(70)),
+            "address at 150, bytes at 220"
+        );
+        assert_eq!(m.total(), (11 + 109) * 1000);
+        assert!(rx.try_recv().is_err(), "one report per handoff");
+    }
+
+    #[test]
+    fn uploads_count_as_traffic_not_arrivals_and_idle_windows_expire() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let m = Meter::new(tx);
+        let t0 = Instant::now();
+        m.sent(5000);
+        assert_eq!(m.total(), 5000);
+        m.handoff_started(2, t0);
+        m.handoff_done_at(2, None, ms(t0, 10));
+        m.expire(ms(t0, 6000));
+        m.bytes_at(10, ms(t0, 7000));
+        m.bytes_at(10, ms(t0, 8500));
+        assert!(rx.try_recv().is_err(), "an expired window reports nothing");
     }
 }
