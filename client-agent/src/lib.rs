@@ -8,7 +8,10 @@
 //! address, when the HomeSpot restarted); and runs a local proxy on 127.0.0.1
 //! ([`proxy`]) that restarts in-flight HTTP requests on the new path after a handoff (Range
 //! resume, read-and-discard fallback, hibernation while no link is up). A Mobility API on a
-//! Unix socket ([`api`]) reports every handoff with its measured interruption.
+//! Unix socket ([`api`]) reports every handoff with its measured interruption ([`path::Meter`]);
+//! [`show`] renders its status and events for people. A restarted response is continued only
+//! when it is provably the same entity (strong ETag, or Last-Modified with a length); else the
+//! client connection is closed, never a spliced body. Library errors are typed ([`error`]).
 //!
 //! What it does not do: run DHCP for the link addresses (the OS's DHCP client does), DNS-based
 //! WPAD (off: a known attack vector), IPv6, more than one HomeSpot association at a time,
@@ -18,6 +21,7 @@
 pub mod api;
 pub mod config;
 pub mod discovery;
+pub mod error;
 pub mod events;
 pub mod fetch;
 pub mod inform;

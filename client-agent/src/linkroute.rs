@@ -3,6 +3,7 @@
 //! <table>`, so a socket bound to the link's address leaves by that link whichever link holds
 //! the main table's default route.
 
+use crate::error::AgentError;
 use std::net::Ipv4Addr;
 
 use rtnetlink::packet_route::rule::RuleAction;
@@ -20,7 +21,7 @@ pub async fn install(
     addr: Ipv4Addr,
     prefix: u8,
     router: Option<Ipv4Addr>,
-) -> anyhow::Result<()> {
+) -> Result<(), AgentError> {
     let table = table_of(ifindex);
     let net = crate::links::network(addr, prefix);
     let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
@@ -56,7 +57,9 @@ pub async fn install(
         Ok(()) => Ok(()),
         // EEXIST: the rule is there already.
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("rule from {addr} lookup {table}: {e}")),
+        Err(e) => Err(AgentError::Netlink(format!(
+            "rule from {addr} lookup {table}: {e}"
+        ))),
     }
 }
 

@@ -4,6 +4,8 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
+use crate::error::AgentError;
+
 /// 32 random bytes from the kernel.
 pub fn random32() -> std::io::Result<[u8; 32]> {
     let mut k = [0u8; 32];
@@ -12,20 +14,24 @@ pub fn random32() -> std::io::Result<[u8; 32]> {
 }
 
 /// The client key in `dir/client.key`, made (mode 0600) on first use.
-pub fn client_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+pub fn client_key(dir: &Path) -> Result<[u8; 32], AgentError> {
+    let err = |p: &Path, reason: String| AgentError::State {
+        path: p.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
     let path = dir.join("client.key");
     if let Ok(b) = std::fs::read(&path) {
         return b
             .try_into()
-            .map_err(|_| anyhow::anyhow!("{}: must hold 32 bytes", path.display()));
+            .map_err(|_| err(&path, "must hold 32 bytes".into()));
     }
-    let k = random32()?;
+    let k = random32().map_err(|e| AgentError::Random(e.to_string()))?;
     let mut o = std::fs::OpenOptions::new();
     std::os::unix::fs::OpenOptionsExt::mode(o.write(true).create_new(true), 0o600);
     o.open(&path)
         .and_then(|mut f| f.write_all(&k))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        .map_err(|e| err(&path, e.to_string()))?;
     Ok(k)
 }
 

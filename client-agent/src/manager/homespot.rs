@@ -3,6 +3,7 @@
 //! on its links, the global address on `lo`, and the host route to the HomeSpot's global
 //! address through the current link (`rto_min` and `quickack` as DESIGN.md section 8 says).
 
+use crate::error::AgentError;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
@@ -85,7 +86,7 @@ impl HomeSpot {
         key: [u8; 32],
         advert: Advert,
         events: mpsc::Sender<ClientEvent>,
-    ) -> anyhow::Result<HomeSpot> {
+    ) -> Result<HomeSpot, AgentError> {
         let pc = ClientConfig {
             probe_interval: cfg.probe_interval,
             probe_misses: cfg.probe_misses,
@@ -95,7 +96,7 @@ impl HomeSpot {
             pc,
             ClientKeys::from_secret(key),
             Some(advert.identity),
-            phandoff::driver::os_rng()?,
+            phandoff::driver::os_rng().map_err(|e| AgentError::Random(e.to_string()))?,
             PORT,
         );
         c.learn(advert.clone());
@@ -106,7 +107,7 @@ impl HomeSpot {
         Ok(HomeSpot {
             advert,
             cmd,
-            nl: Netlink::new().map_err(|e| anyhow::anyhow!("{e}"))?,
+            nl: Netlink::new().map_err(|e| AgentError::Netlink(e.to_string()))?,
             global: None,
             links: BTreeMap::new(),
             current: None,
@@ -227,12 +228,12 @@ impl HomeSpot {
         &mut self,
         global: Ipv4Addr,
         _homespot: Ipv4Addr,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), AgentError> {
         self.associating = false;
         self.nl
             .ensure_address(ifindex("lo"), global)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| AgentError::Netlink(e.to_string()))?;
         self.global = Some(global);
         Ok(())
     }

@@ -130,7 +130,7 @@ impl Manager {
         path: watch::Sender<Path>,
         meter: Arc<Meter>,
         events: Events,
-    ) -> anyhow::Result<Manager> {
+    ) -> Result<Manager, crate::error::AgentError> {
         let key = crate::state::client_key(&cfg.state_dir)?;
         let trust = Arc::new(std::sync::Mutex::new(crate::trust::Trust::load(
             &cfg.state_dir,
