@@ -62,10 +62,10 @@ throughput_rule = false
 CFG
 $ON_LAPTOP ip netns exec $C env HOMESPOT_LOG=warn "$AGENT" --config "$OUT/agent.toml" run > "$OUT/agent.log" 2>&1 & AG=$!; PIDS+=($AG)
 for _ in $(seq 100); do
-    if "$AGENT" --api "$OUT/agent.sock" status 2>/dev/null | grep -q '"hibernating": false'; then break; fi
+    if "$AGENT" --api "$OUT/agent.sock" status --json 2>/dev/null | grep -q '"hibernating": false'; then break; fi
     sleep 0.1
 done
-"$AGENT" --api "$OUT/agent.sock" status > "$OUT/status.json"
+"$AGENT" --api "$OUT/agent.sock" status --json > "$OUT/status.json"
 grep -q '"hibernating": false' "$OUT/status.json" || { echo "agent found no HomeSpot"; cat "$OUT/agent.log"; exit 1; }
 AGPID=$(ip netns pids $C | while read -r p; do [[ "$(readlink /proc/$p/exe)" == "$AGENT" ]] && echo "$p"; done | head -1)
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
