@@ -168,9 +168,31 @@ impl Meter {
         }
     }
 
-    /// A handoff starts now (decided or detected). A window still open is dropped.
+    /// A handoff starts now (decided or detected). A window still open (a handoff overtaken
+    /// by this one) is reported with what it measured until now, not dropped: every handoff
+    /// gets its figures.
     pub fn handoff_started(&self, handoff: u64, at: Instant) {
-        self.lock().window = Some(Window {
+        let mut s = self.lock();
+        if let Some(w) = s.window.take() {
+            // The silence running now belongs to the earlier handoff up to this moment.
+            let open = s
+                .last
+                .map_or(Duration::ZERO, |l| at.saturating_duration_since(l));
+            let since_start = if at >= w.start { open } else { Duration::ZERO };
+            let _ = self.gaps.send(Gap {
+                handoff: w.handoff,
+                gap: w.max_gap.max(since_start),
+                after_done: if w.done.is_some() {
+                    w.max_gap_after.max(open)
+                } else {
+                    w.max_gap_after
+                },
+                from_address: w
+                    .address_at
+                    .and_then(|a| w.first_after_done.map(|f| f.saturating_duration_since(a))),
+            });
+        }
+        s.window = Some(Window {
             handoff,
             start: at,
             done: None,
@@ -242,6 +264,27 @@ mod tests {
         );
         assert_eq!(m.total(), (11 + 109) * 1000);
         assert!(rx.try_recv().is_err(), "one report per handoff");
+    }
+
+    /// A handoff overtaken by another (a user switch during a drain) is reported when the next
+    /// one starts, with the silence measured until then.
+    #[test]
+    fn an_overtaken_handoff_is_reported_with_its_figures() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let m = Meter::new(tx);
+        let t0 = Instant::now();
+        m.bytes_at(100, t0);
+        m.handoff_started(1, ms(t0, 10));
+        m.bytes_at(100, ms(t0, 50));
+        m.handoff_started(2, ms(t0, 130));
+        let g = rx.try_recv().expect("the first handoff is reported");
+        assert_eq!((g.handoff, g.gap), (1, Duration::from_millis(80)), "{g:?}");
+        m.handoff_done_at(2, None, ms(t0, 140));
+        for i in 15..=130 {
+            m.bytes_at(100, ms(t0, i * 10));
+        }
+        let g = rx.try_recv().expect("the second");
+        assert_eq!((g.handoff, g.gap), (2, Duration::from_millis(100)), "{g:?}");
     }
 
     #[test]
