@@ -72,6 +72,8 @@ pub struct Gap {
 struct Window {
     handoff: u64,
     start: Instant,
+    /// Silence before this counts for an earlier handoff (this one overtook it).
+    from: Option<Instant>,
     done: Option<Instant>,
     address_at: Option<Instant>,
     first_after_done: Option<Instant>,
@@ -139,7 +141,8 @@ impl Meter {
         if let Some(w) = s.window.as_mut() {
             if let Some(l) = last {
                 if now >= w.start {
-                    w.max_gap = w.max_gap.max(now - l);
+                    let since = w.from.map_or(l, |f| f.max(l));
+                    w.max_gap = w.max_gap.max(now.saturating_duration_since(since));
                 }
                 if w.done.is_some() {
                     w.max_gap_after = w.max_gap_after.max(now - l);
@@ -173,6 +176,7 @@ impl Meter {
     /// gets its figures.
     pub fn handoff_started(&self, handoff: u64, at: Instant) {
         let mut s = self.lock();
+        let overtook = s.window.is_some();
         if let Some(w) = s.window.take() {
             // The silence running now belongs to the earlier handoff up to this moment.
             let open = s
@@ -195,6 +199,7 @@ impl Meter {
         s.window = Some(Window {
             handoff,
             start: at,
+            from: overtook.then_some(at),
             done: None,
             address_at: None,
             first_after_done: None,
@@ -284,7 +289,8 @@ mod tests {
             m.bytes_at(100, ms(t0, i * 10));
         }
         let g = rx.try_recv().expect("the second");
-        assert_eq!((g.handoff, g.gap), (2, Duration::from_millis(100)), "{g:?}");
+        // The silence before 130 ms was the first one's: the second counts from its start.
+        assert_eq!((g.handoff, g.gap), (2, Duration::from_millis(20)), "{g:?}");
     }
 
     #[test]
