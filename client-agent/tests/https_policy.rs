@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use testkit::journey::{homespotd_bin, JourneyBed};
-use testkit::origin::pattern;
 
 const SIZE: u64 = 60_000_000;
 
@@ -14,50 +13,13 @@ fn an_https_download_keeps_wifi_and_idle_goes_back_to_bluetooth() {
     assert!(testkit::can_run());
     let mut bed = JourneyBed::start(&homespotd_bin().expect("homespotd")).expect("bed");
     // A TLS origin in `net` on 10.77.0.2:443 serving the test pattern.
-    let www = bed.dir.join("www");
-    std::fs::create_dir_all(&www).expect("www");
-    std::fs::write(www.join("big.bin"), pattern(0, SIZE)).expect("file");
-    let (key, cert) = (bed.dir.join("key.pem"), bed.dir.join("cert.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=origin",
-            "-days",
-            "1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl req");
-    assert!(out.status.success());
-    let mut server = bed
-        .topo
-        .net
-        .command("openssl")
-        .args([
-            "s_server",
-            "-quiet",
-            "-WWW",
-            "-accept",
-            "10.77.0.2:443",
-            "-cert",
-        ])
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .current_dir(&www)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("s_server");
-    std::thread::sleep(Duration::from_millis(500));
+    let server = testkit::origin::tls_origin(
+        &bed.topo.net,
+        &bed.dir,
+        "10.77.0.2:443".parse().expect("addr"),
+        &[("big.bin", SIZE)],
+    )
+    .expect("s_server");
     let events = bed
         .start_agent(env!("CARGO_BIN_EXE_homespot-agent"), "")
         .expect("agent");
@@ -77,8 +39,7 @@ fn an_https_download_keeps_wifi_and_idle_goes_back_to_bluetooth() {
         .expect("curl");
     let (st, err, dl) = curl.finish(Duration::from_secs(60)).expect("curl ends");
     let took = t.elapsed();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(st.success(), "curl: {err}");
     assert_eq!((dl.bytes, dl.mismatch), (SIZE, None), "byte-exact");
     let moves: Vec<_> = events

@@ -169,40 +169,13 @@ fn proxy_carries_requests_byte_exact() {
 fn connect_to_a_tls_origin() {
     need_root!();
     let (bed, _origin) = bed("[proxy]\nconnect_ports = [443, 8443]\n");
-    let www = bed.dir.join("www");
-    std::fs::create_dir_all(&www).expect("www");
-    std::fs::write(www.join("file"), pattern(0, 1_000_000)).expect("file");
-    let key = bed.dir.join("key.pem").display().to_string();
-    let cert = bed.dir.join("cert.pem").display().to_string();
-    let o = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=origin",
-            "-days",
-            "1",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-        ])
-        .output()
-        .expect("openssl");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let script = format!(
-        "cd {} && exec openssl s_server -quiet -accept 10.77.0.2:8443 -key {key} -cert {cert} -WWW",
-        www.display()
-    );
-    let mut tls = bed
-        .topo
-        .net
-        .spawn(&["sh", "-c", &script], &bed.dir.join("s_server.log"))
-        .expect("s_server");
-    std::thread::sleep(Duration::from_millis(500));
+    let mut tls = testkit::origin::tls_origin(
+        &bed.topo.net,
+        &bed.dir,
+        "10.77.0.2:8443".parse().expect("addr"),
+        &[("file", 1_000_000)],
+    )
+    .expect("s_server");
     let (code, f) = curl(
         &bed,
         "tls",

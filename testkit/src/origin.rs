@@ -303,6 +303,54 @@ impl Body for PatternBody {
     }
 }
 
+/// A TLS origin: `openssl s_server -WWW` in `ns` at `addr`, serving each `(name, len)` of
+/// `files` as `len` bytes of [`pattern`] from `dir/www`, with a fresh self-signed certificate.
+/// Stopped when the returned process is dropped.
+pub fn tls_origin(
+    ns: &Netns,
+    dir: &crate::Scratch,
+    addr: SocketAddr,
+    files: &[(&str, u64)],
+) -> Result<crate::Proc> {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    for (name, len) in files {
+        std::fs::write(www.join(name), pattern(0, *len))?;
+    }
+    let key = dir.join("key.pem").display().to_string();
+    let cert = dir.join("cert.pem").display().to_string();
+    let o = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=origin",
+            "-days",
+            "1",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+        ])
+        .output()
+        .context("openssl req")?;
+    anyhow::ensure!(
+        o.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let script = format!(
+        "cd {} && exec openssl s_server -quiet -accept {addr} -key {key} -cert {cert} -WWW",
+        www.display()
+    );
+    let p = ns.spawn(&["sh", "-c", &script], &dir.join("s_server.log"))?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
