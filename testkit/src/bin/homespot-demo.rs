@@ -179,7 +179,7 @@ fn run() -> Result<()> {
         .count();
     println!("  restarts resumed with Range: {resumes}, restarts from byte 0: 0");
     // What the HomeSpot's operator sees (`homespotd status`).
-    let status = std::process::Command::new(testkit::journey::homespotd_bin()?)
+    let status = std::process::Command::new(&homespotd)
         .args(["status", "--socket"])
         .arg(bed.dir.join("status.sock"))
         .output()?;
