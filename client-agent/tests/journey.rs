@@ -14,17 +14,7 @@ const SIZE: u64 = 200_000_000;
 
 /// The Instant of an event's wall-clock stamp.
 fn when(e: &Value, anchor: (Instant, SystemTime)) -> Instant {
-    let ms = e["time_ms"].as_u64().unwrap_or(0);
-    let a = anchor
-        .1
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    if ms >= a {
-        anchor.0 + Duration::from_millis(ms - a)
-    } else {
-        anchor.0 - Duration::from_millis(a - ms)
-    }
+    testkit::journey::instant_of(e["time_ms"].as_u64().unwrap_or(0), anchor)
 }
 
 fn handoff(log: &EventLog, from: usize, to: &str) -> (usize, Value) {

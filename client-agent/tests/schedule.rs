@@ -16,16 +16,7 @@ const SIZE: u64 = 600_000_000;
 const STEPS: usize = 40;
 
 fn at(ms: u64, anchor: (Instant, SystemTime)) -> Instant {
-    let a = anchor
-        .1
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    if ms >= a {
-        anchor.0 + Duration::from_millis(ms - a)
-    } else {
-        anchor.0 - Duration::from_millis(a - ms)
-    }
+    testkit::journey::instant_of(ms, anchor)
 }
 
 #[test]

@@ -32,6 +32,21 @@ pub const AP_PAC: &str = r#"function FindProxyForURL(url, host) {
 /// The origin's address.
 pub const ORIGIN: &str = "10.77.0.2:80";
 
+/// The `Instant` of a wall-clock stamp `ms` (Unix milliseconds, as the agent's events carry),
+/// given an `anchor` taken at one moment on both clocks.
+pub fn instant_of(ms: u64, anchor: (Instant, std::time::SystemTime)) -> Instant {
+    let a = anchor
+        .1
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if ms >= a {
+        anchor.0 + Duration::from_millis(ms - a)
+    } else {
+        anchor.0 - Duration::from_millis(a - ms)
+    }
+}
+
 /// The homespotd binary next to the running test's target folder (`cargo test --workspace`
 /// builds it; a lone `cargo test -p homespot-agent` builds it here with `$CARGO`).
 pub fn homespotd_bin() -> Result<String> {
