@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
 use homespot::config::system::Severity;
 use homespot::config::Config;
 use homespot::dhcp::server::{self, Sockets};
@@ -13,54 +12,26 @@ use homespot::store::LeaseStore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-/// The HomeSpot access-point service: DHCP with WPAD, an HTTP proxy and (with a [handoff]
-/// section) P-Handoff on every LAN link.
-///
-/// Each link in the config file is a radio or port with its own subnet and address pool.
-/// Leases are written to a redb database before they are acknowledged.
-/// Log detail is set with --log or the RUST_LOG variable (error, warn, info, debug).
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// Configuration file (TOML). A commented example: homespot/examples/homespotd.toml
-    #[arg(short, long, default_value = "/etc/homespot/homespotd.toml")]
-    config: PathBuf,
-    /// Check the configuration (and that its interfaces exist), print a summary, and exit.
-    #[arg(long)]
-    check_config: bool,
-    /// Log level or filter, e.g. "info" or "homespot=debug" (debug: a line per DHCP packet).
-    #[arg(long, default_value = "info")]
-    log: String,
-}
-
-#[derive(clap::Subcommand)]
-enum Command {
-    /// Show what the running homespotd is doing: links, devices (hostname, MAC, address per
-    /// link, which radio now, P-Handoff global address) and counters. Needs root.
-    Status {
-        /// Print JSON (one object; with --events one object per line) instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Follow events as they happen (leases, P-Handoff switches, links, reloads) until
-        /// interrupted.
-        #[arg(long)]
-        events: bool,
-        /// The status socket; default: server.status_socket from the config, else
-        /// /run/homespot/status.sock.
-        #[arg(long)]
-        socket: Option<PathBuf>,
-    },
-}
+mod args;
+use args::{Args, Command};
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    if let Some(Command::Status {
+    let args = match args::parse(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(reason) => {
+            eprintln!("homespotd: {reason}; try homespotd --help");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Command::Print(text) = &args.command {
+        print!("{text}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    if let Command::Status {
         json,
         events,
         socket,
-    }) = &args.command
+    } = &args.command
     {
         // The config may be unreadable or broken: the default path then.
         let path = socket.clone().unwrap_or_else(|| {
@@ -94,7 +65,10 @@ fn main() -> std::process::ExitCode {
 fn real_main(args: Args) -> anyhow::Result<()> {
     // `level` or `target=level,...` (tracing-subscriber's `Targets`: no regex engine in the
     // router's binary, which keeps its resident code smaller).
-    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log.clone());
+    let spec = match &args.log {
+        Some(s) => s.clone(),
+        None => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
+    };
     let filter: tracing_subscriber::filter::Targets = spec
         .parse()
         .with_context(|| format!("bad log filter {spec:?} (--log or RUST_LOG)"))?;
@@ -110,8 +84,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         .init();
 
     let cfg = Config::load(&args.config)?;
-    let findings = homespot::config::system::check(&cfg, args.check_config);
-    if args.check_config {
+    let check_config = matches!(args.command, Command::Run { check_config: true });
+    let findings = homespot::config::system::check(&cfg, check_config);
+    if check_config {
         let errors = findings
             .iter()
             .filter(|f| f.severity == Severity::Error)

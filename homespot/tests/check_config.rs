@@ -1,7 +1,8 @@
 //! Issue 12: `--check-config` checks a valid file against the system: a link address missing
 //! from its interface is an error, a missing interface a warning, ports held by another
-//! program are named, DNS promised to clients that nothing answers is warned about, and a
-//! parent proxy written as an https URL is refused at its line.
+//! program are named, DNS promised to clients that nothing answers is warned about, a parent
+//! proxy whose name does not resolve is warned about, and a parent proxy written as an https
+//! URL is refused at its line.
 
 mod common;
 
@@ -73,6 +74,25 @@ fn check_config_checks_the_system() {
     );
     assert!(!ok);
     assert!(text.contains("check.toml:12: proxy.parent"), "{text}");
+
+    // A parent proxy whose name does not resolve (asked the way the proxy asks, of the
+    // configured servers, where nothing answers): warned; an address is taken as it is.
+    let (ok, text) = check(
+        &topo,
+        &dir,
+        &format!("{base}\n[proxy]\nparent = \"nowhere.invalid:3128\"\ndns = [\"10.77.1.1\"]\n"),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: proxy.parent: nowhere.invalid does not resolve now"),
+        "{text}"
+    );
+    let (ok, text) = check(
+        &topo,
+        &dir,
+        &format!("{base}\n[proxy]\nparent = \"10.77.0.2:3128\"\ndns = [\"10.77.1.1\"]\n"),
+    );
+    assert!(ok && !text.contains("does not resolve"), "{text}");
 
     // DHCP's port held by dnsmasq: named.
     let mut dnsmasq = topo

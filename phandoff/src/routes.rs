@@ -133,14 +133,32 @@ mod netlink {
         handle: Handle,
     }
 
-    fn nl(e: impl std::fmt::Display) -> RouteError {
-        RouteError::Netlink(e.to_string())
+    fn nl(e: rtnetlink::Error) -> RouteError {
+        RouteError::Netlink(describe(&e))
+    }
+
+    /// What went wrong, without `rtnetlink::Error`'s own Display: for an unexpected message
+    /// it prints the message with Debug, and calling it links the Debug code of every
+    /// route-netlink message type into the binary (~150 KiB, resident in a static build).
+    pub(crate) fn describe(e: &rtnetlink::Error) -> String {
+        use rtnetlink::Error as E;
+        match e {
+            E::NetlinkError(m) => format!("netlink error: {m}"),
+            E::UnexpectedMessage(_) => "unexpected netlink message".to_string(),
+            E::RequestFailed => "netlink request failed".to_string(),
+            E::NamespaceError(s) => format!("namespace error: {s}"),
+            E::InvalidHardwareAddress(a) => format!("invalid hardware address {a:02x?}"),
+            E::InvalidIp(a) => format!("invalid IP address {a:?}"),
+            E::InvalidAddress(ip, mask) => format!("invalid address {ip:?}/{mask:?}"),
+            E::InvalidNla(s) => format!("invalid attribute: {s}"),
+        }
     }
 
     impl Netlink {
         /// Opens a netlink socket; its connection task is spawned on the current tokio runtime.
         pub fn new() -> Result<Netlink, RouteError> {
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(nl)?;
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| RouteError::Netlink(e.to_string()))?;
             tokio::spawn(conn);
             Ok(Netlink { handle })
         }

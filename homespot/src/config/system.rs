@@ -82,11 +82,7 @@ pub fn check(cfg: &Config, ports: bool) -> Vec<Finding> {
         }
     }
     if let Some((host, port)) = &cfg.proxy.parent {
-        use std::net::ToSocketAddrs;
-        if (host.as_str(), *port)
-            .to_socket_addrs()
-            .map_or(true, |mut a| a.next().is_none())
-        {
+        if !resolves(host, *port, &cfg.proxy.dns) {
             f(
                 Severity::Warning,
                 "proxy.parent".into(),
@@ -210,4 +206,26 @@ fn holder(proto: Proto, port: u16) -> Option<String> {
         }
     }
     Some("another program".into())
+}
+
+/// Whether `host` resolves now, asked the way the proxy will ask (hickory, the configured
+/// servers; glibc's getaddrinfo would add its NSS code to the static binary for this one
+/// question). Called before homespotd's runtime exists: a runtime of its own for 5 s at most.
+fn resolves(host: &str, port: u16, servers: &[std::net::IpAddr]) -> bool {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return true;
+    };
+    rt.block_on(async {
+        let Ok(dns) = crate::proxy::dns::Dns::new(servers) else {
+            return false;
+        };
+        let lookup = dns.lookup(host, port);
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await,
+            Ok(Ok(a)) if !a.is_empty()
+        )
+    })
 }
