@@ -95,13 +95,38 @@ pub struct Candidate {
     pub homespot: bool,
 }
 
+/// Why a move was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The best usable link by the configured order (also: the only one left).
+    Preferred,
+    /// Sustained throughput on the low-power link: up to a faster one.
+    Throughput,
+    /// Idle on a fast link: down to the low-power one.
+    Idle,
+    /// The user asked for this link.
+    User,
+}
+
+impl Reason {
+    /// Its name in events and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Preferred => "preferred",
+            Reason::Throughput => "throughput",
+            Reason::Idle => "idle",
+            Reason::User => "user",
+        }
+    }
+}
+
 /// A decision to move.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// The interface to use.
     pub to: String,
-    /// Why, for events and logs: `preferred`, `throughput`, `idle`.
-    pub reason: &'static str,
+    /// Why.
+    pub reason: Reason,
 }
 
 /// The policy's state: when we last moved and recent byte counts.
@@ -200,14 +225,14 @@ impl Policy {
             self.held = None;
             return Some(Decision {
                 to: best.name.clone(),
-                reason: "preferred",
+                reason: Reason::Preferred,
             });
         };
         if !(self.cfg.throughput_rule && cur.homespot) {
             if !held && self.rank(best) < self.rank(cur) {
                 return Some(Decision {
                     to: best.name.clone(),
-                    reason: "preferred",
+                    reason: Reason::Preferred,
                 });
             }
             return None;
@@ -224,7 +249,7 @@ impl Policy {
             {
                 return Some(Decision {
                     to: fast.name.clone(),
-                    reason: "throughput",
+                    reason: Reason::Throughput,
                 });
             }
         } else if let Some(low) = group.iter().find(|c| c.kind == self.cfg.low_power) {
@@ -235,7 +260,7 @@ impl Policy {
             {
                 return Some(Decision {
                     to: low.name.clone(),
-                    reason: "idle",
+                    reason: Reason::Idle,
                 });
             }
         }
@@ -317,7 +342,7 @@ mod tests {
             }
         }
         let (i, d) = moved.expect("moved");
-        assert_eq!((d.to.as_str(), d.reason), ("eth0", "throughput"));
+        assert_eq!((d.to.as_str(), d.reason), ("eth0", Reason::Throughput));
         assert!((20..=22).contains(&i), "after {i} ticks");
         // A short burst is not sustained.
         let mut p2 = Policy::new(cfg());
@@ -347,7 +372,7 @@ mod tests {
             }
         }
         let (i, d) = back.expect("moved back");
-        assert_eq!((d.to.as_str(), d.reason), ("eth1", "idle"));
+        assert_eq!((d.to.as_str(), d.reason), ("eth1", Reason::Idle));
         assert!((100..=102).contains(&i));
     }
 

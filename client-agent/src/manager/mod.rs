@@ -3,9 +3,11 @@
 //! of path is a handoff: a P-Handoff between a HomeSpot's radios (the path stays, the host
 //! routes move) or an L7 restart (a new path; the proxy restarts in-flight requests).
 
+mod core;
+#[cfg(test)]
+mod core_tests;
 mod homespot;
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,48 +15,25 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use self::core::{Core, Disc, Handoff, Radios, Step};
 use crate::config::Config;
 use crate::discovery::{self, Found, PacCache, Target};
 use crate::events::{ms, Events};
 use crate::links::{Iface, Snapshot};
-use crate::pac::PacHandle;
 use crate::path::{Gap, Meter, Path, Upstream};
-use crate::policy::{Candidate, Kind, Policy};
+use crate::policy::Kind;
 use homespot::HomeSpot;
 
-/// What discovery found for an interface.
-enum Disc {
-    Running,
-    HomeSpot {
-        link: u8,
-        kind: Kind,
-    },
-    Plain {
-        pac: Option<PacHandle>,
-        wpad: Option<String>,
-        router: Option<Ipv4Addr>,
-        cached: bool,
-    },
-}
+/// The P-Handoff client's view of the HomeSpot's radios, for the core.
+struct View<'a>(Option<&'a HomeSpot>);
 
-impl Disc {
-    /// A plain network with no proxy configuration: DIRECT.
-    fn direct() -> Disc {
-        Disc::Plain {
-            pac: None,
-            wpad: None,
-            router: None,
-            cached: false,
-        }
+impl Radios for View<'_> {
+    fn usable(&self, link: u8) -> bool {
+        self.0.is_some_and(|h| h.usable(link))
     }
-}
-
-struct Link {
-    iface: Iface,
-    addr_at: Instant,
-    disc: Disc,
-    disc_done: Option<Instant>,
-    generation: u64,
+    fn switching(&self) -> bool {
+        self.0.is_some_and(|h| h.switching())
+    }
 }
 
 /// A request from the Mobility API.
@@ -73,34 +52,14 @@ pub enum ApiRequest {
     Forget(String),
 }
 
-/// A handoff under way, until its interruption is measured.
-struct Handoff {
-    id: u64,
-    kind: &'static str,
-    from: String,
-    to: String,
-    reason: String,
-    started: Instant,
-    signalling: Option<Duration>,
-    discovery: &'static str,
-    done: Option<Instant>,
-}
-
 /// The manager.
 pub struct Manager {
     cfg: Config,
-    links: BTreeMap<String, Link>,
+    /// The link table, the handoff ledger and the decisions.
+    core: Core,
     hs: Option<HomeSpot>,
     path: watch::Sender<Path>,
-    meter: Arc<Meter>,
-    policy: Policy,
     events: Events,
-    current: Option<String>,
-    previous: Option<String>,
-    none_since: Option<Instant>,
-    handoff_seq: u64,
-    handoffs: Vec<Handoff>,
-    loss: Option<(u64, Instant, String)>,
     handle: rtnetlink::Handle,
     cache: PacCache,
     servers: std::collections::HashMap<String, Ipv4Addr>,
@@ -108,8 +67,6 @@ pub struct Manager {
     disc_tx: mpsc::Sender<(String, u64, Found)>,
     disc_rx: Option<mpsc::Receiver<(String, u64, Found)>>,
     clamp: Arc<crate::proxy::clamp::Clamp>,
-    /// A planned P-Handoff waiting for the old radio's queue to drain: link, interface, when.
-    draining: Option<(u8, String, Instant)>,
     /// Which HomeSpot identity is trusted on which network.
     trust: Arc<std::sync::Mutex<crate::trust::Trust>>,
     /// Warnings for the status (the latest [`MAX_WARNINGS`]).
@@ -140,19 +97,11 @@ impl Manager {
         let (disc_tx, disc_rx) = mpsc::channel(32);
         let (late_tx, late_rx) = mpsc::channel(32);
         Ok(Manager {
-            policy: Policy::new(cfg.policy.clone()),
+            core: Core::new(cfg.policy.clone(), cfg.drain, meter, Instant::now()),
             cfg,
-            links: BTreeMap::new(),
             hs: None,
             path,
-            meter,
             events,
-            current: None,
-            previous: None,
-            none_since: Some(Instant::now()),
-            handoff_seq: 0,
-            handoffs: Vec::new(),
-            loss: None,
             handle,
             cache: PacCache::default(),
             servers: Default::default(),
@@ -160,17 +109,11 @@ impl Manager {
             disc_tx,
             disc_rx: Some(disc_rx),
             clamp,
-            draining: None,
             trust,
             warnings: Default::default(),
             late_tx,
             late_rx: Some(late_rx),
         })
-    }
-
-    fn managed(&self, name: &str) -> bool {
-        name != "lo"
-            && (self.cfg.interfaces.is_empty() || self.cfg.interfaces.iter().any(|i| i == name))
     }
 
     /// Runs until `stop` fires; then removes what it installed.
@@ -220,56 +163,34 @@ impl Manager {
     }
 
     fn on_snapshot(&mut self, snap: Snapshot) {
-        let gone: Vec<String> = self
-            .links
-            .keys()
-            .filter(|n| !snap.get(*n).is_some_and(|i| i.up && i.addr.is_some()))
-            .cloned()
-            .collect();
-        for name in gone {
-            if let Some(l) = self.links.remove(&name) {
-                self.events.emit(
-                    "link_down",
-                    json!({"link": name, "reason": "address or carrier gone"}),
-                );
-                if let (Disc::HomeSpot { link, .. }, Some(hs)) = (&l.disc, self.hs.as_mut()) {
-                    hs.link_gone(*link);
-                }
-                if self.current.as_deref() == Some(&name) {
-                    self.start_loss(&name);
-                }
+        let cfg = &self.cfg;
+        let changes = self.core.snapshot(
+            Instant::now(),
+            &snap,
+            |n| n != "lo" && (cfg.interfaces.is_empty() || cfg.interfaces.iter().any(|i| i == n)),
+            |n| cfg.kind_of(n),
+        );
+        for (name, hs_link) in changes.down {
+            self.events.emit(
+                "link_down",
+                json!({"link": name, "reason": "address or carrier gone"}),
+            );
+            if let (Some(link), Some(hs)) = (hs_link, self.hs.as_mut()) {
+                hs.link_gone(link);
             }
         }
-        for (name, iface) in snap {
-            if !self.managed(&name) || !iface.up {
+        for (name, generation) in changes.up {
+            let Some(iface) = snap.get(&name) else {
                 continue;
-            }
+            };
             let Some((addr, prefix)) = iface.addr else {
                 continue;
             };
-            let same = self
-                .links
-                .get(&name)
-                .is_some_and(|l| l.iface.addr == iface.addr);
-            if same {
-                continue;
-            }
-            let generation = self.links.get(&name).map(|l| l.generation + 1).unwrap_or(0);
             self.events.emit(
                 "link_up",
                 json!({"link": name, "address": addr.to_string(), "prefix": prefix}),
             );
-            self.links.insert(
-                name.clone(),
-                Link {
-                    iface: iface.clone(),
-                    addr_at: Instant::now(),
-                    disc: Disc::Running,
-                    disc_done: None,
-                    generation,
-                },
-            );
-            self.spawn_discovery(name, generation, &iface, addr, prefix);
+            self.spawn_discovery(name, generation, iface, addr, prefix);
         }
     }
 
@@ -325,27 +246,22 @@ impl Manager {
     /// A plain link's PAC file is re-fetched when it is older than `discovery.pac_max_age`
     /// (the link keeps its current result until the new one arrives).
     fn refresh_expired(&mut self) {
-        let max = self.cfg.discovery.pac_max_age;
-        let due: Vec<String> = self
-            .links
-            .iter()
-            .filter(|(_, l)| {
-                matches!(l.disc, Disc::Plain { .. })
-                    && l.disc_done.is_some_and(|d| d.elapsed() > max)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in due {
-            let Some(l) = self.links.get_mut(&name) else {
-                continue;
-            };
-            l.generation += 1;
-            l.disc_done = Some(Instant::now());
-            let (g, iface) = (l.generation, l.iface.clone());
-            if let Some((addr, prefix)) = iface.addr {
-                tracing::info!("{name}: PAC older than {max:?}; discovering again");
-                self.spawn_discovery(name, g, &iface, addr, prefix);
-            }
+        let (now, max) = (Instant::now(), self.cfg.discovery.pac_max_age);
+        for name in self.core.stale_plain(now, max) {
+            tracing::info!("{name}: PAC older than {max:?}; discovering again");
+            self.discover_again(&name, Some(now));
+        }
+    }
+
+    fn discover_again(&mut self, name: &str, refresh_at: Option<Instant>) {
+        let Some(g) = self.core.rediscover(name, refresh_at) else {
+            return;
+        };
+        let Some(iface) = self.core.links.get(name).map(|l| l.iface.clone()) else {
+            return;
+        };
+        if let Some((addr, prefix)) = iface.addr {
+            self.spawn_discovery(name.to_string(), g, &iface, addr, prefix);
         }
     }
 
@@ -356,14 +272,16 @@ impl Manager {
         found: Found,
         hs_tx: &mpsc::Sender<phandoff::client::ClientEvent>,
     ) {
-        let Some(l) = self.links.get_mut(&name) else {
+        let now = Instant::now();
+        let Some(l) = self.core.links.get(&name) else {
             return;
         };
         if l.generation != generation {
             return;
         }
-        l.disc_done = Some(Instant::now());
-        let took = l.addr_at.elapsed();
+        let took = now.duration_since(l.addr_at);
+        let iface = l.iface.clone();
+        let (addr, prefix) = iface.addr.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
         match found {
             Found::HomeSpot {
                 advert,
@@ -373,9 +291,6 @@ impl Manager {
                 for r in refused {
                     self.refused(&name, &r);
                 }
-                let Some(l) = self.links.get_mut(&name) else {
-                    return;
-                };
                 if first_use {
                     tracing::info!(
                         "{name}: HomeSpot {} met from the network's router; pinned to its {} links",
@@ -383,7 +298,6 @@ impl Manager {
                         advert.links.len()
                     );
                 }
-                let (addr, prefix) = l.iface.addr.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
                 let info = advert
                     .links
                     .iter()
@@ -392,7 +306,7 @@ impl Manager {
                     tracing::warn!(
                         "{name}: the HomeSpot's advert lists no link with {addr}/{prefix}"
                     );
-                    l.disc = Disc::direct();
+                    self.core.found(now, &name, generation, Disc::direct());
                     return;
                 };
                 if let Some(hs) = &self.hs {
@@ -401,20 +315,25 @@ impl Manager {
                             "{name}: another HomeSpot ({}); used as a plain network",
                             crate::state::short_id(&advert.identity)
                         );
-                        l.disc = Disc::direct();
+                        self.core.found(now, &name, generation, Disc::direct());
                         return;
                     }
                 }
-                l.disc = Disc::HomeSpot {
-                    link: info.index,
-                    kind: info.kind.into(),
-                };
+                let kind = Kind::from(info.kind);
+                self.core.found(
+                    now,
+                    &name,
+                    generation,
+                    Disc::HomeSpot {
+                        link: info.index,
+                        kind,
+                    },
+                );
                 self.events.emit(
                     "discovered",
                     json!({"link": name, "homespot": crate::state::short_id(&advert.identity), "homespot_link": info.index,
-                           "kind": Kind::from(info.kind).name(), "took_ms": ms(took)}),
+                           "kind": kind.name(), "took_ms": ms(took)}),
                 );
-                let iface = l.iface.clone();
                 if self.hs.is_none() {
                     match HomeSpot::start(&self.cfg, self.key, *advert, hs_tx.clone()) {
                         Ok(h) => self.hs = Some(h),
@@ -439,9 +358,6 @@ impl Manager {
                 for r in refused {
                     self.refused(&name, &r);
                 }
-                let Some(l) = self.links.get_mut(&name) else {
-                    return;
-                };
                 let router = inform.as_ref().and_then(|r| r.router);
                 self.events.emit(
                     "discovered",
@@ -449,21 +365,24 @@ impl Manager {
                            "note": note, "took_ms": ms(took)}),
                 );
                 // A refreshed PAC on the link in use: the same path, the new evaluator.
-                if self.current.as_deref() == Some(name.as_str()) {
-                    if let Some((addr, _)) = l.iface.addr {
-                        let up = Upstream::Link {
-                            addr,
-                            pac: pac.clone(),
-                        };
-                        self.path.send_modify(|p| p.upstream = Some(up));
-                    }
+                if self.core.current.as_deref() == Some(name.as_str()) && iface.addr.is_some() {
+                    let up = Upstream::Link {
+                        addr,
+                        pac: pac.clone(),
+                    };
+                    self.path.send_modify(|p| p.upstream = Some(up));
                 }
-                l.disc = Disc::Plain {
-                    pac,
-                    wpad,
-                    router,
-                    cached,
-                };
+                self.core.found(
+                    now,
+                    &name,
+                    generation,
+                    Disc::Plain {
+                        pac,
+                        wpad,
+                        router,
+                        cached,
+                    },
+                );
                 if let Some(s) = inform.as_ref().and_then(|r| r.server) {
                     self.servers.insert(name.clone(), s);
                 }
@@ -505,221 +424,77 @@ impl Manager {
 
     /// Discovery again on every link (after the user changed what is trusted).
     fn rediscover(&mut self) {
-        let names: Vec<String> = self.links.keys().cloned().collect();
+        let names: Vec<String> = self.core.links.keys().cloned().collect();
         for name in names {
-            let Some(l) = self.links.get_mut(&name) else {
-                continue;
-            };
-            l.generation += 1;
-            let (g, iface) = (l.generation, l.iface.clone());
-            if let Some((addr, prefix)) = iface.addr {
-                self.spawn_discovery(name, g, &iface, addr, prefix);
-            }
+            self.discover_again(&name, None);
         }
     }
 
-    fn candidates(&self) -> Vec<Candidate> {
-        let mut out = Vec::new();
-        for (name, l) in &self.links {
-            match &l.disc {
-                Disc::Running => {}
-                Disc::HomeSpot { link, kind } => {
-                    if self.hs.as_ref().is_some_and(|h| h.usable(*link)) {
-                        out.push(Candidate {
-                            name: name.clone(),
-                            kind: *kind,
-                            homespot: true,
-                        });
+    /// Applies the policy (or the user's choice, `user`).
+    async fn evaluate(&mut self, user: Option<&str>) {
+        let flows = self.clamp.tracked() > 0;
+        let steps = self
+            .core
+            .evaluate(Instant::now(), &View(self.hs.as_ref()), user, flows);
+        self.carry_out(steps).await;
+    }
+
+    /// Carries out the core's steps.
+    async fn carry_out(&mut self, steps: Vec<Step>) {
+        for step in steps {
+            match step {
+                Step::Switch { link, to } => {
+                    if let Some(hs) = self.hs.as_mut() {
+                        hs.switch(link, &to).await;
                     }
                 }
-                Disc::Plain { .. } => out.push(Candidate {
-                    name: name.clone(),
-                    kind: self.cfg.kind_of(name),
-                    homespot: false,
-                }),
-            }
-        }
-        out
-    }
-
-    /// Applies the policy (or the user's choice, `manual`).
-    async fn evaluate(&mut self, manual: Option<String>) {
-        let now = Instant::now();
-        let cands = self.candidates();
-        let current_ok = self
-            .current
-            .as_ref()
-            .is_some_and(|c| cands.iter().any(|x| &x.name == c));
-        if !current_ok && self.current.is_some() && cands.is_empty() {
-            self.publish_none();
-        }
-        let decision = match manual {
-            Some(to) => {
-                self.policy.hold(&to);
-                Some(crate::policy::Decision { to, reason: "user" })
-            }
-            None => {
-                if self.draining.is_some() || self.hs.as_ref().is_some_and(|h| h.switching()) {
-                    return;
-                }
-                let cur = if current_ok {
-                    self.current.clone()
-                } else {
-                    None
-                };
-                self.policy
-                    .decide(now, self.meter.total(), cur.as_deref(), &cands)
-            }
-        };
-        let Some(d) = decision else { return };
-        if current_ok && self.current.as_deref() == Some(d.to.as_str()) {
-            return;
-        }
-        self.move_to(&d.to, d.reason).await;
-    }
-
-    /// A drain that is due: switch now.
-    async fn drained(&mut self) {
-        let due = self
-            .draining
-            .as_ref()
-            .is_some_and(|(_, _, t)| Instant::now() >= *t);
-        if !due {
-            return;
-        }
-        if let (Some((link, name, _)), Some(hs)) = (self.draining.take(), self.hs.as_mut()) {
-            hs.switch(link, &name).await;
-        }
-    }
-
-    fn start_loss(&mut self, name: &str) {
-        self.handoff_seq += 1;
-        let now = Instant::now();
-        self.meter.handoff_started(self.handoff_seq, now);
-        self.loss = Some((self.handoff_seq, now, name.to_string()));
-    }
-
-    /// No usable link: requests hibernate. The next usable link is taken afresh (for a
-    /// HomeSpot link, a new Switch re-asserts both host routes).
-    fn publish_none(&mut self) {
-        self.none_since.get_or_insert_with(Instant::now);
-        if let Some(c) = self.current.take() {
-            self.previous = Some(c);
-        }
-        self.path.send_modify(|p| p.upstream = None);
-    }
-
-    async fn move_to(&mut self, to: &str, reason: &str) {
-        let Some(l) = self.links.get(to) else { return };
-        let (id, started, reason) = match self.loss.take() {
-            Some((id, t, lost)) => (id, t, format!("{reason}; {lost} lost")),
-            None => {
-                self.handoff_seq += 1;
-                let now = Instant::now();
-                self.meter.handoff_started(self.handoff_seq, now);
-                (self.handoff_seq, now, reason.to_string())
-            }
-        };
-        let from = self
-            .current
-            .clone()
-            .or_else(|| self.previous.clone())
-            .unwrap_or_default();
-        let discovery = if l.disc_done.is_some_and(|d| d < started) {
-            "cached"
-        } else {
-            "fresh"
-        };
-        let mut h = Handoff {
-            id,
-            kind: "l7-restart",
-            from,
-            to: to.to_string(),
-            reason,
-            started,
-            signalling: None,
-            discovery,
-            done: None,
-        };
-        match &l.disc {
-            Disc::HomeSpot { link, .. } => {
-                h.kind = "p-handoff";
-                let planned = !h.reason.contains(" lost")
-                    && matches!(self.path.borrow().upstream, Some(Upstream::HomeSpot { .. }))
-                    && !self.cfg.drain.is_zero()
-                    && self.clamp.tracked() > 0;
-                if planned {
+                Step::Drain { to, .. } => {
                     tracing::info!(
                         "planned move to {to}: draining the old radio's queue for {} ms",
                         self.cfg.drain.as_millis()
                     );
                     self.clamp.apply(Some(self.cfg.drain_window));
-                    self.draining = Some((*link, to.to_string(), Instant::now() + self.cfg.drain));
-                } else if let Some(hs) = self.hs.as_mut() {
-                    hs.switch(*link, to).await;
                 }
-                self.handoffs.push(h);
-                self.policy.switched(Instant::now());
-            }
-            Disc::Plain {
-                pac, wpad, cached, ..
-            } => {
-                let Some((addr, _)) = l.iface.addr else {
-                    return;
-                };
-                if *cached && h.discovery == "fresh" {
-                    h.discovery = "cached";
+                Step::Plain { to, addr, id } => {
+                    let (pac, wpad) = match self.core.links.get(&to).map(|l| &l.disc) {
+                        Some(Disc::Plain { pac, wpad, .. }) => (pac.clone(), wpad.clone()),
+                        _ => (None, None),
+                    };
+                    tracing::info!(
+                        "path: {to} ({addr}), proxy from {}",
+                        wpad.as_deref().unwrap_or("DIRECT")
+                    );
+                    self.path.send_modify(|p| {
+                        p.epoch += 1;
+                        p.link = to.clone();
+                        p.upstream = Some(Upstream::Link { addr, pac });
+                    });
+                    if let Some(h) = self.core.handoff(id) {
+                        self.route_changed(h);
+                    }
                 }
-                let up = Upstream::Link {
-                    addr,
-                    pac: pac.clone(),
-                };
-                tracing::info!(
-                    "path: {to} ({addr}), proxy from {}",
-                    wpad.as_deref().unwrap_or("DIRECT")
-                );
-                let addr_at = l.addr_at;
-                self.set_path(to, up, true);
-                h.done = Some(Instant::now());
-                self.meter.handoff_done(
-                    id,
-                    Some(addr_at).filter(|a| *a >= started - Duration::from_secs(30)),
-                );
-                self.route_changed(&h);
-                self.handoffs.push(h);
-                self.policy.switched(Instant::now());
+                Step::Hibernate => self.path.send_modify(|p| p.upstream = None),
             }
-            Disc::Running => {}
         }
     }
 
-    /// Publishes a new upstream; `restart`: in-flight requests restart on it.
-    fn set_path(&mut self, link: &str, up: Upstream, restart: bool) {
-        let long_outage = self
-            .none_since
-            .take()
-            .is_some_and(|t| t.elapsed() > Duration::from_secs(1));
-        self.current = Some(link.to_string());
-        self.path.send_modify(|p| {
-            if restart || long_outage {
-                p.epoch += 1;
-            }
-            p.link = link.to_string();
-            p.upstream = Some(up);
-        });
+    /// A drain that is due: switch now.
+    async fn drained(&mut self) {
+        if let Some(step) = self.core.drain_due(Instant::now()) {
+            self.carry_out(vec![step]).await;
+        }
     }
 
     fn route_changed(&self, h: &Handoff) {
         self.events.emit(
             "route_changed",
-            json!({"handoff": h.id, "kind": h.kind, "from": h.from, "to": h.to, "reason": h.reason,
+            json!({"handoff": h.id, "kind": h.kind.name(), "from": h.from, "to": h.to, "reason": h.reason_text(),
                    "signalling_ms": h.signalling.map(ms)}),
         );
     }
 
     fn on_gap(&mut self, g: Gap) {
-        if let Some(i) = self.handoffs.iter().position(|h| h.id == g.handoff) {
-            let h = self.handoffs.remove(i);
+        if let Some(h) = self.core.gap(&g) {
             self.emit_handoff(&h, Some(g));
         }
     }
@@ -727,8 +502,8 @@ impl Manager {
     fn emit_handoff(&self, h: &Handoff, g: Option<Gap>) {
         self.events.emit(
             "handoff",
-            json!({"handoff": h.id, "kind": h.kind, "from": h.from, "to": h.to, "reason": h.reason,
-                   "discovery": h.discovery,
+            json!({"handoff": h.id, "kind": h.kind.name(), "from": h.from, "to": h.to, "reason": h.reason_text(),
+                   "discovery": if h.cached { "cached" } else { "fresh" },
                    "signalling_ms": h.signalling.map(ms),
                    "decided_to_done_ms": h.done.map(|d| ms(d - h.started)),
                    "interruption_ms": g.map(|g| ms(g.gap)),
@@ -738,19 +513,7 @@ impl Manager {
     }
 
     fn expire_handoffs(&mut self) {
-        let now = Instant::now();
-        self.meter.expire(now);
-        let old: Vec<Handoff> = {
-            let (old, keep) = std::mem::take(&mut self.handoffs)
-                .into_iter()
-                .partition(|h| {
-                    h.done.is_some_and(|d| now - d > Duration::from_secs(5))
-                        || now - h.started > Duration::from_secs(60)
-                });
-            self.handoffs = keep;
-            old
-        };
-        for h in old {
+        for h in self.core.expire(Instant::now()) {
             self.emit_handoff(&h, None);
         }
     }
@@ -759,14 +522,19 @@ impl Manager {
         match req {
             ApiRequest::Status => self.status(),
             ApiRequest::Switch(to) => {
-                if !self.candidates().iter().any(|c| c.name == to) {
+                if !self
+                    .core
+                    .candidates(&View(self.hs.as_ref()))
+                    .iter()
+                    .any(|c| c.name == to)
+                {
                     return json!({"ok": false, "error": format!("{to} is not a usable link now")});
                 }
-                self.evaluate(Some(to.clone())).await;
+                self.evaluate(Some(&to)).await;
                 json!({"ok": true, "switching_to": to})
             }
             ApiRequest::Lookup(a) => {
-                let on = self.links.iter().find(|(_, l)| {
+                let on = self.core.links.iter().find(|(_, l)| {
                     l.iface
                         .addr
                         .is_some_and(|(x, p)| crate::links::same_subnet(x, a, p))
@@ -832,7 +600,7 @@ impl Manager {
             return json!({"ok": true, "via": [], "note": "no usable link: requests wait (hibernation)"});
         };
         match crate::proxy::upstream::hops(&up, url, &host, port).await {
-            Ok(h) => json!({"ok": true, "link": self.current, "via": h.iter().map(|h| json!({
+            Ok(h) => json!({"ok": true, "link": self.core.current, "via": h.iter().map(|h| json!({
                 "to": h.to.to_string(), "from": h.from.to_string(), "proxy": h.via_proxy})).collect::<Vec<_>>()}),
             Err(e) => json!({"ok": false, "error": e.0}),
         }
@@ -841,6 +609,7 @@ impl Manager {
     fn status(&self) -> Value {
         let p = self.path.borrow();
         let links: Vec<Value> = self
+            .core
             .links
             .iter()
             .map(|(n, l)| {
@@ -866,9 +635,9 @@ impl Manager {
                 })
                 .collect()
         };
-        json!({"ok": true, "current": self.current, "epoch": p.epoch, "hibernating": p.upstream.is_none(),
+        json!({"ok": true, "current": self.core.current, "epoch": p.epoch, "hibernating": p.upstream.is_none(),
                "pinned": pins, "warnings": self.warnings.iter().collect::<Vec<_>>(),
-               "homespot": self.hs.as_ref().map(|h| h.status()), "links": links, "bytes": self.meter.total(),
+               "homespot": self.hs.as_ref().map(|h| h.status()), "links": links, "bytes": self.core.bytes(),
                "proxy": self.cfg.proxy.listen.to_string()})
     }
 
@@ -924,27 +693,16 @@ impl Manager {
                 let Some((name, up)) = hs.switched(link).await else {
                     return;
                 };
-                let id = self
-                    .handoffs
-                    .iter()
-                    .rev()
-                    .find(|h| h.kind == "p-handoff" && h.done.is_none())
-                    .map(|h| h.id);
-                let was_homespot =
-                    matches!(self.path.borrow().upstream, Some(Upstream::HomeSpot { .. }));
-                self.set_path(&name, up, !was_homespot);
-                if let Some(id) = id {
-                    if let Some(h) = self.handoffs.iter_mut().find(|h| h.id == id) {
-                        h.done = Some(Instant::now());
-                        h.signalling = Some(took);
-                        if !was_homespot {
-                            h.kind = "p-handoff+restart";
-                        }
+                let (restart, id) = self.core.switched(Instant::now(), &name, took);
+                self.path.send_modify(|p| {
+                    if restart {
+                        p.epoch += 1;
                     }
-                    self.meter.handoff_done(id, None);
-                    if let Some(h) = self.handoffs.iter().find(|h| h.id == id) {
-                        self.route_changed(h);
-                    }
+                    p.link = name.clone();
+                    p.upstream = Some(up);
+                });
+                if let Some(h) = id.and_then(|id| self.core.handoff(id)) {
+                    self.route_changed(h);
                 }
             }
             E::SwitchFailed { link } => {
@@ -957,29 +715,28 @@ impl Manager {
             E::LinkDead { link } => {
                 let name = hs.dead(link);
                 self.events.emit("link_down", json!({"link": name, "homespot_link": link, "reason": "probes unanswered (silent loss)"}));
-                let source_died = name.is_some() && name == self.current;
-                match self.draining.take() {
-                    // The drain's target died: the planned move is off.
-                    Some((l, _, _)) if l == link => self.clamp.apply(None),
-                    // The radio being drained died: nothing more comes over it, so the move
-                    // happens now rather than when the drain would have ended.
-                    Some((l, to, _)) if source_died => {
-                        self.clamp.apply(None);
+                let draining = self.core.draining.clone();
+                let flows = self.clamp.tracked() > 0;
+                let steps = self.core.link_dead(
+                    Instant::now(),
+                    link,
+                    name.as_deref(),
+                    &View(self.hs.as_ref()),
+                    flows,
+                );
+                if draining.is_some() && self.core.draining.is_none() {
+                    self.clamp.apply(None);
+                    if let Some(Step::Switch { to, .. }) = steps.first() {
                         tracing::info!(
                             "{} lost while draining: moving to {to} now",
                             name.clone().unwrap_or_default()
                         );
-                        hs.switch(l, &to).await;
-                        self.evaluate(None).await;
-                        return;
                     }
-                    other => self.draining = other,
                 }
-                if source_died {
-                    let n = name.unwrap_or_default();
-                    self.start_loss(&n);
+                self.carry_out(steps).await;
+                if draining.is_some() && self.core.draining.is_none() {
+                    self.evaluate(None).await;
                 }
-                self.evaluate(None).await;
             }
             E::LinkAlive { link } => {
                 let name = hs.alive(link);
@@ -1001,7 +758,7 @@ impl Manager {
                     .await;
             }
         }
-        for l in self.links.values() {
+        for l in self.core.links.values() {
             if let (Disc::Plain { .. }, Some((addr, _))) = (&l.disc, l.iface.addr) {
                 crate::linkroute::remove(&self.handle, l.iface.index, addr).await;
             }
