@@ -9,7 +9,9 @@
 //! ([`proxy`]) that restarts in-flight HTTP requests on the new path after a handoff (Range
 //! resume, read-and-discard fallback, hibernation while no link is up). A Mobility API on a
 //! Unix socket ([`api`]) reports every handoff with its measured interruption ([`path::Meter`]);
-//! [`show`] renders its status and events for people. A restarted response is continued only
+//! [`show`] renders its status and events for people. The Connection Manager ([`manager`]) is a
+//! sans-IO core (link table, handoff ledger, decisions, explicit time) under an async shell that
+//! runs discovery and the P-Handoff client. A restarted response is continued only
 //! when it is provably the same entity (strong ETag, or Last-Modified with a length); else the
 //! client connection is closed, never a spliced body. Library errors are typed ([`error`]).
 //!

@@ -175,12 +175,25 @@ impl Meter {
     /// by this one) is reported with what it measured until now, not dropped: every handoff
     /// gets its figures.
     pub fn handoff_started(&self, handoff: u64, at: Instant) {
+        self.start(handoff, at, false);
+    }
+
+    /// A handoff starts at `at` because the link in use was found dead. The silence running
+    /// now is the loss's own (the link died before the probes noticed): it is this handoff's
+    /// interruption, whole, and not charged to an earlier handoff still open.
+    pub fn loss_detected(&self, handoff: u64, at: Instant) {
+        self.start(handoff, at, true);
+    }
+
+    fn start(&self, handoff: u64, at: Instant, loss: bool) {
         let mut s = self.lock();
-        let overtook = s.window.is_some();
+        let overtook = s.window.is_some() && !loss;
         if let Some(w) = s.window.take() {
-            // The silence running now belongs to the earlier handoff up to this moment.
+            // A decision: the silence running now belongs to the earlier handoff up to this
+            // moment. A loss: the silence is the loss's.
             let open = s
                 .last
+                .filter(|_| !loss)
                 .map_or(Duration::ZERO, |l| at.saturating_duration_since(l));
             let since_start = if at >= w.start { open } else { Duration::ZERO };
             let _ = self.gaps.send(Gap {
@@ -291,6 +304,30 @@ mod tests {
         let g = rx.try_recv().expect("the second");
         // The silence before 130 ms was the first one's: the second counts from its start.
         assert_eq!((g.handoff, g.gap), (2, Duration::from_millis(20)), "{g:?}");
+    }
+
+    /// A move at 10 ms, done at 12 ms; the new link dies silently at 300 ms and the probes
+    /// notice at 410 ms. The move keeps its own figure; the loss gets the whole silence.
+    #[test]
+    fn a_loss_overtaking_a_handoff_takes_its_own_silence() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let m = Meter::new(tx);
+        let t0 = Instant::now();
+        m.bytes_at(100, t0);
+        m.handoff_started(1, ms(t0, 10));
+        m.handoff_done_at(1, None, ms(t0, 12));
+        for i in 3..=30 {
+            m.bytes_at(100, ms(t0, i * 10));
+        }
+        m.loss_detected(2, ms(t0, 410));
+        let g = rx.try_recv().expect("the move is reported");
+        assert_eq!((g.handoff, g.gap), (1, Duration::from_millis(30)), "{g:?}");
+        m.handoff_done_at(2, None, ms(t0, 415));
+        for i in 42..=160 {
+            m.bytes_at(100, ms(t0, i * 10));
+        }
+        let g = rx.try_recv().expect("the loss is reported");
+        assert_eq!((g.handoff, g.gap), (2, Duration::from_millis(120)), "{g:?}");
     }
 
     #[test]

@@ -1,10 +1,8 @@
 //! Issue 13, acceptance 4: a seeded random schedule of 40 user switches and silent radio losses
-//! during a download through the agent. Checked: the download stays byte-exact and every
-//! handoff event has its figures. Printed, not yet met (see the issue's note): the interruption
-//! the agent reports against the largest gap the download itself saw in the same window; the
-//! download (at curl) has a floor of about 19 ms between its reads that the agent's own
-//! measurement (at its proxy, per upstream frame) does not, and losses of the Bluetooth link
-//! differ by 7-15 ms.
+//! during a download through the agent. Checked: the download stays byte-exact, every handoff
+//! event has its figures, and the interruption the agent reports for each handoff is within
+//! 5 ms of the largest gap the download itself saw in the same window (curl runs with `-N`:
+//! its buffered output had made a floor of ~19 ms between the reads seen here).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -100,13 +98,16 @@ fn a_random_schedule_of_switches_and_losses_keeps_the_download_and_the_figures()
             .unwrap_or(done + Duration::from_secs(2));
         let end = (done + Duration::from_millis(1100)).min(next);
         // As the agent counts: a gap whose later read is in the window, counted from the
-        // window's start when the handoff overtook one still open.
-        let overtook = moves.iter().any(|m| {
-            m["time_ms"]
-                .as_u64()
-                .map(|t| at(t, anchor))
-                .is_some_and(|t| t < decided && t + Duration::from_millis(1100) > decided)
-        });
+        // window's start when a decision overtook a handoff still open (a loss's silence is
+        // its own, whole).
+        let loss = h["reason"].as_str().is_some_and(|r| r.contains(" lost"));
+        let overtook = !loss
+            && moves.iter().any(|m| {
+                m["time_ms"]
+                    .as_u64()
+                    .map(|t| at(t, anchor))
+                    .is_some_and(|t| t < decided && t + Duration::from_millis(1100) > decided)
+            });
         let seen = dl
             .chunks
             .windows(2)
@@ -135,6 +136,10 @@ fn a_random_schedule_of_switches_and_losses_keeps_the_download_and_the_figures()
     assert!(
         nulls.is_empty(),
         "handoff events without figures: {nulls:?}"
+    );
+    assert!(
+        worst <= Duration::from_millis(5),
+        "the agent's figures and the download's differ by {worst:?}"
     );
     assert!(switches + losses >= 40);
     assert!(

@@ -587,7 +587,16 @@ impl JourneyBed {
             .topo
             .client
             .command("curl")
-            .args(["-sS", "--max-time", "170", "-x", "http://127.0.0.1:3129"])
+            // -N: curl writes what it receives at once (buffered, its output came in steps
+            // of ~19 ms, and the download's gaps could not be compared with the agent's).
+            .args([
+                "-sS",
+                "-N",
+                "--max-time",
+                "170",
+                "-x",
+                "http://127.0.0.1:3129",
+            ])
             .args(args)
             .args(["-o", "-"])
             .stdout(std::process::Stdio::piped())

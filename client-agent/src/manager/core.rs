@@ -346,7 +346,7 @@ impl Core {
 
     fn start_loss(&mut self, now: Instant, name: &str) {
         self.seq += 1;
-        self.meter.handoff_started(self.seq, now);
+        self.meter.loss_detected(self.seq, now);
         self.loss = Some((self.seq, now, name.to_string()));
     }
 
