@@ -725,12 +725,17 @@ impl Manager {
                     flows,
                 );
                 if draining.is_some() && self.core.draining.is_none() {
-                    self.clamp.apply(None);
-                    if let Some(Step::Switch { to, .. }) = steps.first() {
-                        tracing::info!(
+                    match steps.first() {
+                        // The drained radio died: the clamp stays until the switch is done,
+                        // so that lifting it sends the window update over the new radio (the
+                        // HomeSpot, window-limited, then sends new data at once and the
+                        // client's SACKs bring the lost segments back before its
+                        // retransmission timer would).
+                        Some(Step::Switch { to, .. }) => tracing::info!(
                             "{} lost while draining: moving to {to} now",
                             name.clone().unwrap_or_default()
-                        );
+                        ),
+                        _ => self.clamp.apply(None),
                     }
                 }
                 self.carry_out(steps).await;
