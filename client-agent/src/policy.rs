@@ -268,21 +268,28 @@ impl Policy {
     }
 }
 
+/// The settings the unit tests use: HomeSpot first, then Ethernet, Wi-Fi, Bluetooth; up at
+/// 1 Mbit/s sustained for 2 s, down below 50 kbit/s for 10 s.
+#[cfg(test)]
+pub(crate) fn test_config() -> PolicyConfig {
+    PolicyConfig {
+        prefer_homespot: true,
+        order: vec!["ethernet".into(), "wifi".into(), "bluetooth".into()],
+        throughput_rule: true,
+        low_power: Kind::Bluetooth,
+        up_bps: 1_000_000,
+        sustain: Duration::from_secs(2),
+        idle_bps: 50_000,
+        idle: Duration::from_secs(10),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cfg() -> PolicyConfig {
-        PolicyConfig {
-            prefer_homespot: true,
-            order: vec!["ethernet".into(), "wifi".into(), "bluetooth".into()],
-            throughput_rule: true,
-            low_power: Kind::Bluetooth,
-            up_bps: 1_000_000,
-            sustain: Duration::from_secs(2),
-            idle_bps: 50_000,
-            idle: Duration::from_secs(10),
-        }
+        test_config()
     }
 
     fn c(name: &str, kind: Kind, homespot: bool) -> Candidate {

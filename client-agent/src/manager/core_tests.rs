@@ -34,16 +34,7 @@ impl Radios for Fake {
 }
 
 fn policy() -> PolicyConfig {
-    PolicyConfig {
-        prefer_homespot: true,
-        order: vec!["ethernet".into(), "wifi".into(), "bluetooth".into()],
-        throughput_rule: true,
-        low_power: Kind::Bluetooth,
-        up_bps: 1_000_000,
-        sustain: Duration::from_secs(2),
-        idle_bps: 50_000,
-        idle: Duration::from_secs(10),
-    }
+    crate::policy::test_config()
 }
 
 fn iface(index: u32, addr: [u8; 4]) -> Iface {
