@@ -7,12 +7,22 @@
 //! the password hash and the one-time setup code as root-only files written atomically
 //! ([`secret_file`]).
 //!
-//! What does not exist yet: the `router(state) -> axum::Router` with its pages, assets and
-//! live updates, its mounting in homespotd, and `homespotd passwd`. Nothing here listens on
-//! a socket.
+//! [`router`] is the panel's HTTP API so far: first-password setup with the one-time code,
+//! login (rate-limited), logout, and the live status behind a session, with security headers
+//! on every answer (CSP without inline script, no framing) and the same-origin and CSRF checks
+//! on every state change; tested with `router(fake).oneshot(..)`.
+//!
+//! What does not exist yet: the pages, assets and live updates (Server-Sent Events), the
+//! settings, its mounting in homespotd, and `homespotd passwd`. Nothing here listens on a
+//! socket by itself.
 
 pub mod limit;
 pub mod origin;
 pub mod password;
+pub mod router;
+#[cfg(test)]
+mod router_tests;
 pub mod secret_file;
 pub mod session;
+
+pub use router::{router, Backend, Files, Panel};
