@@ -40,12 +40,18 @@ pub struct Files {
     pub setup_code: PathBuf,
 }
 
+/// Request bodies the panel reads at most (its forms are a few hundred bytes).
+pub const MAX_BODY: usize = 16 * 1024;
+
 /// The panel's state: the backend, its files, sessions and the login limiter.
 pub struct Panel<B> {
     backend: B,
     files: Files,
     sessions: Mutex<Sessions>,
     limit: Mutex<LoginLimit>,
+    /// One password hash at a time: each takes [`password::MEMORY_KIB`] KiB, and logins from
+    /// many addresses at once must not add up to a router's memory.
+    hashing: tokio::sync::Semaphore,
 }
 
 impl<B: Backend> Panel<B> {
@@ -56,8 +62,26 @@ impl<B: Backend> Panel<B> {
             files,
             sessions: Mutex::new(Sessions::default()),
             limit: Mutex::new(LoginLimit::default()),
+            hashing: tokio::sync::Semaphore::new(1),
         }
     }
+
+    /// Holds the hashing permit (tests: a login while another hash runs).
+    #[cfg(test)]
+    pub(crate) fn hashing(&self) -> &tokio::sync::Semaphore {
+        &self.hashing
+    }
+}
+
+/// Another password hash is running: come back in a second.
+fn busy() -> Response {
+    let mut r = refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "another login is being checked: try again in 1 s",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,6 +101,7 @@ pub fn router<B: Backend>(panel: Arc<Panel<B>>) -> Router {
         .route("/api/login", post(login::<B>))
         .route("/api/logout", post(logout::<B>))
         .route("/api/status", get(status::<B>))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(headers))
         .with_state(panel)
 }
@@ -184,9 +209,16 @@ async fn setup<B: Backend>(
         }
         Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-    let hashed = match password::hash(&form.password, &mut OsRng.unwrap_err()) {
-        Ok(h) => h,
-        Err(e) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+    let Ok(_permit) = panel.hashing.try_acquire() else {
+        return busy();
+    };
+    let pw = form.password;
+    let hashed =
+        tokio::task::spawn_blocking(move || password::hash(&pw, &mut OsRng.unwrap_err())).await;
+    let hashed = match hashed {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        Err(_) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "hashing failed"),
     };
     if let Err(e) = secret_file::write_private(&panel.files.password, &hashed) {
         return refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
@@ -236,7 +268,10 @@ async fn login<B: Backend>(
         }
         Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    // The hash takes tens of milliseconds: off the runtime's threads.
+    // The hash takes tens of milliseconds and 19 MiB: off the runtime's threads, one at a time.
+    let Ok(_permit) = panel.hashing.try_acquire() else {
+        return busy();
+    };
     let ok = tokio::task::spawn_blocking(move || password::verify(&stored, &form.password)).await;
     match ok {
         Ok(Ok(true)) => {

@@ -26,6 +26,7 @@ const ORIGIN: &str = "http://10.77.1.1:8088";
 
 struct Bed {
     app: axum::Router,
+    panel: Arc<Panel<Fake>>,
     files: Files,
     _dir: tempfile::TempDir,
 }
@@ -40,7 +41,8 @@ impl Bed {
         let panel = Arc::new(Panel::new(Fake, files.clone()));
         let from: SocketAddr = from.parse().expect("addr");
         Bed {
-            app: router(panel).layer(MockConnectInfo(from)),
+            app: router(panel.clone()).layer(MockConnectInfo(from)),
+            panel,
             files,
             _dir: dir,
         }
@@ -285,4 +287,31 @@ async fn wrong_passwords_are_rate_limited() {
         )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn one_hash_at_a_time_and_bodies_are_small() {
+    let bed = Bed::new("10.77.1.70:40000");
+    let hashed = crate::password::hash("the right one", &mut rand::rng()).expect("hash");
+    crate::secret_file::write_private(&bed.files.password, &hashed).expect("write");
+    let login = |pw: String| {
+        post("/api/login")
+            .header(header::ORIGIN, ORIGIN)
+            .body(json_body(json!({ "password": pw })))
+            .expect("req")
+    };
+    // While another login's hash runs, a second one is told to come back (no second 19 MiB).
+    let permit = bed.panel.hashing().try_acquire().expect("permit");
+    let (st, _, v, h) = bed.call(login("the right one".into())).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(
+        h.get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    drop(permit);
+    let (st, _, _, _) = bed.call(login("the right one".into())).await;
+    assert_eq!(st, StatusCode::OK);
+    // A body beyond the limit is refused before it is parsed.
+    let (st, _, _, _) = bed.call(login("x".repeat(crate::router::MAX_BODY))).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
 }
