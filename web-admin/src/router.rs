@@ -75,13 +75,35 @@ impl<B: Backend> Panel<B> {
 
 /// Another password hash is running: come back in a second.
 fn busy() -> Response {
-    let mut r = refuse(
+    retry_after(
         StatusCode::SERVICE_UNAVAILABLE,
         "another login is being checked: try again in 1 s",
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        1,
+    )
+}
+
+/// A refusal that says when to come back.
+fn retry_after(status: StatusCode, reason: &str, secs: u64) -> Response {
+    let mut r = refuse(status, reason);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     r
+}
+
+/// What every unauthenticated form passes first: the panel's own origin, and a source that
+/// is not being held back for failed logins. `Some`: the refusal.
+fn admit<B>(panel: &Panel<B>, h: &HeaderMap, ip: IpAddr) -> Option<Response> {
+    if !same_origin(h) {
+        return Some(refuse(
+            StatusCode::FORBIDDEN,
+            "cross-origin request refused",
+        ));
+    }
+    lock(&panel.limit)
+        .check(ip, Instant::now())
+        .err()
+        .map(too_many)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -190,11 +212,8 @@ async fn setup<B: Backend>(
     h: HeaderMap,
     Json(form): Json<SetupForm>,
 ) -> Response {
-    if !same_origin(&h) {
-        return refuse(StatusCode::FORBIDDEN, "cross-origin request refused");
-    }
-    if let Err(wait) = lock(&panel.limit).check(from.ip(), Instant::now()) {
-        return too_many(wait);
+    if let Some(refused) = admit(&panel, &h, from.ip()) {
+        return refused;
     }
     match secret_file::read(&panel.files.password) {
         Ok(None) => {}
@@ -230,14 +249,11 @@ async fn setup<B: Backend>(
 
 fn too_many(wait: std::time::Duration) -> Response {
     let secs = wait.as_secs().max(1);
-    let mut r = refuse(
+    retry_after(
         StatusCode::TOO_MANY_REQUESTS,
         &format!("too many failed logins from this address: try again in {secs} s"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
+        secs,
+    )
 }
 
 #[derive(Deserialize)]
@@ -251,12 +267,9 @@ async fn login<B: Backend>(
     h: HeaderMap,
     Json(form): Json<LoginForm>,
 ) -> Response {
-    if !same_origin(&h) {
-        return refuse(StatusCode::FORBIDDEN, "cross-origin request refused");
-    }
     let ip: IpAddr = from.ip();
-    if let Err(wait) = lock(&panel.limit).check(ip, Instant::now()) {
-        return too_many(wait);
+    if let Some(refused) = admit(&panel, &h, ip) {
+        return refused;
     }
     let stored = match secret_file::read(&panel.files.password) {
         Ok(Some(s)) => s,
