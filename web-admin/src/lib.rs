@@ -16,7 +16,13 @@
 //! settings, its mounting in homespotd, and `homespotd passwd`. Nothing here listens on a
 //! socket by itself.
 
+mod assets;
+mod auth;
+mod change;
+#[cfg(test)]
+mod change_tests;
 pub mod limit;
+mod live;
 pub mod origin;
 pub mod password;
 pub mod router;
@@ -25,4 +31,4 @@ mod router_tests;
 pub mod secret_file;
 pub mod session;
 
-pub use router::{router, Backend, Files, Panel};
+pub use router::{router, Applied, Backend, Change, Edit, Files, Panel, Refused};

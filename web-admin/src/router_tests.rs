@@ -1,44 +1,83 @@
 //! `router(fake).oneshot(..)` for every route: without a session, with one, cross-origin, CSRF
 //! missing or wrong, rate-limited login, setup with the one-time code.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use tokio::sync::broadcast;
 use tower::ServiceExt;
 
-use crate::router::{router, Backend, Files, Panel, COOKIE, CSRF_HEADER};
+use crate::router::{router, Applied, Backend, Change, Files, Panel, Refused, COOKIE, CSRF_HEADER};
 
-struct Fake;
+/// A backend that keeps the changes it is asked for; a pool edit `"bad"` is refused as the
+/// config file's validation would refuse it.
+pub(crate) struct Fake {
+    pub(crate) changes: Mutex<Vec<Change>>,
+    pub(crate) events: broadcast::Sender<Value>,
+}
 
 impl Backend for Fake {
     fn status(&self) -> Value {
         json!({"links": [{"name": "wifi"}]})
     }
+
+    fn events(&self) -> broadcast::Receiver<Value> {
+        self.events.subscribe()
+    }
+
+    fn settings(&self) -> Value {
+        json!({"link": [{"name": "wifi", "pools": ["10.77.1.100-10.77.1.199"]}]})
+    }
+
+    fn change(&self, change: Change) -> impl Future<Output = Result<Applied, Refused>> + Send {
+        let r = match &change {
+            Change::Settings { edits } => match edits.iter().find(|e| e.value == json!(["bad"])) {
+                Some(e) => Err(Refused {
+                    key: format!("{}[0]", e.key),
+                    reason: "/etc/homespot.toml:7: link[0].pools[0]: \"bad\" is not a range".into(),
+                }),
+                None => Ok(Applied {
+                    applied: edits.iter().map(|e| e.key.clone()).collect(),
+                    restart: vec![],
+                }),
+            },
+            _ => Ok(Applied::default()),
+        };
+        if r.is_ok() {
+            self.changes.lock().expect("lock").push(change);
+        }
+        std::future::ready(r)
+    }
 }
 
-const HOST: &str = "10.77.1.1:8088";
-const ORIGIN: &str = "http://10.77.1.1:8088";
+pub(crate) const HOST: &str = "10.77.1.1:8088";
+pub(crate) const ORIGIN: &str = "http://10.77.1.1:8088";
 
-struct Bed {
-    app: axum::Router,
-    panel: Arc<Panel<Fake>>,
-    files: Files,
+pub(crate) struct Bed {
+    pub(crate) app: axum::Router,
+    pub(crate) panel: Arc<Panel<Fake>>,
+    pub(crate) files: Files,
     _dir: tempfile::TempDir,
 }
 
 impl Bed {
-    fn new(from: &str) -> Bed {
+    pub(crate) fn new(from: &str) -> Bed {
         let dir = tempfile::tempdir().expect("dir");
         let files = Files {
             password: dir.path().join("admin.password"),
             setup_code: dir.path().join("admin.setup"),
         };
-        let panel = Arc::new(Panel::new(Fake, files.clone()));
+        let fake = Fake {
+            changes: Mutex::new(Vec::new()),
+            events: broadcast::channel(16).0,
+        };
+        let panel = Arc::new(Panel::new(fake, files.clone()));
         let from: SocketAddr = from.parse().expect("addr");
         Bed {
             app: router(panel.clone()).layer(MockConnectInfo(from)),
@@ -48,7 +87,7 @@ impl Bed {
         }
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         req: Request<Body>,
     ) -> (StatusCode, Option<String>, Value, header::HeaderMap) {
@@ -66,13 +105,13 @@ impl Bed {
     }
 }
 
-fn post(path: &str) -> axum::http::request::Builder {
+pub(crate) fn post(path: &str) -> axum::http::request::Builder {
     Request::post(path)
         .header(header::HOST, HOST)
         .header(header::CONTENT_TYPE, "application/json")
 }
 
-fn json_body(v: Value) -> Body {
+pub(crate) fn json_body(v: Value) -> Body {
     Body::from(v.to_string())
 }
 
@@ -301,7 +340,7 @@ async fn one_hash_at_a_time_and_bodies_are_small() {
             .expect("req")
     };
     // While another login's hash runs, a second one is told to come back (no second 19 MiB).
-    let permit = bed.panel.hashing().try_acquire().expect("permit");
+    let permit = bed.panel.hashing.try_acquire().expect("permit");
     let (st, _, v, h) = bed.call(login("the right one".into())).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(

@@ -84,6 +84,11 @@ impl Sessions {
         self.by_id.remove(id);
     }
 
+    /// Puts back a session taken out with its id (after [`Sessions::clear`]).
+    pub fn restore(&mut self, id: String, s: Session) {
+        self.by_id.insert(id, s);
+    }
+
     /// Ends every session (after a password change).
     pub fn clear(&mut self) {
         self.by_id.clear();
