@@ -93,6 +93,8 @@ pub(crate) async fn forget<B: Backend>(
 
 /// The session, origin and CSRF checks first (a cross-origin form post is refused whatever
 /// its body), then the body as JSON.
+// The refusal is the answer itself, made once per bad request.
+#[allow(clippy::result_large_err)]
 fn checked<B, T: serde::de::DeserializeOwned>(
     panel: &Panel<B>,
     h: &HeaderMap,

@@ -271,6 +271,8 @@ pub(crate) fn authorised<B>(
 }
 
 /// A request body as JSON, or 400 with serde's reason.
+// The refusal is the answer itself, made once per bad request.
+#[allow(clippy::result_large_err)]
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")))
