@@ -16,11 +16,16 @@ Leases are written to a redb database before they are acknowledged.
 
 Usage: homespotd [OPTIONS]            run the service
        homespotd [OPTIONS] status     show what the running homespotd is doing
+       homespotd [OPTIONS] passwd     set the admin panel's password
 
 Commands:
   status  Show what the running homespotd is doing: links, devices (hostname, MAC,
           address per link, which radio now, P-Handoff global address) and counters.
           Needs root. `homespotd status --help` for its options.
+  passwd  Set the web admin panel's password (10 characters or more), read from the
+          terminal (asked twice, not shown) or from standard input; stored as an
+          argon2id hash in admin.password_file (root only). Sessions of a running
+          homespotd stay until they log out or idle out.
 
 Options:
   -c, --config <FILE>  Configuration file (TOML) [default: /etc/homespot/homespotd.toml]
@@ -60,6 +65,8 @@ pub enum Command {
         events: bool,
         socket: Option<PathBuf>,
     },
+    /// Set the admin panel's password.
+    Passwd,
     /// Print this text to stdout and exit successfully.
     Print(String),
 }
@@ -84,7 +91,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             check_config: false,
         },
     };
-    let (mut status, mut check_config) = (false, false);
+    let (mut status, mut check_config, mut passwd) = (false, false, false);
     let (mut json, mut events, mut socket) = (false, false, None);
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = p.next().map_err(e)? {
@@ -104,7 +111,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             Long("json") if status => json = true,
             Long("events") if status => events = true,
             Long("socket") if status => socket = Some(p.value().map_err(e)?.into()),
-            Value(v) if !status && v == "status" => status = true,
+            Value(v) if !status && !passwd && v == "status" => status = true,
+            Value(v) if !status && !passwd && v == "passwd" => passwd = true,
             Value(v) if !status && v == "help" => {
                 out.command = Command::Print(HELP.to_string());
                 return Ok(out);
@@ -113,10 +121,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             other => return Err(other.unexpected().to_string()),
         }
     }
-    if status && check_config {
-        return Err("--check-config does not go with status".to_string());
+    if (status || passwd) && check_config {
+        let cmd = if status { "status" } else { "passwd" };
+        return Err(format!("--check-config does not go with {cmd}"));
     }
-    out.command = if status {
+    out.command = if passwd {
+        Command::Passwd
+    } else if status {
         Command::Status {
             json,
             events,
@@ -164,6 +175,11 @@ mod tests {
         // The global options may also follow the command.
         let a = args("status -c /y.toml").expect("status");
         assert_eq!(a.config, PathBuf::from("/y.toml"));
+        let a = args("-c /z.toml passwd").expect("passwd");
+        assert_eq!(
+            (a.config, a.command),
+            (PathBuf::from("/z.toml"), Command::Passwd)
+        );
     }
 
     #[test]
@@ -186,6 +202,8 @@ mod tests {
             ("status status", "'status'"),
             ("--config", "--config"),
             ("status --check-config", "--check-config"),
+            ("passwd --check-config", "passwd"),
+            ("passwd status", "'status'"),
             ("-x", "-x"),
         ] {
             let err = args(line).expect_err(line);

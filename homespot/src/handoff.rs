@@ -65,6 +65,13 @@ pub struct Prepared {
     ifaces: Vec<String>,
 }
 
+impl Prepared {
+    /// The HomeSpot's identity as laptops pin it (hex of the public key).
+    pub fn fingerprint(&self) -> String {
+        hex(&self.identity.public())
+    }
+}
+
 fn sys(e: impl std::fmt::Display) -> HandoffError {
     HandoffError::System(e.to_string())
 }

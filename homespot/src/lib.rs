@@ -22,7 +22,11 @@
 //! read by `homespotd status` over a root-only Unix socket; `--check-config` checks a file
 //! against the system ([`config::system`]).
 //!
-//! What it does not do yet: the admin panel. It does not configure interface addresses: the OS (netifd on
+//! The web admin panel ([`admin`]): [`web_admin::router`] on every LAN link address at
+//! `[admin] port`, reading the live state and changing settings through the config file and
+//! the reload path; `homespotd passwd` sets its password.
+//!
+//! It does not configure interface addresses: the OS (netifd on
 //! OpenWrt, the test bed in tests) puts each link's address on its interface. It does not
 //! run DNS or NAT: the router keeps its own.
 //!
@@ -30,6 +34,7 @@
 //! logic (`handle_packet(now, link, src, bytes)`); [`dhcp::server`] drives it over UDP sockets with
 //! group commit into [`store`].
 
+pub mod admin;
 pub mod config;
 pub mod dhcp;
 pub mod globals;
@@ -37,6 +42,7 @@ pub mod handoff;
 pub mod linkwatch;
 pub mod memory;
 pub mod moves;
+pub mod passwd;
 pub mod proxy;
 pub mod reload;
 pub mod status;

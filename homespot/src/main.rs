@@ -53,6 +53,28 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if args.command == Command::Passwd {
+        let cfg = match Config::load(&args.config) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("homespotd passwd: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        return match homespot::passwd::run(&cfg.admin) {
+            Ok(()) => {
+                println!(
+                    "admin password set in {}",
+                    cfg.admin.password_file.display()
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("homespotd passwd: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match real_main(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -162,9 +184,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             let listeners = proxy::Listeners::bind(&cfg).context("binding the proxy")?;
             let status_socket = homespot::status::socket::StatusSocket::bind(&cfg.status_socket)
                 .with_context(|| format!("status socket {}", cfg.status_socket.display()))?;
-            anyhow::Ok((sockets, listeners, status_socket))
+            let admin = homespot::admin::bind(&cfg).context("binding the admin panel")?;
+            anyhow::Ok((sockets, listeners, status_socket, admin))
         })();
-        let (sockets, listeners, status_socket) = match bound {
+        let (sockets, listeners, status_socket, admin_listeners) = match bound {
             Ok(b) => b,
             Err(e) => {
                 // Put back the link settings P-Handoff changed before failing.
@@ -175,6 +198,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             }
         };
         let live = homespot::status::Live::new(&cfg, &args.config.display().to_string());
+        if let Some(p) = &handoff {
+            live.set_identity(p.fingerprint());
+        }
         let watched = homespot::linkwatch::watched(&cfg);
         let present = homespot::linkwatch::present_now(&watched);
         for (i, l) in cfg.links.iter().enumerate() {
@@ -195,7 +221,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         tokio::spawn(status_socket.serve(live.clone(), shutdown.clone()));
         let (hup_tx, hup_rx) = tokio::sync::mpsc::channel(1);
         let (reload_tx, reload_rx) = tokio::sync::watch::channel(Arc::new(cfg.clone()));
-        tokio::spawn(stop_on_signal(shutdown.clone(), hup_tx));
+        tokio::spawn(stop_on_signal(shutdown.clone(), hup_tx.clone()));
         tokio::spawn(homespot::reload::run(
             args.config.clone(),
             cfg.clone(),
@@ -203,6 +229,24 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             reload_tx,
             live.clone(),
         ));
+        let (forget_tx, forget_rx) = tokio::sync::mpsc::channel(8);
+        if !admin_listeners.is_empty() {
+            homespot::admin::offer_setup(&cfg);
+            let backend = homespot::admin::Backend::new(
+                live.clone(),
+                args.config.clone(),
+                hup_tx,
+                reload_rx.clone(),
+                forget_tx,
+                shutdown.clone(),
+            );
+            let (c, stop) = (cfg.clone(), shutdown.clone());
+            info!(port = cfg.admin.port, "admin panel on every link address");
+            tokio::spawn(async move { homespot::admin::serve(admin_listeners, backend, &c, stop).await });
+        } else {
+            drop(forget_tx);
+            drop(hup_tx);
+        }
         let proxy_cfg = cfg.clone();
         let proxy_stop = shutdown.clone();
         let moves = Arc::new(homespot::moves::Moves::default());
@@ -243,8 +287,12 @@ fn real_main(args: Args) -> anyhow::Result<()> {
                 },
             )
         });
-        let counters =
-            server::run(cfg, sockets, store, live, present_rx, reload_rx, shutdown.clone()).await;
+        let inputs = server::Inputs {
+            present: present_rx,
+            reload: reload_rx,
+            forget: forget_rx,
+        };
+        let counters = server::run(cfg, sockets, store, live, inputs, shutdown.clone()).await;
         shutdown.cancel();
         if let Some(h) = handoff {
             if let Ok(c) = h.await {
@@ -261,7 +309,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     })
 }
 
-async fn stop_on_signal(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
+async fn stop_on_signal(
+    shutdown: CancellationToken,
+    reload: tokio::sync::mpsc::Sender<homespot::reload::Request>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -277,7 +328,7 @@ async fn stop_on_signal(shutdown: CancellationToken, reload: tokio::sync::mpsc::
             _ = int.recv() => break,
             // Reload; a second SIGHUP while one is in progress is folded into it.
             _ = hup.recv() => {
-                let _ = reload.try_send(());
+                let _ = reload.try_send(None);
             }
         }
     }

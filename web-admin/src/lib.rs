@@ -31,4 +31,4 @@ mod router_tests;
 pub mod secret_file;
 pub mod session;
 
-pub use router::{router, Applied, Backend, Change, Edit, Files, Panel, Refused};
+pub use router::{router, serve, Applied, Backend, Change, Edit, Files, Panel, Refused};

@@ -124,5 +124,8 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     if differs(&old.handoff, &new.handoff) {
         d.restart.push("handoff".into());
     }
+    if old.admin != new.admin {
+        d.restart.push("admin".into());
+    }
     d
 }

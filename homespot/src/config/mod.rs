@@ -11,11 +11,13 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+pub mod admin;
 pub mod diff;
 mod handoff;
 mod lines;
 mod proxy;
 pub mod system;
+pub use admin::AdminConfig;
 pub use handoff::HandoffConfig;
 pub use proxy::ProxyConfig;
 
@@ -44,6 +46,8 @@ struct RawConfig {
     proxy: proxy::RawProxy,
     #[serde(default)]
     handoff: handoff::RawHandoff,
+    #[serde(default)]
+    admin: admin::RawAdmin,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +121,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// P-Handoff and Co-Link, when a global subnet is configured.
     pub handoff: Option<HandoffConfig>,
+    /// The web admin panel.
+    pub admin: AdminConfig,
 }
 
 /// One LAN link (a radio or an Ethernet port) with its own subnet and pool.
@@ -322,6 +328,8 @@ impl Config {
         let proxy = proxy::validate(raw.proxy).map_err(|(k, r)| err(&format!("proxy.{k}"), r))?;
         let handoff =
             handoff::validate(raw.handoff).map_err(|(k, r)| err(&format!("handoff.{k}"), r))?;
+        let admin =
+            admin::validate(raw.admin, &proxy).map_err(|(k, r)| err(&format!("admin.{k}"), r))?;
         if let Some(h) = &handoff {
             for (i, l) in links.iter().enumerate() {
                 if l.subnet.contains(&h.global_subnet.network())
@@ -358,6 +366,7 @@ impl Config {
             links,
             proxy,
             handoff,
+            admin,
         })
     }
 }

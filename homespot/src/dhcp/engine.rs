@@ -215,6 +215,26 @@ impl Engine {
         &self.table
     }
 
+    /// Forgets the bound lease on `addr` (the admin panel's "forget this lease"): it ends
+    /// now, as if released, and the address goes back to the pool. The record to persist, or
+    /// None when no lease is bound there.
+    pub fn forget(&mut self, now: Secs, addr: Ipv4Addr) -> Option<Lease> {
+        let l = self.table.get(addr)?;
+        if l.state != LeaseState::Bound || l.expires <= now {
+            return None;
+        }
+        let link = self.table.link_of(addr)?;
+        let lease = Lease {
+            addr,
+            client: l.client.clone(),
+            expires: now,
+            state: LeaseState::Released,
+            mac: l.mac,
+            hostname: l.hostname.clone(),
+        };
+        Some(self.table.put(link, lease))
+    }
+
     /// Handles one datagram that arrived on `link` (an index into `Config::links`) from the
     /// IPv4 address `src`.
     pub fn handle_packet(&mut self, now: Secs, link: usize, src: Ipv4Addr, data: &[u8]) -> Outcome {

@@ -80,6 +80,26 @@ struct Datagram {
     data: Vec<u8>,
 }
 
+/// A request to forget the lease on an address (the admin panel); `done` says whether one
+/// was bound there.
+#[derive(Debug)]
+pub struct Forget {
+    /// The leased address.
+    pub address: Ipv4Addr,
+    /// The answer.
+    pub done: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// What the DHCP server is told while it runs.
+pub struct Inputs {
+    /// Which links' interfaces are there (ifindex).
+    pub present: watch::Receiver<crate::linkwatch::Present>,
+    /// Each config the reload path applies.
+    pub reload: watch::Receiver<Arc<Config>>,
+    /// Leases to forget (the admin panel).
+    pub forget: mpsc::Receiver<Forget>,
+}
+
 /// Runs the DHCP server until `shutdown` is cancelled; returns the final counters.
 /// Leases in `store` are loaded first. On shutdown the batch in flight is finished.
 pub async fn run(
@@ -87,10 +107,14 @@ pub async fn run(
     mut sockets: Sockets,
     store: Arc<LeaseStore>,
     live: Arc<Live>,
-    mut present: watch::Receiver<crate::linkwatch::Present>,
-    mut reload: watch::Receiver<Arc<Config>>,
+    inputs: Inputs,
     shutdown: CancellationToken,
 ) -> Result<Counters, StoreError> {
+    let Inputs {
+        mut present,
+        mut reload,
+        mut forget,
+    } = inputs;
     let mut engine = Engine::new(&cfg);
     let loaded = store.load()?;
     live.restore(loaded.leases.iter().cloned());
@@ -128,6 +152,19 @@ pub async fn run(
                 let cfg = reload.borrow_and_update().clone();
                 engine.reconfigure(&cfg);
                 info!("DHCP: new configuration applied");
+            }
+            Some(f) = forget.recv() => {
+                let forgotten = engine.forget(unix_now(), f.address);
+                let done = forgotten.is_some();
+                if let Some(l) = forgotten {
+                    info!(address = %l.addr, "lease forgotten (admin panel)");
+                    live.lease(&l);
+                    batch.leases.push(l);
+                    if in_flight.is_none() {
+                        in_flight = Some(writer.submit(std::mem::take(&mut batch)));
+                    }
+                }
+                let _ = f.done.send(done);
             }
             Ok(()) = present.changed() => {
                 let now = present.borrow_and_update().clone();

@@ -62,6 +62,9 @@ pub enum Event {
         to: String,
         /// Its address on that link.
         via: Ipv4Addr,
+        /// Why, as the HomeSpot sees it (the link it left was down, or the laptop chose).
+        #[serde(default)]
+        why: Option<String>,
     },
     /// A P-Handoff client left (session ended or assignment dropped).
     Left {
@@ -116,6 +119,9 @@ pub struct Snapshot {
     pub now_ms: u64,
     /// The config file in use.
     pub config: String,
+    /// The P-Handoff identity laptops pin (hex), when P-Handoff runs.
+    #[serde(default)]
+    pub identity: Option<String>,
     /// The links.
     pub links: Vec<LinkView>,
     /// The devices with a lease record.
@@ -143,6 +149,15 @@ pub struct LinkView {
     pub pool_used: u64,
     /// Times the pool ran out since start.
     pub exhausted: u64,
+    /// Its L2 identity (SSID, Bluetooth address), as adverts carry it; empty if none.
+    #[serde(default)]
+    pub l2_id: String,
+    /// Bytes the interface received (from clients) since it came up.
+    #[serde(default)]
+    pub rx_bytes: u64,
+    /// Bytes the interface sent (to clients) since it came up.
+    #[serde(default)]
+    pub tx_bytes: u64,
 }
 
 /// One device (client key): its leases, names and, for an agent, its global address.
@@ -164,6 +179,9 @@ pub struct DeviceView {
     pub last_switch_ms: Option<u64>,
     /// How many times it moved since start.
     pub switches: u64,
+    /// Why it last moved, as the HomeSpot saw it.
+    #[serde(default)]
+    pub last_switch_why: Option<String>,
 }
 
 /// One lease of a device.
@@ -189,6 +207,7 @@ struct LinkStatic {
     subnet: ipnet::Ipv4Net,
     pool_size: u64,
     reservations: Vec<Ipv4Addr>,
+    l2_id: String,
 }
 
 #[derive(Default)]
@@ -215,6 +234,7 @@ struct Agent {
     vias: BTreeMap<usize, Ipv4Addr>,
     since_ms: u64,
     switches: u64,
+    why: Option<String>,
 }
 
 /// Counters another subsystem reports when asked.
@@ -229,6 +249,7 @@ pub struct Live {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Stamped>,
     proxy: OnceLock<Arc<dyn CounterSource>>,
+    identity: OnceLock<String>,
 }
 
 impl Live {
@@ -239,6 +260,7 @@ impl Live {
             inner: Mutex::new(Inner::default()),
             events: broadcast::channel(EVENT_BACKLOG).0,
             proxy: OnceLock::new(),
+            identity: OnceLock::new(),
         });
         live.configure(cfg, config_path);
         live
@@ -268,6 +290,7 @@ impl Live {
                     .map(|p| u64::from(u32::from(p.last) - u32::from(p.first)) + 1)
                     .sum(),
                 reservations: l.reservations.iter().map(|r| r.address).collect(),
+                l2_id: l2_text(l),
             })
             .collect();
         g.present = g
@@ -400,6 +423,11 @@ impl Live {
         self.lock().handoff = c;
     }
 
+    /// The P-Handoff identity (hex) the status shows.
+    pub fn set_identity(&self, fingerprint: String) {
+        let _ = self.identity.set(fingerprint);
+    }
+
     /// Where the proxy's counters come from.
     pub fn set_proxy(&self, p: Arc<dyn CounterSource>) {
         let _ = self.proxy.set(p);
@@ -422,6 +450,15 @@ impl Live {
                 .map(|p| name(p.link));
             let to = name(link);
             let moved = prev.as_ref().is_none_or(|p| p.link != link);
+            // The HomeSpot cannot see the laptop's reason; it sees whether the link left
+            // was still there.
+            let why = prev.as_ref().filter(|p| p.link != link).map(|p| {
+                if g.present.get(p.link).copied().unwrap_or(false) {
+                    "the laptop moved".to_string()
+                } else {
+                    format!("{} is down", name(p.link))
+                }
+            });
             // The first route is not a switch; each later change of link is.
             let switches = prev
                 .as_ref()
@@ -429,6 +466,11 @@ impl Live {
             let since_ms = match &prev {
                 Some(p) if !moved => p.since_ms,
                 _ => now_ms(),
+            };
+            let why = if moved {
+                why
+            } else {
+                prev.as_ref().and_then(|p| p.why.clone())
             };
             let mut vias = prev.map(|p| p.vias).unwrap_or_default();
             // Bounded: one address per link.
@@ -442,6 +484,7 @@ impl Live {
                     vias,
                     since_ms,
                     switches,
+                    why: why.clone(),
                 },
             );
             moved.then_some(Event::Switch {
@@ -449,6 +492,7 @@ impl Live {
                 from,
                 to,
                 via,
+                why,
             })
         };
         if let Some(e) = event {
@@ -482,6 +526,9 @@ impl Live {
                 pool_size: l.pool_size,
                 pool_used: 0,
                 exhausted: g.exhausted.get(i).copied().unwrap_or(0),
+                l2_id: l.l2_id.clone(),
+                rx_bytes: if_counter(&l.interface, "rx_bytes"),
+                tx_bytes: if_counter(&l.interface, "tx_bytes"),
             })
             .collect();
         // Devices by client key, from the lease records that are still meaningful.
@@ -554,6 +601,7 @@ impl Live {
             merged.radio = g.links.get(a.link).map(|l| l.name.clone());
             merged.last_switch_ms = (a.switches > 0).then_some(a.since_ms);
             merged.switches = a.switches;
+            merged.last_switch_why = a.why.clone();
             devices.push(merged);
         }
         devices.sort_by(|x, y| x.hostname.cmp(&y.hostname).then(x.mac.cmp(&y.mac)));
@@ -593,11 +641,32 @@ impl Live {
             started_ms: self.started_ms,
             now_ms: now,
             config: g.config.clone(),
+            identity: self.identity.get().cloned(),
             links,
             devices,
             counters,
         }
     }
+}
+
+/// A link's L2 identity as text: the SSID, or a Bluetooth address.
+fn l2_text(l: &crate::config::LinkConfig) -> String {
+    match l.kind {
+        phandoff::wire::LinkKind::Bluetooth if l.l2_id.len() == 6 => {
+            let mut m = [0u8; 6];
+            m.copy_from_slice(&l.l2_id);
+            mac_text(m)
+        }
+        _ => String::from_utf8_lossy(&l.l2_id).into_owned(),
+    }
+}
+
+/// An interface counter from sysfs (0 when the interface is missing).
+fn if_counter(interface: &str, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/{interface}/statistics/{name}"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// `aa:bb:cc:dd:ee:ff`.

@@ -103,8 +103,12 @@ pub fn describe(e: &Event) -> String {
             from,
             to,
             via,
+            why,
         } => match from {
-            Some(f) => format!("switch     {global} from {f} to {to} (via {via})"),
+            Some(f) => format!(
+                "switch     {global} from {f} to {to} (via {via}; {})",
+                why.as_deref().unwrap_or("the laptop moved")
+            ),
             None => format!("switch     {global} onto {to} (via {via})"),
         },
         Event::Left { global } => format!("left       {global}"),

@@ -1,0 +1,71 @@
+//! The `[admin]` section: the web admin panel (DESIGN.md section 9).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    enabled: Option<bool>,
+    port: Option<u16>,
+    password_file: Option<PathBuf>,
+    setup_code_file: Option<PathBuf>,
+}
+
+/// The panel's port unless the config says otherwise: not 80 or 443, which LuCI's web server
+/// holds on OpenWrt, and not the proxy's 3128.
+pub const DEFAULT_PORT: u16 = 8088;
+/// Where the admin password's hash is kept unless the config says otherwise.
+pub const DEFAULT_PASSWORD_FILE: &str = "/var/lib/homespot/admin.password";
+/// Where the one-time setup code is written while no password is set.
+pub const DEFAULT_SETUP_CODE_FILE: &str = "/var/lib/homespot/admin.setup-code";
+
+/// The validated `[admin]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Whether to serve the panel at all.
+    pub enabled: bool,
+    /// Its TCP port on every LAN link address (never the WAN).
+    pub port: u16,
+    /// The admin password's argon2id hash (root-only; written by `homespotd passwd` or the
+    /// first visit).
+    pub password_file: PathBuf,
+    /// The one-time setup code, written at start while no password is set (root-only).
+    pub setup_code_file: PathBuf,
+}
+
+pub(super) fn validate(
+    raw: RawAdmin,
+    proxy: &super::ProxyConfig,
+) -> Result<AdminConfig, (String, String)> {
+    let port = raw.port.unwrap_or(DEFAULT_PORT);
+    let enabled = raw.enabled.unwrap_or(true);
+    if port == 0 {
+        return Err(("port".into(), "must not be 0".into()));
+    }
+    if enabled && proxy.enabled && (port == proxy.port || Some(port) == proxy.pac_port) {
+        return Err((
+            "port".into(),
+            format!("{port} is the proxy's port (proxy.port or proxy.pac_port)"),
+        ));
+    }
+    let password_file = raw
+        .password_file
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PASSWORD_FILE));
+    let setup_code_file = raw
+        .setup_code_file
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SETUP_CODE_FILE));
+    if password_file == setup_code_file {
+        return Err((
+            "setup_code_file".into(),
+            "must differ from admin.password_file".into(),
+        ));
+    }
+    Ok(AdminConfig {
+        enabled,
+        port,
+        password_file,
+        setup_code_file,
+    })
+}
