@@ -16,10 +16,11 @@ pub(super) struct RawAdmin {
 /// The panel's port unless the config says otherwise: not 80 or 443, which LuCI's web server
 /// holds on OpenWrt, and not the proxy's 3128.
 pub const DEFAULT_PORT: u16 = 8088;
-/// Where the admin password's hash is kept unless the config says otherwise.
-pub const DEFAULT_PASSWORD_FILE: &str = "/var/lib/homespot/admin.password";
-/// Where the one-time setup code is written while no password is set.
-pub const DEFAULT_SETUP_CODE_FILE: &str = "/var/lib/homespot/admin.setup-code";
+/// The admin password's hash, unless the config says otherwise: beside the lease database
+/// (`/var/lib/homespot/admin.password` by default).
+pub const DEFAULT_PASSWORD_FILE: &str = "admin.password";
+/// The one-time setup code, written while no password is set: beside the lease database.
+pub const DEFAULT_SETUP_CODE_FILE: &str = "admin.setup-code";
 
 /// The validated `[admin]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +39,9 @@ pub struct AdminConfig {
 pub(super) fn validate(
     raw: RawAdmin,
     proxy: &super::ProxyConfig,
+    lease_db: &std::path::Path,
 ) -> Result<AdminConfig, (String, String)> {
+    let state_dir = lease_db.parent().unwrap_or(std::path::Path::new("."));
     let port = raw.port.unwrap_or(DEFAULT_PORT);
     let enabled = raw.enabled.unwrap_or(true);
     if port == 0 {
@@ -52,10 +55,10 @@ pub(super) fn validate(
     }
     let password_file = raw
         .password_file
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PASSWORD_FILE));
+        .unwrap_or_else(|| state_dir.join(DEFAULT_PASSWORD_FILE));
     let setup_code_file = raw
         .setup_code_file
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SETUP_CODE_FILE));
+        .unwrap_or_else(|| state_dir.join(DEFAULT_SETUP_CODE_FILE));
     if password_file == setup_code_file {
         return Err((
             "setup_code_file".into(),

@@ -328,8 +328,8 @@ impl Config {
         let proxy = proxy::validate(raw.proxy).map_err(|(k, r)| err(&format!("proxy.{k}"), r))?;
         let handoff =
             handoff::validate(raw.handoff).map_err(|(k, r)| err(&format!("handoff.{k}"), r))?;
-        let admin =
-            admin::validate(raw.admin, &proxy).map_err(|(k, r)| err(&format!("admin.{k}"), r))?;
+        let admin = admin::validate(raw.admin, &proxy, &lease_db)
+            .map_err(|(k, r)| err(&format!("admin.{k}"), r))?;
         if let Some(h) = &handoff {
             for (i, l) in links.iter().enumerate() {
                 if l.subnet.contains(&h.global_subnet.network())

@@ -170,3 +170,42 @@ fn handoff_section() {
         "zigbee",
     );
 }
+
+#[test]
+fn the_admin_panel_defaults_beside_the_lease_database_and_off_the_proxy_ports() {
+    let cfg = parse(GOOD).expect("valid");
+    assert_eq!(cfg.admin.port, 8088);
+    assert!(cfg.admin.enabled);
+    assert_eq!(
+        cfg.admin.password_file,
+        Path::new("/var/lib/homespot/admin.password")
+    );
+    let cfg = parse(&format!(
+        "[server]\nlease_db = \"/tmp/hs/leases.redb\"\n{GOOD}"
+    ))
+    .expect("valid");
+    assert_eq!(
+        cfg.admin.setup_code_file,
+        Path::new("/tmp/hs/admin.setup-code")
+    );
+    refused(
+        &format!("{GOOD}[admin]\nport = 3128\n"),
+        "admin.port",
+        "proxy",
+    );
+    refused(
+        &format!("{GOOD}[admin]\nport = 80\n"),
+        "admin.port",
+        "proxy",
+    );
+    refused(
+        &format!("{GOOD}[admin]\nport = 0\n"),
+        "admin.port",
+        "not be 0",
+    );
+    refused(
+        &format!("{GOOD}[admin]\npassword_file = \"/a\"\nsetup_code_file = \"/a\"\n"),
+        "admin.setup_code_file",
+        "differ",
+    );
+}
