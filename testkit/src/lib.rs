@@ -26,6 +26,7 @@ pub mod journey;
 pub mod origin;
 pub mod pcap;
 mod topology;
+pub mod webdriver;
 pub use topology::{veth, Link, Topology};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

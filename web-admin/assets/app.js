@@ -50,10 +50,13 @@ async function boot() {
   start();
 }
 
-function start() {
+async function start() {
   $('#nav').hidden = false;
   $('#auth-error').textContent = '';
   route();
+  // The state at once; then the stream, a snapshot a second and each event as it happens.
+  const first = await api('/api/status');
+  if (first.ok) render(first.v);
   source = new EventSource('/api/live');
   source.addEventListener('status', (e) => render(JSON.parse(e.data)));
   source.addEventListener('event', (e) => addEvent(JSON.parse(e.data)));
@@ -166,7 +169,7 @@ function renderDevices(s) {
     for (const l of cur) {
       actions.append(el('button', { type: 'button', class: 'forget', onclick: () => change('/api/forget', { address: l.address }) }, 'Forget ' + l.address));
     }
-    return el('tr', { 'data-mac': d.mac || '', 'data-host': d.hostname || '' },
+    const row = el('tr', { 'data-mac': d.mac || '', 'data-host': d.hostname || '' },
       el('td', {}, d.hostname || '(no name)'),
       el('td', {}, d.mac || ''),
       el('td', { class: 'addresses' }, d.leases.map((l) => `${l.address} (${l.link}${l.state === 'bound' ? '' : ', ' + l.state})`).join(', ')),
@@ -177,6 +180,8 @@ function renderDevices(s) {
       el('td', {}, d.global || ''),
       el('td', {}, d.last_switch_ms ? `${new Date(d.last_switch_ms).toLocaleTimeString()}${d.last_switch_why ? ' (' + d.last_switch_why + ')' : ''}, ${d.switches} in all` : ''),
       actions);
+    if (d.global) row.dataset.global = d.global;
+    return row;
   });
   $('#device-rows').replaceChildren(...rows);
   $('#device-note').textContent = `${s.devices.length} device(s); agents show their global address and switches.`;
