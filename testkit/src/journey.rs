@@ -48,8 +48,12 @@ pub fn instant_of(ms: u64, anchor: (Instant, std::time::SystemTime)) -> Instant 
 }
 
 /// The homespotd binary next to the running test's target folder (`cargo test --workspace`
-/// builds it; a lone `cargo test -p homespot-agent` builds it here with `$CARGO`).
+/// builds it; a lone `cargo test -p homespot-agent` builds it here with `$CARGO`), or the one
+/// `HOMESPOT_HOMESPOTD_BIN` names (benchmarks of the static release build).
 pub fn homespotd_bin() -> Result<String> {
+    if let Ok(p) = std::env::var("HOMESPOT_HOMESPOTD_BIN") {
+        return Ok(p);
+    }
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()

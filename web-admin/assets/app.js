@@ -59,13 +59,26 @@ async function start() {
   if (first.ok) render(first.v);
   source = new EventSource('/api/live');
   source.addEventListener('status', (e) => render(JSON.parse(e.data)));
-  source.addEventListener('event', (e) => addEvent(JSON.parse(e.data)));
+  source.addEventListener('event', (e) => { addEvent(JSON.parse(e.data)); refresh(); });
   source.onerror = () => {
     // The server ended the stream (logged out, restarted): ask again what to show.
     if (source && source.readyState === EventSource.CLOSED) boot();
     else setTimeout(() => { if (source && source.readyState !== EventSource.OPEN) boot(); }, 3000);
   };
   loadSettings();
+}
+
+// After an event the tables follow at once rather than at the next second's snapshot.
+let refreshing = false;
+async function refresh() {
+  if (refreshing) return;
+  refreshing = true;
+  try {
+    const r = await api('/api/status');
+    if (r.ok) render(r.v);
+  } finally {
+    refreshing = false;
+  }
 }
 
 function route() {
@@ -102,6 +115,7 @@ function render(s) {
       if (h.length > HISTORY) h.shift();
     }
   }
+  if (!last) performance.mark('hs-first-data');
   renderLinks(s);
   renderCounters(s);
   renderDevices(s);
