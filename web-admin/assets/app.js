@@ -328,7 +328,9 @@ async function saveSettings(ev) {
     const k = e.dataset.err;
     if (r.v.key && (r.v.key === k || r.v.key.startsWith(k + '[') || r.v.key.startsWith(k + '.')) && (!best || k.length > best.dataset.err.length)) best = e;
   }
-  (best || $('#settings-result')).textContent = r.v.error || ('HTTP ' + r.status);
+  const at = best || $('#settings-result');
+  at.textContent = r.v.error || ('HTTP ' + r.status);
+  at.scrollIntoView({ block: 'center' });
   if (r.status === 401) boot();
 }
 

@@ -1,20 +1,25 @@
-//! The HomeSpot web admin panel (DESIGN.md section 9), being built (issue 14).
+//! The HomeSpot web admin panel (DESIGN.md section 9): `router(panel) -> axum::Router`,
+//! mounted by homespotd on its LAN link addresses and served by [`serve`] (bounded: 64
+//! connections, 8 per source, 10 s for a request head).
 //!
-//! What exists: the panel's security core, sans-IO and unit-tested: the admin password as
-//! argon2id sized for a 128 MB router ([`password`]); sessions with random 128-bit ids and CSRF
-//! tokens, an idle timeout and a bounded table ([`session`]); login rate limiting per source
-//! with backoff ([`limit`]); the same-origin check for state-changing requests ([`origin`]);
-//! the password hash and the one-time setup code as root-only files written atomically
-//! ([`secret_file`]).
+//! What it does: the page, its script and style, embedded (no build step, nothing fetched
+//! from elsewhere); first-password setup with a one-time code, login (rate-limited per source
+//! with backoff, one argon2id hash at a time), logout and password change; the live state as a
+//! snapshot and as Server-Sent Events (the state each second, each event as it happens);
+//! settings edits, reservations and forgotten leases, each handed to the [`Backend`], which
+//! validates and applies them (homespotd: through its config file and reload path). Every
+//! answer carries the security headers (CSP without inline script, no framing); everything
+//! but the page and login needs a session; every change passes the same-origin check and the
+//! session's CSRF token.
 //!
-//! [`router`] is the panel's HTTP API so far: first-password setup with the one-time code,
-//! login (rate-limited), logout, and the live status behind a session, with security headers
-//! on every answer (CSP without inline script, no framing) and the same-origin and CSRF checks
-//! on every state change; tested with `router(fake).oneshot(..)`.
+//! The security core is sans-IO and unit-tested: the password as argon2id sized for a 128 MB
+//! router ([`password`]); sessions with random 128-bit ids and CSRF tokens, an idle timeout and
+//! a bounded table ([`session`]); login limits ([`limit`]); the same-origin check
+//! ([`origin`]); root-only secret files written atomically ([`secret_file`]).
 //!
-//! What does not exist yet: the pages, assets and live updates (Server-Sent Events), the
-//! settings, its mounting in homespotd, and `homespotd passwd`. Nothing here listens on a
-//! socket by itself.
+//! What it does not do: TLS (the panel is for the LAN; put it behind a TLS proxy to reach it
+//! from elsewhere), users other than the one admin, or validation of settings itself (the
+//! backend's config validation is the one authority).
 
 mod assets;
 mod auth;
@@ -29,6 +34,8 @@ pub mod router;
 #[cfg(test)]
 mod router_tests;
 pub mod secret_file;
+pub mod serve;
+pub use serve::serve;
 pub mod session;
 
-pub use router::{router, serve, Applied, Backend, Change, Edit, Files, Panel, Refused};
+pub use router::{router, Applied, Backend, Change, Edit, Files, Panel, Refused};

@@ -277,13 +277,3 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
     serde_json::from_slice(body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")))
 }
-
-/// Serves `app` on `listener` (with each connection's source address, for the login limits)
-/// until the listener fails or the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .await
-}
