@@ -20,20 +20,21 @@ check() { # name value limit unit
     printf '%-44s %10s %-4s (target <= %s %s) %s\n' "$1" "$2" "$4" "$3" "$4" "$verdict" | tee -a "$OUT/summary.txt"
 }
 
-static_build() { # dir -> prints the stripped size in bytes
+static_build() { # dir name -> prints the stripped size in bytes (target dirs kept for reuse)
+    local t="$PWD/target/bench-panel-$2"
     (cd "$1" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q -p homespot \
-        --target x86_64-unknown-linux-gnu --target-dir "$OUT/target-$(basename "$1")")
-    local bin="$OUT/target-$(basename "$1")/x86_64-unknown-linux-gnu/release/homespotd"
-    strip -o "$bin.stripped" "$bin"
-    stat -c %s "$bin.stripped"
+        --target x86_64-unknown-linux-gnu --target-dir "$t")
+    local bin="$t/x86_64-unknown-linux-gnu/release/homespotd"
+    strip -o "$OUT/homespotd-$2" "$bin"
+    stat -c %s "$OUT/homespotd-$2"
 }
 
 WT=$OUT/base
 git worktree add -q --detach "$WT" "$BASE"
 trap 'git worktree remove --force "$WT" 2>/dev/null || true' EXIT
-before=$(static_build "$WT")
-after=$(static_build "$PWD")
-STATIC="$OUT/target-$(basename "$PWD")/x86_64-unknown-linux-gnu/release/homespotd"
+before=$(static_build "$WT" base)
+after=$(static_build "$PWD" now)
+STATIC="$OUT/homespotd-now"
 echo "static homespotd stripped: $before bytes at $BASE, $after bytes now" | tee -a "$OUT/summary.txt"
 check "static homespotd growth (KB)" $(( (after - before) / 1000 )) 700 KB
 

@@ -1,6 +1,6 @@
 //! The HomeSpot web admin panel (DESIGN.md section 9): `router(panel) -> axum::Router`,
-//! mounted by homespotd on its LAN link addresses and served by [`serve`] (bounded: 64
-//! connections, 8 per source, 10 s for a request head).
+//! mounted by homespotd on its LAN link addresses and served by [`serve`] (bounded: 128
+//! connections, 32 per source, 10 s for a request head).
 //!
 //! What it does: the page, its script and style, embedded (no build step, nothing fetched
 //! from elsewhere); first-password setup with a one-time code, login (rate-limited per source

@@ -18,9 +18,9 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
 /// Connections at once.
-pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS: usize = 128;
 /// Connections at once from one source address.
-pub const MAX_PER_SOURCE: usize = 8;
+pub const MAX_PER_SOURCE: usize = 32;
 /// How long a request head may take to arrive (also how long an idle keep-alive connection
 /// is kept).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);

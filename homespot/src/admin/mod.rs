@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use web_admin::{Applied, Change, Edit, Refused};
 
 use crate::config::diff::diff;
-use crate::config::Config;
+use crate::config::{uci, Config};
 use crate::dhcp::server::Forget;
 use crate::reload::{Outcome, Request};
 use crate::status::Live;
@@ -90,11 +90,7 @@ impl Backend {
             key: "(file)".into(),
             reason: format!("{}: cannot read: {e}", self.path.display()),
         })?;
-        let new = edit::apply(&old, edits)?;
-        let cfg = Config::parse(&self.path, &new).map_err(|e| Refused {
-            key: e.key.clone(),
-            reason: e.to_string(),
-        })?;
+        let (new, cfg) = edited(&self.path, &old, edits)?;
         let running = self.running.borrow().clone();
         if let Some(why) = diff(&running, &cfg).refused {
             return Err(Refused {
@@ -174,10 +170,15 @@ impl web_admin::Backend for Backend {
     }
 
     fn settings(&self) -> Value {
-        std::fs::read_to_string(&self.path)
-            .ok()
-            .and_then(|t| toml::from_str::<Value>(&t).ok())
-            .unwrap_or(Value::Null)
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return Value::Null;
+        };
+        let toml = if uci::looks_like_uci(&text) {
+            uci::toml_of(&self.path, &text).unwrap_or_default()
+        } else {
+            text
+        };
+        toml::from_str::<Value>(&toml).unwrap_or(Value::Null)
     }
 
     async fn change(&self, change: Change) -> Result<Applied, Refused> {
@@ -199,6 +200,44 @@ impl web_admin::Backend for Backend {
                 }
             }
         }
+    }
+}
+
+/// The config file `old` with `edits` made, and the config it means, in the file's own
+/// format (TOML with its comments kept, or UCI as `uci commit` writes it). A refusal names the
+/// key as the settings page does (`link[0].pools[0]`) and says why as the file's own errors do.
+fn edited(path: &Path, old: &str, edits: &[Edit]) -> Result<(String, Config), Refused> {
+    if !uci::looks_like_uci(old) {
+        let new = edit::apply(old, edits)?;
+        let cfg = Config::parse(path, &new).map_err(|e| Refused {
+            key: e.key.clone(),
+            reason: e.to_string(),
+        })?;
+        return Ok((new, cfg));
+    }
+    let as_toml = uci::toml_of(path, old).map_err(|e| Refused {
+        key: "(file)".into(),
+        reason: e.to_string(),
+    })?;
+    let new_toml = edit::apply(&as_toml, edits)?;
+    let doc: toml::Table = toml::from_str(&new_toml).map_err(|e| Refused {
+        key: "(file)".into(),
+        reason: e.to_string(),
+    })?;
+    let new = uci::from_toml(&doc);
+    match (
+        Config::parse(path, &new_toml),
+        uci::parse_config(path, &new),
+    ) {
+        (Ok(_), Ok(cfg)) => Ok((new, cfg)),
+        (Err(t), Err(u)) => Err(Refused {
+            key: t.key,
+            reason: u.to_string(),
+        }),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(Refused {
+            key: e.key.clone(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -298,4 +337,37 @@ pub async fn serve(
     }
     stop.cancelled().await;
     tasks.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const UCI: &str = "config server\n\toption lease_db '/tmp/x/leases.redb'\n\nconfig link 'lan'\n\toption interface 'br-lan'\n\toption address '192.168.1.1/24'\n\tlist pools '192.168.1.100-192.168.1.249'\n";
+
+    #[test]
+    fn settings_edits_on_a_uci_file_stay_uci_and_are_refused_as_uci_says() {
+        let p = Path::new("/etc/config/homespot");
+        let edit = |v: Value| Edit {
+            key: "link[0].pools".into(),
+            value: v,
+        };
+        let (new, cfg) =
+            edited(p, UCI, &[edit(json!(["192.168.1.100-192.168.1.150"]))]).expect("applied");
+        assert!(uci::looks_like_uci(&new), "{new}");
+        assert!(
+            new.contains("list pools '192.168.1.100-192.168.1.150'"),
+            "{new}"
+        );
+        assert_eq!(cfg.links[0].name, "lan");
+        let e = edited(p, UCI, &[edit(json!(["192.168.1.100-192.168.2.5"]))]).expect_err("refused");
+        assert_eq!(e.key, "link[0].pools[0]");
+        assert!(
+            e.reason.starts_with("/etc/config/homespot:")
+                && e.reason.contains("homespot.lan.pools"),
+            "{}",
+            e.reason
+        );
+    }
 }

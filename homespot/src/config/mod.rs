@@ -17,6 +17,7 @@ mod handoff;
 mod lines;
 mod proxy;
 pub mod system;
+pub mod uci;
 pub use admin::AdminConfig;
 pub use handoff::HandoffConfig;
 pub use proxy::ProxyConfig;
@@ -215,6 +216,9 @@ impl Config {
             key: "(file)".into(),
             reason: format!("cannot read: {e}"),
         })?;
+        if uci::looks_like_uci(&text) {
+            return uci::parse_config(path, &text);
+        }
         Config::parse(path, &text)
     }
 
@@ -294,13 +298,20 @@ impl Config {
         };
         let rate_per_client = rate(raw.server.rate_per_client, 10, "server.rate_per_client")?;
         let rate_per_link = rate(raw.server.rate_per_link, 1000, "server.rate_per_link")?;
+        let proxy = proxy::validate(raw.proxy).map_err(|(k, r)| err(&format!("proxy.{k}"), r))?;
+        // A link's default WPAD URL points at the port that serves the PAC file.
+        let pac_port = match (proxy.enabled, proxy.pac_port) {
+            (false, _) | (true, Some(80)) => String::new(),
+            (true, Some(p)) => format!(":{p}"),
+            (true, None) => format!(":{}", proxy.port),
+        };
         if raw.link.is_empty() {
             return Err(err("link", "at least one [[link]] is needed".into()));
         }
         let mut links: Vec<LinkConfig> = Vec::with_capacity(raw.link.len());
         for (i, rl) in raw.link.into_iter().enumerate() {
             let at = |k: &str| format!("link[{i}].{k}");
-            let link = validate_link(rl, &at).map_err(|(k, r)| err(&k, r))?;
+            let link = validate_link(rl, &at, &pac_port).map_err(|(k, r)| err(&k, r))?;
             for (j, other) in links.iter().enumerate() {
                 if other.name == link.name {
                     return Err(err(&at("name"), format!("same name as link[{j}]")));
@@ -325,7 +336,6 @@ impl Config {
             }
             links.push(link);
         }
-        let proxy = proxy::validate(raw.proxy).map_err(|(k, r)| err(&format!("proxy.{k}"), r))?;
         let handoff =
             handoff::validate(raw.handoff).map_err(|(k, r)| err(&format!("handoff.{k}"), r))?;
         let admin = admin::validate(raw.admin, &proxy, &lease_db)
@@ -373,7 +383,11 @@ impl Config {
 
 type KeyReason = (String, String);
 
-fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig, KeyReason> {
+fn validate_link(
+    rl: RawLink,
+    at: &dyn Fn(&str) -> String,
+    pac_port: &str,
+) -> Result<LinkConfig, KeyReason> {
     if rl.name.is_empty() || rl.name.len() > 32 {
         return Err((at("name"), "must be 1 to 32 characters".into()));
     }
@@ -442,7 +456,7 @@ fn validate_link(rl: RawLink, at: &dyn Fn(&str) -> String) -> Result<LinkConfig,
         ));
     }
     let wpad_url = match rl.wpad_url {
-        None => Some(format!("http://{address}/wpad.dat")),
+        None => Some(format!("http://{address}{pac_port}/wpad.dat")),
         Some(s) if s.is_empty() => None,
         Some(s) => {
             check_url(&s).map_err(|r| (at("wpad_url"), r))?;
