@@ -11,10 +11,11 @@
 //! there measured worse). The handoff task calls [`Moves::moved`]; each
 //! connection's own task sets the socket option, so a socket is never touched after it closed.
 
+use portable_atomic::AtomicU64;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 

@@ -587,34 +587,7 @@ impl Drop for Curl {
 impl JourneyBed {
     /// Starts `curl -sS -x <agent proxy> ARGS -o -` in the laptop (at most 170 s).
     pub fn curl(&self, args: &[&str]) -> Result<Curl> {
-        let mut child = self
-            .topo
-            .client
-            .command("curl")
-            // -N: curl writes what it receives at once (buffered, its output came in steps
-            // of ~19 ms, and the download's gaps could not be compared with the agent's).
-            .args([
-                "-sS",
-                "-N",
-                "--max-time",
-                "170",
-                "-x",
-                "http://127.0.0.1:3129",
-            ])
-            .args(args)
-            .args(["-o", "-"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        let out = child.stdout.take().context("stdout")?;
-        let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let p = progress.clone();
-        let reader = std::thread::spawn(move || Download::read(out, p));
-        Ok(Curl {
-            child,
-            reader: Some(reader),
-            progress,
-        })
+        curl_in(&self.topo.client, "http://127.0.0.1:3129", args)
     }
 
     /// Asks the agent to move to `to` and waits for the route change.
@@ -645,4 +618,27 @@ impl JourneyBed {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// curl in `ns` through `proxy`, its output checked against the origin's pattern as it comes.
+pub fn curl_in(ns: &Netns, proxy: &str, args: &[&str]) -> Result<Curl> {
+    let mut child = ns
+        .command("curl")
+        // -N: curl writes what it receives at once (buffered, its output came in steps
+        // of ~19 ms, and the download's gaps could not be compared with the agent's).
+        .args(["-sS", "-N", "--max-time", "170", "-x", proxy])
+        .args(args)
+        .args(["-o", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let out = child.stdout.take().context("stdout")?;
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let p = progress.clone();
+    let reader = std::thread::spawn(move || Download::read(out, p));
+    Ok(Curl {
+        child,
+        reader: Some(reader),
+        progress,
+    })
 }

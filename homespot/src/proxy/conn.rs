@@ -9,10 +9,11 @@
 //! new connection likewise gets hyper state only when its first bytes arrive. CONNECT is handled the same way: once the
 //! 200 is sent, the socket and the read-ahead bytes become one end of the tunnel.
 
+use portable_atomic::AtomicU64;
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;

@@ -1,9 +1,10 @@
 //! Idle limits: a body that is cut when no byte has come for a while, and a tunnel that ends
 //! when neither side has sent anything for a while.
 
+use portable_atomic::AtomicU64;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;

@@ -20,9 +20,10 @@ pub mod pac;
 mod reply;
 mod tunnel;
 
+use portable_atomic::AtomicU64;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
