@@ -50,33 +50,46 @@ config handoff
 \toption identity '/etc/homespot/identity.key'
 ";
 
-/// dhclient once on `ifname` in the board's client namespace: the address and option 252.
+/// dhclient on `ifname` in the board's client namespace (it stays, renewing, as a laptop's
+/// does): the address and option 252. A client of the same `name` running before is stopped
+/// first without releasing (`-x`), so the new one asks for its old address again.
 fn lease(board: &Board, dir: &Scratch, ifname: &str, name: &str) -> (String, String) {
     let c = Dhclient::new(dir, name).expect("dhclient files");
+    if c.pidfile.exists() {
+        let _ = board.client.output(&[
+            "dhclient",
+            "-x",
+            "-pf",
+            &c.pidfile.display().to_string(),
+        ]);
+    }
+    let before = c.calls().len();
     let args = c.args(&["-1", ifname]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = board.client.output(&refs).expect("dhclient");
-    let calls = c.calls();
-    let bound = calls
-        .iter()
-        .rev()
-        .find(|c| {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let calls = c.calls();
+        let bound = calls.iter().skip(before).rev().find(|c| {
             matches!(
                 c.get("reason").map(String::as_str),
                 Some("BOUND" | "REBOOT" | "RENEW")
-            )
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no lease on {ifname}: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                board.console()
-            )
+            ) && c.contains_key("new_ip_address")
         });
-    (
-        bound.get("new_ip_address").cloned().unwrap_or_default(),
-        bound.get("new_wpad").cloned().unwrap_or_default(),
-    )
+        if let Some(b) = bound {
+            return (
+                b.get("new_ip_address").cloned().unwrap_or_default(),
+                b.get("new_wpad").cloned().unwrap_or_default(),
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no lease on {ifname}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            board.console()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn run_board(arch: &str, handoff: bool) {

@@ -33,15 +33,30 @@ pub struct Dns {
 }
 
 impl Dns {
-    /// Servers `servers`, or the system's (/etc/resolv.conf) when empty.
+    /// Servers `servers`, or the system's (/etc/resolv.conf) when empty; without a readable
+    /// /etc/resolv.conf, the router's own resolver at 127.0.0.1 (dnsmasq on OpenWrt), with a
+    /// warning: the proxy runs either way.
     pub fn new(servers: &[IpAddr]) -> Result<Dns, DnsError> {
         let fail = |e: &dyn std::fmt::Display| DnsError {
             host: "(resolver)".into(),
             reason: e.to_string(),
             forbidden: false,
         };
-        let mut builder = if servers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| fail(&e))?
+        let system = if servers.is_empty() {
+            match TokioResolver::builder_tokio() {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the system's DNS servers (/etc/resolv.conf); the proxy asks 127.0.0.1");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let local = [IpAddr::from([127, 0, 0, 1])];
+        let servers = if servers.is_empty() { &local[..] } else { servers };
+        let mut builder = if let Some(b) = system {
+            b
         } else {
             let ns = servers
                 .iter()
