@@ -194,7 +194,7 @@ fn receive_split(
     s: LinkSocket,
     fast: mpsc::Sender<Datagram>,
     slow: mpsc::Sender<Datagram>,
-    dropped: Arc<std::sync::atomic::AtomicU64>,
+    dropped: Arc<std::sync::atomic::AtomicUsize>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut readers = vec![s.sock.clone()];
     readers.extend(s.sessions.clone());
@@ -340,7 +340,7 @@ pub async fn run_responder_with_links(
     let clock = Clock::new();
     let (fast_tx, mut fast) = mpsc::channel(1024);
     let (slow_tx, mut slow) = mpsc::channel(128);
-    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut readers: Vec<(u8, Vec<tokio::task::JoinHandle<()>>)> = Vec::new();
     for s in &socks {
         let tasks = receive_split(s.clone(), fast_tx.clone(), slow_tx.clone(), dropped.clone());
@@ -394,7 +394,7 @@ pub async fn run_responder_with_links(
                 counters: r.counters().clone(),
                 pool: r.pool_usage(),
                 sessions: r.sessions(),
-                dropped: dropped.load(std::sync::atomic::Ordering::Relaxed),
+                dropped: dropped.load(std::sync::atomic::Ordering::Relaxed) as u64,
             });
         }
     }
