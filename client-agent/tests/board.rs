@@ -56,12 +56,9 @@ config handoff
 fn lease(board: &Board, dir: &Scratch, ifname: &str, name: &str) -> (String, String) {
     let c = Dhclient::new(dir, name).expect("dhclient files");
     if c.pidfile.exists() {
-        let _ = board.client.output(&[
-            "dhclient",
-            "-x",
-            "-pf",
-            &c.pidfile.display().to_string(),
-        ]);
+        let _ = board
+            .client
+            .output(&["dhclient", "-x", "-pf", &c.pidfile.display().to_string()]);
     }
     let before = c.calls().len();
     let args = c.args(&["-1", ifname]);

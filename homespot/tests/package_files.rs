@@ -31,10 +31,18 @@ fn package_scripts_pass_shellcheck_as_posix_sh() {
         String::from_utf8_lossy(&out.stdout)
     );
     let out = Command::new("shellcheck")
-        .args([image().join("build"), image().join("boards/fetch"), image().join("test-mipsel")])
+        .args([
+            image().join("build"),
+            image().join("boards/fetch"),
+            image().join("test-mipsel"),
+        ])
         .output()
         .expect("shellcheck");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -65,7 +73,10 @@ fn the_init_script_gives_procd_a_command_line_homespotd_accepts() {
     let out = Command::new(env!("CARGO_BIN_EXE_homespotd"))
         .args([
             "--config",
-            &image().join("files/etc/config/homespot").display().to_string(),
+            &image()
+                .join("files/etc/config/homespot")
+                .display()
+                .to_string(),
             "status",
             "--help",
         ])

@@ -54,7 +54,11 @@ impl Dns {
             None
         };
         let local = [IpAddr::from([127, 0, 0, 1])];
-        let servers = if servers.is_empty() { &local[..] } else { servers };
+        let servers = if servers.is_empty() {
+            &local[..]
+        } else {
+            servers
+        };
         let mut builder = if let Some(b) = system {
             b
         } else {
