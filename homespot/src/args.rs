@@ -17,6 +17,7 @@ Leases are written to a redb database before they are acknowledged.
 Usage: homespotd [OPTIONS]            run the service
        homespotd [OPTIONS] status     show what the running homespotd is doing
        homespotd [OPTIONS] passwd     set the admin panel's password
+       homespotd [OPTIONS] bluetooth pair   open Bluetooth pairing for a while
 
 Commands:
   status  Show what the running homespotd is doing: links, devices (hostname, MAC,
@@ -26,6 +27,10 @@ Commands:
           terminal (asked twice, not shown) or from standard input; stored as an
           argon2id hash in admin.password_file (root only). Sessions of a running
           homespotd stay until they log out or idle out.
+  bluetooth pair
+          Open pairing on the Bluetooth links (those with bluez_adapter and
+          pairing = \"button\") for their pairing_window (default 2 minutes): the
+          adapter is discoverable and pairable, and a laptop can pair. Needs root.
 
 Options:
   -c, --config <FILE>  Configuration file (TOML) [default: /etc/homespot/homespotd.toml]
@@ -67,6 +72,8 @@ pub enum Command {
     },
     /// Set the admin panel's password.
     Passwd,
+    /// Open the Bluetooth pairing window of the running homespotd.
+    BluetoothPair,
     /// Print this text to stdout and exit successfully.
     Print(String),
 }
@@ -92,6 +99,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
         },
     };
     let (mut status, mut check_config, mut passwd) = (false, false, false);
+    let mut bluetooth: Option<bool> = None;
     let (mut json, mut events, mut socket) = (false, false, None);
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = p.next().map_err(e)? {
@@ -113,6 +121,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             Long("socket") if status => socket = Some(p.value().map_err(e)?.into()),
             Value(v) if !status && !passwd && v == "status" => status = true,
             Value(v) if !status && !passwd && v == "passwd" => passwd = true,
+            Value(v) if !status && !passwd && bluetooth.is_none() && v == "bluetooth" => {
+                bluetooth = Some(false)
+            }
+            Value(v) if bluetooth == Some(false) && v == "pair" => bluetooth = Some(true),
             Value(v) if !status && v == "help" => {
                 out.command = Command::Print(HELP.to_string());
                 return Ok(out);
@@ -124,6 +136,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
     if (status || passwd) && check_config {
         let cmd = if status { "status" } else { "passwd" };
         return Err(format!("--check-config does not go with {cmd}"));
+    }
+    match bluetooth {
+        Some(false) => return Err("bluetooth needs a command: bluetooth pair".to_string()),
+        Some(true) if check_config => {
+            return Err("--check-config does not go with bluetooth pair".to_string())
+        }
+        Some(true) => {
+            out.command = Command::BluetoothPair;
+            return Ok(out);
+        }
+        None => {}
     }
     out.command = if passwd {
         Command::Passwd
@@ -175,6 +198,9 @@ mod tests {
         // The global options may also follow the command.
         let a = args("status -c /y.toml").expect("status");
         assert_eq!(a.config, PathBuf::from("/y.toml"));
+        let a = args("bluetooth pair").expect("pair");
+        assert_eq!(a.command, Command::BluetoothPair);
+        assert!(args("bluetooth").is_err() && args("bluetooth unpair").is_err());
         let a = args("-c /z.toml passwd").expect("passwd");
         assert_eq!(
             (a.config, a.command),

@@ -22,6 +22,11 @@
 //! read by `homespotd status` over a root-only Unix socket; `--check-config` checks a file
 //! against the system ([`config::system`]).
 //!
+//! Bluetooth ([`bluetooth`]): a `kind = "bluetooth"` link with `bluez_adapter` is BlueZ's PAN
+//! NAP (registered over D-Bus and held, registered again when bluetoothd restarts), with a
+//! pairing agent that accepts only within the window `homespotd bluetooth pair` opens (or
+//! trusted devices only).
+//!
 //! The web admin panel ([`admin`]): [`web_admin::router`] on every LAN link address at
 //! `[admin] port`, reading the live state and changing settings through the config file and
 //! the reload path; `homespotd passwd` sets its password.
@@ -35,6 +40,7 @@
 //! group commit into [`store`].
 
 pub mod admin;
+pub mod bluetooth;
 pub mod config;
 pub mod dhcp;
 pub mod globals;

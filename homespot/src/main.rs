@@ -53,6 +53,28 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if args.command == Command::BluetoothPair {
+        let path = Config::load(&args.config)
+            .map(|c| c.status_socket)
+            .unwrap_or_else(|_| PathBuf::from(homespot::config::DEFAULT_STATUS_SOCKET));
+        return match homespot::status::show::request(&path, "pair") {
+            Ok(v) if v["ok"] == true => {
+                println!("Bluetooth pairing is open: pair the laptop now");
+                std::process::ExitCode::SUCCESS
+            }
+            Ok(v) => {
+                eprintln!(
+                    "homespotd bluetooth pair: {}",
+                    v["error"].as_str().unwrap_or("refused")
+                );
+                std::process::ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("homespotd bluetooth pair: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if args.command == Command::Passwd {
         let cfg = match Config::load(&args.config) {
             Ok(c) => c,
@@ -247,6 +269,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             drop(forget_tx);
             drop(hup_tx);
         }
+        tokio::spawn(homespot::bluetooth::run(cfg.clone(), live.clone(), shutdown.clone()));
         let proxy_cfg = cfg.clone();
         let proxy_stop = shutdown.clone();
         let moves = Arc::new(homespot::moves::Moves::default());

@@ -99,6 +99,7 @@ fn reload(path: &std::path::Path, running: &Config, live: &Live) -> (Option<Conf
     next.admin = running.admin.clone();
     for (n, r) in next.links.iter_mut().zip(&running.links) {
         n.l2_id = r.l2_id.clone();
+        n.bluez = r.bluez.clone();
     }
     live.configure(&next, &path.display().to_string());
     info!(changed = %d.applied.join(", "), "configuration reloaded");

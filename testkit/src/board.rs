@@ -111,7 +111,7 @@ pub struct Board {
 }
 
 /// Modules to load, in order, for `wanted` (and what they need), from `modules.dep`.
-fn module_order(dep: &str, wanted: &[&str]) -> Vec<String> {
+pub(crate) fn module_order(dep: &str, wanted: &[&str]) -> Vec<String> {
     let deps: std::collections::HashMap<&str, Vec<&str>> = dep
         .lines()
         .filter_map(|l| l.split_once(':'))

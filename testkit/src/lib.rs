@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod bluez;
 pub mod board;
 pub mod clients;
 pub mod journey;

@@ -63,6 +63,9 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         if a.l2_id != b.l2_id {
             d.restart.push(format!("link[{i}].ssid/bt_address"));
         }
+        if a.bluez != b.bluez {
+            d.restart.push(format!("link[{i}].bluez_adapter/pairing"));
+        }
     }
     let server: [(&str, bool, bool); 8] = [
         ("server.lease_db", old.lease_db != new.lease_db, true),

@@ -84,6 +84,9 @@ struct RawLink {
     kind: Option<String>,
     l2_id: Option<String>,
     rate_mbps: Option<f64>,
+    bluez_adapter: Option<String>,
+    pairing: Option<String>,
+    pairing_window: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,9 +160,33 @@ pub struct LinkConfig {
     pub kind: phandoff::wire::LinkKind,
     /// Its L2 identity (SSID bytes, or a Bluetooth address), advertised by Co-Link.
     pub l2_id: Vec<u8>,
+    /// BlueZ's PAN NAP on this link (a `bluetooth` link with `bluez_adapter`).
+    pub bluez: Option<BluezConfig>,
     /// What the link carries (bytes per second), if configured: a client's proxy connections
     /// moved onto it by P-Handoff are paced at no more than this while they settle.
     pub rate: Option<u64>,
+}
+
+/// A Bluetooth link served as BlueZ's PAN NAP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BluezConfig {
+    /// The adapter (`hci0`).
+    pub adapter: String,
+    /// Who may pair.
+    pub pairing: Pairing,
+}
+
+/// The pairing policy of a BlueZ link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    /// Anyone, for `window` after `homespotd bluetooth pair` (the adapter is discoverable
+    /// only then).
+    Button {
+        /// How long the window stays open.
+        window: Duration,
+    },
+    /// Only devices paired and trusted before (for example with `bluetoothctl`).
+    TrustedOnly,
 }
 
 /// An inclusive range of addresses.
@@ -547,10 +574,58 @@ fn validate_link(
             ))
         }
     };
+    let bluez = match rl.bluez_adapter {
+        None => {
+            if rl.pairing.is_some() || rl.pairing_window.is_some() {
+                return Err((at("pairing"), "needs bluez_adapter".into()));
+            }
+            None
+        }
+        Some(_) if kind != phandoff::wire::LinkKind::Bluetooth => {
+            return Err((
+                at("bluez_adapter"),
+                "only a kind = \"bluetooth\" link is served by BlueZ".into(),
+            ))
+        }
+        Some(a) => {
+            let ok = a.strip_prefix("hci").is_some_and(|n| {
+                !n.is_empty() && n.len() <= 3 && n.bytes().all(|c| c.is_ascii_digit())
+            });
+            if !ok {
+                return Err((
+                    at("bluez_adapter"),
+                    format!("{a:?} is not an adapter like hci0"),
+                ));
+            }
+            let window = duration(rl.pairing_window.as_deref(), Duration::from_secs(120))
+                .map_err(|r| (at("pairing_window"), r))?;
+            if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&window) {
+                return Err((
+                    at("pairing_window"),
+                    "must be between 10 seconds and 1 hour".into(),
+                ));
+            }
+            let pairing = match rl.pairing.as_deref().unwrap_or("button") {
+                "button" => Pairing::Button { window },
+                "trusted" => Pairing::TrustedOnly,
+                other => {
+                    return Err((
+                        at("pairing"),
+                        format!("{other:?} is not \"button\" or \"trusted\""),
+                    ))
+                }
+            };
+            Some(BluezConfig {
+                adapter: a,
+                pairing,
+            })
+        }
+    };
     Ok(LinkConfig {
         kind,
         l2_id,
         rate,
+        bluez,
         name: rl.name,
         interface: rl.interface,
         address,

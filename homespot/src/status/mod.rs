@@ -225,6 +225,10 @@ struct Inner {
     dhcp: DhcpCounters,
     offers: u64,
     handoff: BTreeMap<String, u64>,
+    /// Counters other subsystems add to (`bluetooth.pairing_refused`, ...).
+    extra: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Bluetooth adapter addresses read from BlueZ, by link.
+    bt_address: BTreeMap<usize, String>,
 }
 
 #[derive(Clone)]
@@ -250,6 +254,8 @@ pub struct Live {
     events: broadcast::Sender<Stamped>,
     proxy: OnceLock<Arc<dyn CounterSource>>,
     identity: OnceLock<String>,
+    /// `homespotd bluetooth pair` requests (a count; the Bluetooth tasks watch it).
+    pair: tokio::sync::watch::Sender<u64>,
 }
 
 impl Live {
@@ -261,6 +267,7 @@ impl Live {
             events: broadcast::channel(EVENT_BACKLOG).0,
             proxy: OnceLock::new(),
             identity: OnceLock::new(),
+            pair: tokio::sync::watch::channel(0).0,
         });
         live.configure(cfg, config_path);
         live
@@ -423,6 +430,34 @@ impl Live {
         self.lock().handoff = c;
     }
 
+    /// Adds one to counter `name` of `subsystem`.
+    pub fn count(&self, subsystem: &str, name: &str) {
+        *self
+            .lock()
+            .extra
+            .entry(subsystem.to_string())
+            .or_default()
+            .entry(name.to_string())
+            .or_default() += 1;
+    }
+
+    /// The Bluetooth address BlueZ reports for link `link`'s adapter.
+    pub fn set_bluetooth_address(&self, link: usize, address: &str) {
+        self.lock().bt_address.insert(link, address.to_string());
+    }
+
+    /// Asks the Bluetooth links to open their pairing window (`homespotd bluetooth pair`);
+    /// false when no link listens.
+    pub fn request_pairing(&self) -> bool {
+        self.pair.send_modify(|n| *n += 1);
+        self.pair.receiver_count() > 0
+    }
+
+    /// Pairing requests, for a Bluetooth link's task.
+    pub fn pair_requests(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.pair.subscribe()
+    }
+
     /// The P-Handoff identity (hex) the status shows.
     pub fn set_identity(&self, fingerprint: String) {
         let _ = self.identity.set(fingerprint);
@@ -526,7 +561,11 @@ impl Live {
                 pool_size: l.pool_size,
                 pool_used: 0,
                 exhausted: g.exhausted.get(i).copied().unwrap_or(0),
-                l2_id: l.l2_id.clone(),
+                l2_id: g
+                    .bt_address
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or_else(|| l.l2_id.clone()),
                 rx_bytes: if_counter(&l.interface, "rx_bytes"),
                 tx_bytes: if_counter(&l.interface, "tx_bytes"),
             })
@@ -635,6 +674,9 @@ impl Live {
         }
         if !g.handoff.is_empty() {
             counters.insert("handoff".into(), g.handoff.clone());
+        }
+        for (k, v) in &g.extra {
+            counters.insert(k.clone(), v.clone());
         }
         Snapshot {
             version: env!("CARGO_PKG_VERSION").into(),

@@ -46,6 +46,16 @@ fn connect(path: &Path) -> Result<UnixStream, ShowError> {
     })
 }
 
+/// Sends one request line (`pair`) and returns the JSON answer.
+pub fn request(path: &Path, what: &str) -> Result<serde_json::Value, ShowError> {
+    let mut s = connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{what}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line)?)
+}
+
 /// Prints the status once.
 pub fn status(path: &Path, json: bool, out: &mut impl Write) -> Result<(), ShowError> {
     let mut s = connect(path)?;

@@ -1,6 +1,7 @@
 //! The status socket: a Unix stream socket readable by root only. A client writes one line,
-//! `status` (answered with one JSON object, then the socket closes) or `events` (answered
-//! with one JSON object per line, as they happen, until the client leaves).
+//! `status` (answered with one JSON object, then the socket closes), `events` (answered
+//! with one JSON object per line, as they happen, until the client leaves) or `pair` (opens
+//! the Bluetooth pairing window; answered with `{"ok":true}`).
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -141,6 +142,14 @@ async fn client(stream: UnixStream, live: &Live, stop: CancellationToken) -> io:
                     Err(_) => return Ok(()),
                 }
             }
+        }
+        "pair" => {
+            let answer = if live.request_pairing() {
+                "{\"ok\":true}\n"
+            } else {
+                "{\"ok\":false,\"error\":\"no Bluetooth link with bluez_adapter is configured\"}\n"
+            };
+            w.write_all(answer.as_bytes()).await?;
         }
         other => {
             w.write_all(format!("{{\"error\":\"unknown request {other:?}\"}}\n").as_bytes())
