@@ -22,7 +22,7 @@ check() { # name value limit unit
 
 static_build() { # dir name -> prints the stripped size in bytes (target dirs kept for reuse)
     local t="$PWD/target/bench-panel-$2"
-    (cd "$1" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q -p homespot \
+    (cd "$1" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q -p homespot --no-default-features \
         --target x86_64-unknown-linux-gnu --target-dir "$t")
     local bin="$t/x86_64-unknown-linux-gnu/release/homespotd"
     strip -o "$OUT/homespotd-$2" "$bin"

@@ -40,6 +40,7 @@
 //! group commit into [`store`].
 
 pub mod admin;
+#[cfg(feature = "bluetooth")]
 pub mod bluetooth;
 pub mod config;
 pub mod dhcp;

@@ -269,7 +269,12 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             drop(forget_tx);
             drop(hup_tx);
         }
+        #[cfg(feature = "bluetooth")]
         tokio::spawn(homespot::bluetooth::run(cfg.clone(), live.clone(), shutdown.clone()));
+        #[cfg(not(feature = "bluetooth"))]
+        if cfg.links.iter().any(|l| l.bluez.is_some()) {
+            tracing::warn!("this homespotd is built without Bluetooth (feature `bluetooth`): bluez_adapter is ignored");
+        }
         let proxy_cfg = cfg.clone();
         let proxy_stop = shutdown.clone();
         let moves = Arc::new(homespot::moves::Moves::default());
