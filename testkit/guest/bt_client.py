@@ -1,9 +1,11 @@
 #!/usr/bin/python3
-# The other Bluetooth device in the guest (hci1), driven through bluetoothd over D-Bus:
+# Another Bluetooth device in the guest ($BT_CLIENT, default hci1), driven through bluetoothd
+# over D-Bus:
 #   bt_client.py discover SECONDS   find hci0 (prints FOUND or NOT_FOUND)
 #   bt_client.py pair               pair with hci0 (prints PAIRED or REFUSED <error>)
 #   bt_client.py connect            Network1.Connect("nap") (prints IFACE <name> or FAILED)
-import sys, time, dbus
+#   bt_client.py disconnect         Device1.Disconnect() (prints DISCONNECTED or FAILED)
+import os, sys, time, dbus
 
 bus = dbus.SystemBus()
 A1 = "org.bluez.Adapter1"
@@ -21,7 +23,7 @@ def managed():
     return dbus.Interface(obj("/"), "org.freedesktop.DBus.ObjectManager").GetManagedObjects()
 
 
-srv, cli = "/org/bluez/hci0", "/org/bluez/hci1"
+srv, cli = "/org/bluez/hci0", "/org/bluez/" + os.environ.get("BT_CLIENT", "hci1")
 props(cli).Set(A1, "Powered", dbus.Boolean(True))
 srv_addr = str(props(srv).Get(A1, "Address"))
 dev = cli + "/dev_" + srv_addr.replace(":", "_")
@@ -47,10 +49,16 @@ if cmd == "discover":
     print("FOUND" if found else "NOT_FOUND", flush=True)
 elif cmd == "pair":
     try:
-        dbus.Interface(obj(dev), "org.bluez.Device1").Pair(timeout=60)
+        dbus.Interface(obj(dev), "org.bluez.Device1").Pair(timeout=20)
         print("PAIRED", flush=True)
     except dbus.DBusException as e:
         print("REFUSED", e.get_dbus_name(), flush=True)
+elif cmd == "disconnect":
+    try:
+        dbus.Interface(obj(dev), "org.bluez.Device1").Disconnect()
+        print("DISCONNECTED", flush=True)
+    except dbus.DBusException as e:
+        print("FAILED", e.get_dbus_name(), flush=True)
 elif cmd == "connect":
     try:
         iface = dbus.Interface(obj(dev), "org.bluez.Network1").Connect("nap", timeout=60)

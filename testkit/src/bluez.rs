@@ -176,7 +176,7 @@ fn initramfs(root: &Path, mods: &Path, kv: &str, script: &Path, dir: &Scratch) -
 }
 
 /// The start of every Bluetooth guest script: modules (the crypto ones before btvirt), the
-/// system bus, two virtual controllers that reach each other (retried: the first reset can
+/// system bus, `$BT_CONTROLLERS` (default 2) virtual controllers that reach each other (retried: the first reset can
 /// time out under TCG), `bluetoothd`. Logs go to `$OUT`. Ends with `finish` on exit, which
 /// powers the guest off.
 pub const GUEST_PRELUDE: &str = r#"
@@ -191,11 +191,12 @@ modprobe -a bluetooth hci_vhci bnep bridge af_alg algif_hash algif_skcipher cmac
 [ -s /etc/machine-id ] || dbus-uuidgen > /etc/machine-id
 dbus-daemon --system --fork
 ok_ctrls() { hciconfig | grep 'BD Address' | grep -vc '00:00:00:00:00:00'; }
+N=${BT_CONTROLLERS:-2}
 for try in 1 2 3; do
-  stdbuf -oL btvirt -l2 >> "$OUT/btvirt.log" 2>&1 &
+  stdbuf -oL btvirt -l$N >> "$OUT/btvirt.log" 2>&1 &
   BTVIRT=$!
-  for i in $(seq 1 20); do sleep 0.5; [ "$(ok_ctrls)" -ge 2 ] && break; done
-  [ "$(ok_ctrls)" -ge 2 ] && break
+  for i in $(seq 1 20); do sleep 0.5; [ "$(ok_ctrls)" -ge $N ] && break; done
+  [ "$(ok_ctrls)" -ge $N ] && break
   log "btvirt try $try: $(ok_ctrls) controller(s); again"
   kill $BTVIRT; wait $BTVIRT; sleep 1
 done

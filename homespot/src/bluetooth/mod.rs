@@ -8,8 +8,7 @@
 //! connection); when `bluetoothd` leaves the bus and comes back, it registers again.
 //! A pairing agent ([`agent`]) answers BlueZ's pairing and authorization requests by the
 //! link's policy: open for a window after `homespotd bluetooth pair` (the adapter is
-//! discoverable and pairable only then), or trusted devices only; every refusal is counted
-//! and logged.
+//! discoverable only then), or trusted devices only; every refusal is counted and logged.
 //!
 //! Not yet: the adapter's address in the Co-Link advert (it still comes from `l2_id`).
 
@@ -166,7 +165,9 @@ async fn serve(
         .await?
         .register("nap", bridge)
         .await?;
-    adapter.set_pairable(false).await?;
+    // Pairable always, so that every attempt reaches the agent (which refuses and counts it
+    // outside the window); discoverable only in the window.
+    adapter.set_pairable(true).await?;
     adapter.set_discoverable(false).await?;
     info!(link = %live.link_name(link), adapter = %b.adapter, %address, bridge = %bridge, "Bluetooth NAP registered");
     live.count("bluetooth", "nap_registrations");
@@ -186,7 +187,6 @@ async fn serve(
                     }
                 };
                 pairing.open_for(window);
-                adapter.set_pairable(true).await?;
                 adapter.set_discoverable_timeout(window.as_secs().min(u64::from(u32::MAX)) as u32).await?;
                 adapter.set_discoverable(true).await?;
                 info!(link = %live.link_name(link), seconds = window.as_secs(), "Bluetooth pairing open");
@@ -194,7 +194,6 @@ async fn serve(
                 tokio::spawn(async move {
                     tokio::time::sleep(window).await;
                     if !p.is_open() {
-                        let _ = a.set_pairable(false).await;
                         let _ = a.set_discoverable(false).await;
                         info!("Bluetooth pairing closed");
                     }
