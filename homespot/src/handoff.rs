@@ -301,9 +301,24 @@ pub async fn run(
     }
     let mut refusals = Refusals::default();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    // Bluetooth adapters' addresses read from BlueZ: into the adverts.
+    let mut l2 = live.l2_changes();
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Ok(()) = l2.changed() => {
+                let ids = l2.borrow_and_update().clone();
+                for (link, addr) in ids {
+                    let bytes: Option<Vec<u8>> = addr
+                        .split(':')
+                        .map(|b| u8::from_str_radix(b, 16).ok())
+                        .collect();
+                    if let Some(b) = bytes.filter(|b| b.len() == 6) {
+                        let _ = link_tx.send(LinkChange::L2Id(link as u8, b)).await;
+                    }
+                }
+                continue;
+            }
             Ok(()) = present.changed() => {
                 let now = present.borrow_and_update().clone();
                 for (i, l) in cfg.links.iter().enumerate() {

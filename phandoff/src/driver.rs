@@ -308,6 +308,8 @@ pub enum LinkChange {
     Attach(LinkSocket),
     /// This link's interface is gone: close its socket.
     Detach(u8),
+    /// This link's L2 identity, as the OS reports it (a Bluetooth adapter's address).
+    L2Id(u8, Vec<u8>),
 }
 
 /// Runs `r` on `socks` until `stop` fires (or `events` closes); events go to `events`, the
@@ -356,6 +358,10 @@ pub async fn run_responder_with_links(
                 let link = match &change {
                     LinkChange::Attach(s) => s.link,
                     LinkChange::Detach(l) => *l,
+                    LinkChange::L2Id(l, id) => {
+                        r.set_l2_id(*l, id.clone());
+                        continue;
+                    }
                 };
                 for (_, tasks) in readers.iter().filter(|(l, _)| *l == link) {
                     tasks.iter().for_each(|t| t.abort());

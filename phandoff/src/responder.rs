@@ -284,6 +284,17 @@ impl Responder {
         b
     }
 
+    /// Link `link`'s L2 identity is now `l2_id` (a Bluetooth adapter's address read from the
+    /// OS at run time): the next advert, and every answer to a Query after it, carry it.
+    pub fn set_l2_id(&mut self, link: u8, l2_id: Vec<u8>) {
+        if let Some(l) = self.cfg.links.iter_mut().find(|l| l.index == link) {
+            if l.l2_id != l2_id {
+                l.l2_id = l2_id;
+                self.current = None;
+            }
+        }
+    }
+
     /// A freshly signed advert.
     fn advert(&mut self) -> Vec<u8> {
         self.epoch += 1;

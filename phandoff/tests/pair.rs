@@ -209,3 +209,30 @@ fn a_pinned_identity_is_not_replaced() {
     assert_eq!(cl.counters().wrong_identity, 3);
     assert_eq!(cl.pinned(), Some(other));
 }
+
+#[test]
+fn a_link_identity_learned_at_run_time_is_in_the_next_advert() {
+    use phandoff::wire::{Message, Query};
+    let mut hs = responder(vec![]);
+    let now = Instant(1_000_000);
+    let from = std::net::SocketAddrV4::new(client_addr(1), 4747);
+    let ask = |hs: &mut phandoff::responder::Responder| {
+        hs.handle_datagram(now, 1, from, &Message::Query(Query { nonce: 7 }).emit());
+        let t = hs.poll_transmit().expect("an advert");
+        match Message::parse(&t.payload).expect("parses") {
+            Message::Advert(a) => a,
+            other => panic!("not an advert: {other:?}"),
+        }
+    };
+    let before = ask(&mut hs);
+    assert_eq!(before.links[1].l2_id, b"homespot".to_vec());
+    // The Bluetooth adapter's address, read from BlueZ after start.
+    hs.set_l2_id(1, vec![0x00, 0xaa, 0x01, 0x00, 0x00, 0x00]);
+    let after = ask(&mut hs);
+    assert_eq!(
+        after.links[1].l2_id,
+        vec![0x00, 0xaa, 0x01, 0x00, 0x00, 0x00]
+    );
+    assert_eq!(after.links[0].l2_id, b"homespot".to_vec(), "only that link");
+    assert!(after.epoch > before.epoch, "a new, freshly signed advert");
+}

@@ -2,15 +2,14 @@
 //! Rust: no libdbus to cross-build; `bluer` has no PAN API).
 //!
 //! For each link with `bluez_adapter` set, a task: waits for `bluetoothd` on the system bus,
-//! powers the adapter, reads its address (shown in the status), registers the NAP on the
+//! powers the adapter, reads its address (shown in the status, and put in the Co-Link adverts
+//! in place of `l2_id`), registers the NAP on the
 //! link's bridge (`org.bluez.NetworkServer1.Register("nap", bridge)`) and holds the D-Bus
 //! connection for as long as the NAP should exist (BlueZ drops the registration with the
 //! connection); when `bluetoothd` leaves the bus and comes back, it registers again.
 //! A pairing agent ([`agent`]) answers BlueZ's pairing and authorization requests by the
 //! link's policy: open for a window after `homespotd bluetooth pair` (the adapter is
 //! discoverable only then), or trusted devices only; every refusal is counted and logged.
-//!
-//! Not yet: the adapter's address in the Co-Link advert (it still comes from `l2_id`).
 
 pub mod agent;
 

@@ -256,6 +256,8 @@ pub struct Live {
     identity: OnceLock<String>,
     /// `homespotd bluetooth pair` requests (a count; the Bluetooth tasks watch it).
     pair: tokio::sync::watch::Sender<u64>,
+    /// Link identities learned at run time (Bluetooth adapters' addresses), for the adverts.
+    l2: tokio::sync::watch::Sender<BTreeMap<usize, String>>,
 }
 
 impl Live {
@@ -268,6 +270,7 @@ impl Live {
             proxy: OnceLock::new(),
             identity: OnceLock::new(),
             pair: tokio::sync::watch::channel(0).0,
+            l2: tokio::sync::watch::channel(BTreeMap::new()).0,
         });
         live.configure(cfg, config_path);
         live
@@ -444,6 +447,14 @@ impl Live {
     /// The Bluetooth address BlueZ reports for link `link`'s adapter.
     pub fn set_bluetooth_address(&self, link: usize, address: &str) {
         self.lock().bt_address.insert(link, address.to_string());
+        self.l2.send_modify(|m| {
+            m.insert(link, address.to_string());
+        });
+    }
+
+    /// Link identities learned at run time (link -> Bluetooth address), for the adverts.
+    pub fn l2_changes(&self) -> tokio::sync::watch::Receiver<BTreeMap<usize, String>> {
+        self.l2.subscribe()
     }
 
     /// Asks the Bluetooth links to open their pairing window (`homespotd bluetooth pair`);
