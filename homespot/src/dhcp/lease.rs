@@ -67,6 +67,9 @@ impl Lease {
 struct Offer {
     client: ClientKey,
     until: Secs,
+    /// When it was made, in order: offers made in the same second are reused first made,
+    /// first reused (not by address, which would take the newest offer on a low address).
+    seq: u64,
 }
 
 /// Per-link allocation state.
@@ -89,6 +92,8 @@ pub struct LeaseTable {
     /// The last offer to each client, so a repeated DISCOVER gets the same address.
     offered: HashMap<(usize, ClientKey), Ipv4Addr>,
     subnets: Vec<ipnet::Ipv4Net>,
+    /// The next offer's sequence number.
+    offer_seq: u64,
 }
 
 impl LeaseTable {
@@ -109,6 +114,7 @@ impl LeaseTable {
             offers: HashMap::new(),
             offered: HashMap::new(),
             subnets: links.iter().map(|l| l.subnet).collect(),
+            offer_seq: 0,
         }
     }
 
@@ -233,7 +239,7 @@ impl LeaseTable {
                     && pool.pools.iter().any(|p| p.contains(**a))
                     && !self.by_addr.get(a).is_some_and(|l| l.blocks(client, now))
             })
-            .min_by_key(|(a, o)| (o.until, **a))
+            .min_by_key(|(_, o)| (o.until, o.seq))
             .map(|(a, _)| *a)
     }
 
@@ -276,8 +282,10 @@ impl LeaseTable {
             Offer {
                 client: client.to_vec(),
                 until,
+                seq: self.offer_seq,
             },
         );
+        self.offer_seq += 1;
         // The address's earlier client holds no offer any more: forget it, so that the
         // table of offers made stays bounded by the pool whatever the number of clients.
         if let Some(p) = previous.filter(|p| p.client != client) {

@@ -79,3 +79,29 @@ fn offers_stay_bounded_by_the_pool_under_a_flood_of_clients() {
     t.prune_offers(2_000);
     assert_eq!(t.offers_outstanding(), 0);
 }
+
+#[test]
+fn under_a_flood_the_first_offer_made_is_reused_first_even_within_one_second() {
+    // Three addresses, all offered within the same second (the clock has whole seconds):
+    // the next newcomer takes the offer made first, never the one just made on a lower
+    // address (which would take a real client's offer before its REQUEST arrives).
+    let mut t = table();
+    let now: Secs = 100;
+    let until = now + 60;
+    for c in [1u8, 2, 3] {
+        let a = t.allocate(0, &[9, c], now).expect("an address");
+        t.offer(0, a, &[9, c], until);
+    }
+    // The newest offer goes on the lowest address: the one the first client held before.
+    let first = t.offered_to(0, &[9, 1], now).expect("offered");
+    let a = t.allocate(0, &[9, 4], now).expect("reused");
+    assert_eq!(a, first, "the first offer made is reused first");
+    t.offer(0, a, &[9, 4], until);
+    let second = t.offered_to(0, &[9, 2], now).expect("offered");
+    let b = t.allocate(0, &[9, 5], now).expect("reused");
+    assert_eq!(b, second, "then the second; not the newest on {a}");
+    assert!(
+        t.is_offered_to(a, &[9, 4], now),
+        "client 4's offer survives"
+    );
+}
