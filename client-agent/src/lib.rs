@@ -9,7 +9,9 @@
 //! ([`proxy`]) that restarts in-flight HTTP requests on the new path after a handoff (Range
 //! resume, read-and-discard fallback, hibernation while no link is up). A Mobility API on a
 //! Unix socket ([`api`]) reports every handoff with its measured interruption ([`path::Meter`]);
-//! [`show`] renders its status and events for people. The Connection Manager ([`manager`]) is a
+//! [`show`] renders its status and events for people. At a HomeSpot with a Bluetooth link
+//! it brings that link up itself when the policy wants it and takes it down when idle
+//! ([`bluetooth`]: pairing and the PAN through BlueZ over D-Bus). The Connection Manager ([`manager`]) is a
 //! sans-IO core (link table, handoff ledger, decisions, explicit time) under an async shell that
 //! runs discovery and the P-Handoff client. A restarted response is continued only
 //! when it is provably the same entity (strong ETag, or Last-Modified with a length); else the
@@ -21,6 +23,7 @@
 //! outside a HomeSpot), or resend request bodies above `proxy.resend_body_limit` (refused with 413).
 
 pub mod api;
+pub mod bluetooth;
 pub mod config;
 pub mod discovery;
 pub mod error;

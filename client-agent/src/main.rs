@@ -51,9 +51,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Move traffic to this interface now.
+    /// Move traffic to this link now: an interface name, or a kind (wifi, bluetooth,
+    /// ethernet). `switch bluetooth` at a HomeSpot whose Bluetooth link is not up brings it
+    /// up first (pairing the first time: open the HomeSpot's window with
+    /// `homespotd bluetooth pair`).
     Switch {
-        /// Interface name, e.g. wlan0.
+        /// Interface name (wlan0) or kind (bluetooth).
         link: String,
     },
     /// Is this address a local peer (on one of our links or the HomeSpot's global subnet)?

@@ -191,6 +191,34 @@ impl Policy {
         Some(out)
     }
 
+    /// The idle rule would move to the low-power kind, but no usable link of the HomeSpot is
+    /// of that kind (so it should be brought up): the link in use is a faster link of a
+    /// HomeSpot and every half second of the last `idle` was below `idle_bps`. Uses the byte
+    /// counts [`Policy::decide`] recorded.
+    pub fn wants_low_power(
+        &self,
+        now: Instant,
+        current: Option<&str>,
+        cands: &[Candidate],
+    ) -> bool {
+        if !self.cfg.throughput_rule {
+            return false;
+        }
+        let Some(cur) = current.and_then(|n| cands.iter().find(|c| c.name == n)) else {
+            return false;
+        };
+        if !cur.homespot
+            || cur.kind == self.cfg.low_power
+            || cands
+                .iter()
+                .any(|c| c.homespot && c.kind == self.cfg.low_power)
+        {
+            return false;
+        }
+        self.slice_rates(now, self.cfg.idle)
+            .is_some_and(|r| r.iter().all(|r| *r < self.cfg.idle_bps))
+    }
+
     /// Where to be, given `total` bytes carried so far, the link in use and the usable links.
     /// `None`: stay.
     pub fn decide(
@@ -381,6 +409,23 @@ mod tests {
         let (i, d) = back.expect("moved back");
         assert_eq!((d.to.as_str(), d.reason), ("eth1", Reason::Idle));
         assert!((100..=102).contains(&i));
+        // No Bluetooth link up: idle on Wi-Fi, the rule wants one brought up (not before).
+        let wifi_only = [c("eth0", Kind::Wifi, true)];
+        p.switched(t0);
+        let mut wanted = None;
+        for i in 1..=150u64 {
+            let now = t0 + Duration::from_millis(100 * i);
+            assert_eq!(p.decide(now, bytes, Some("eth0"), &wifi_only), None);
+            if p.wants_low_power(now, Some("eth0"), &wifi_only) {
+                wanted = Some(i);
+                break;
+            }
+        }
+        assert!(
+            wanted.is_some_and(|i| (100..=102).contains(&i)),
+            "{wanted:?}"
+        );
+        assert!(!p.wants_low_power(t0 + Duration::from_secs(20), Some("eth0"), &cands));
     }
 
     #[test]

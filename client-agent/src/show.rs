@@ -92,7 +92,34 @@ pub fn event_line(e: &Value) -> String {
             s(e, "link"),
             s(e, "reason")
         ),
-        "switch_failed" => format!("a switch to HomeSpot link {} failed", e["homespot_link"]),
+        "switch_failed" => match e.get("reason").and_then(Value::as_str) {
+            Some(r) => format!("a switch to {} failed: {r}", s(e, "link")),
+            None => format!("a switch to HomeSpot link {} failed", e["homespot_link"]),
+        },
+        "bluetooth_connecting" => format!(
+            "bringing the HomeSpot's Bluetooth link up ({} wants it): {}",
+            s(e, "why"),
+            s(e, "address")
+        ),
+        "bluetooth_connected" => format!(
+            "Bluetooth PAN up on {}: found {}, paired {}, PAN connect {}",
+            s(e, "iface"),
+            ms(e, "find_ms"),
+            ms(e, "pair_ms"),
+            ms(e, "connect_ms")
+        ),
+        "bluetooth_lease" => format!(
+            "{} has its lease {} ({} after the PAN came up)",
+            s(e, "iface"),
+            s(e, "address"),
+            ms(e, "took_ms")
+        ),
+        "bluetooth_failed" => format!("bringing Bluetooth up failed: {}", s(e, "error")),
+        "bluetooth_disconnected" => format!(
+            "Bluetooth PAN on {} disconnected: {}",
+            s(e, "iface"),
+            s(e, "reason")
+        ),
         "trusted" => format!("now trusting HomeSpot {}", s(e, "identity")),
         "forgotten" => format!("no longer trusting HomeSpot {}", s(e, "identity")),
         other => format!("{other} {e}"),

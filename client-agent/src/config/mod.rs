@@ -54,6 +54,22 @@ pub struct Config {
     pub drain: Duration,
     /// The clamped window (bytes).
     pub drain_window: u32,
+    /// Bringing a HomeSpot's Bluetooth PAN up on demand.
+    pub bluetooth: BluetoothSettings,
+}
+
+/// The Bluetooth PAN to a HomeSpot, through BlueZ.
+#[derive(Debug, Clone)]
+pub struct BluetoothSettings {
+    /// Whether the agent connects a HomeSpot's Bluetooth link itself when the policy wants it.
+    pub enabled: bool,
+    /// The laptop's BlueZ adapter (`hci0`).
+    pub adapter: String,
+    /// A PAN the agent brought up is disconnected after carrying no traffic this long while
+    /// another link does.
+    pub idle_disconnect: Duration,
+    /// Finding, pairing and connecting the HomeSpot give up after this long.
+    pub connect_timeout: Duration,
 }
 
 /// The local proxy.
@@ -101,6 +117,17 @@ struct Raw {
     policy: RawPolicy,
     #[serde(default)]
     interface: Vec<RawInterface>,
+    #[serde(default)]
+    bluetooth: RawBluetooth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBluetooth {
+    enabled: Option<bool>,
+    adapter: Option<String>,
+    idle_disconnect: Option<String>,
+    connect_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,7 +352,36 @@ impl Config {
         if drain_window < 4096 {
             return Err(c.err("policy.drain_window", "must be at least 4096 bytes"));
         }
+        let b = &raw.bluetooth;
+        let adapter = b.adapter.clone().unwrap_or_else(|| "hci0".into());
+        if adapter.is_empty()
+            || adapter.len() > 15
+            || !adapter.chars().all(|ch| ch.is_ascii_alphanumeric())
+        {
+            return Err(c.err(
+                "bluetooth.adapter",
+                format!("{adapter:?} is not a BlueZ adapter name (like \"hci0\")"),
+            ));
+        }
+        let bluetooth = BluetoothSettings {
+            enabled: b.enabled.unwrap_or(true),
+            adapter,
+            idle_disconnect: c.duration(
+                "bluetooth.idle_disconnect",
+                b.idle_disconnect.as_ref(),
+                Duration::from_secs(60),
+            )?,
+            connect_timeout: c.duration(
+                "bluetooth.connect_timeout",
+                b.connect_timeout.as_ref(),
+                Duration::from_secs(30),
+            )?,
+        };
+        if bluetooth.connect_timeout < Duration::from_secs(1) {
+            return Err(c.err("bluetooth.connect_timeout", "must be at least 1s"));
+        }
         Ok(Config {
+            bluetooth,
             api_socket: raw
                 .agent
                 .api_socket
@@ -409,6 +465,11 @@ mod tests {
             .starts_with("a.toml: interface[0].kind: "));
         assert!(bad("[discovery]\ndns_wpad = true").contains("discovery.dns_wpad"));
         assert!(bad("[agent]\nfoo = 1").contains("unknown field"));
+        assert!(bad("[bluetooth]\nadapter = \"../x\"").starts_with("a.toml: bluetooth.adapter: "));
+        assert!(bad("[bluetooth]\nidle_disconnect = \"x\"")
+            .starts_with("a.toml: bluetooth.idle_disconnect: "));
+        assert_eq!(d.bluetooth.adapter, "hci0");
+        assert_eq!(d.bluetooth.idle_disconnect, Duration::from_secs(60));
         let ok = Config::parse(
             Path::new("x"),
             "[[interface]]\nname = \"eth2\"\nkind = \"wifi\"\n",

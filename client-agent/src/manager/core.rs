@@ -300,6 +300,13 @@ impl Core {
         out
     }
 
+    /// The idle rule would move to the low-power link, and none is usable (bring one up).
+    pub fn wants_low_power(&self, now: Instant, radios: &dyn Radios) -> bool {
+        let cands = self.candidates(radios);
+        self.policy
+            .wants_low_power(now, self.current.as_deref(), &cands)
+    }
+
     /// The policy (or the user's choice, `user`) applied now. `flows`: requests are in
     /// flight through the local proxy (a planned P-Handoff then drains the old radio).
     pub fn evaluate(

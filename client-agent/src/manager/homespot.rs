@@ -120,6 +120,17 @@ impl HomeSpot {
         })
     }
 
+    /// The address of the HomeSpot's Bluetooth adapter, from its verified advert.
+    pub fn bluetooth_address(&self) -> Option<String> {
+        self.advert
+            .links
+            .iter()
+            .filter(|l| l.kind == phandoff::wire::LinkKind::Bluetooth)
+            .filter_map(|l| std::str::from_utf8(&l.l2_id).ok())
+            .find(|a| crate::bluetooth::plan::is_address(a))
+            .map(str::to_string)
+    }
+
     /// Its identity.
     pub fn identity(&self) -> [u8; 32] {
         self.advert.identity

@@ -3,6 +3,7 @@
 //! of path is a handoff: a P-Handoff between a HomeSpot's radios (the path stays, the host
 //! routes move) or an L7 restart (a new path; the proxy restarts in-flight requests).
 
+mod bt;
 mod core;
 #[cfg(test)]
 mod core_tests;
@@ -74,6 +75,14 @@ pub struct Manager {
     /// HomeSpots refused after discovery had decided (late answers).
     late_tx: mpsc::Sender<(String, discovery::Refused)>,
     late_rx: Option<mpsc::Receiver<(String, discovery::Refused)>>,
+    /// When to bring the Bluetooth PAN up and down.
+    bt: crate::bluetooth::plan::Plan,
+    /// The user asked for Bluetooth at this time; it is being brought up.
+    pending_bt: Option<Instant>,
+    /// The PAN came up on this interface at this time (its lease is awaited).
+    pan_up_at: Option<(String, Instant)>,
+    pan_tx: mpsc::Sender<bt::PanResult>,
+    pan_rx: Option<mpsc::Receiver<bt::PanResult>>,
 }
 
 /// How many warnings the status keeps.
@@ -96,7 +105,13 @@ impl Manager {
         tokio::spawn(conn);
         let (disc_tx, disc_rx) = mpsc::channel(32);
         let (late_tx, late_rx) = mpsc::channel(32);
+        let (pan_tx, pan_rx) = mpsc::channel(4);
         Ok(Manager {
+            bt: crate::bluetooth::plan::Plan::new(cfg.bluetooth.idle_disconnect),
+            pending_bt: None,
+            pan_up_at: None,
+            pan_tx,
+            pan_rx: Some(pan_rx),
             core: Core::new(cfg.policy.clone(), cfg.drain, meter, Instant::now()),
             cfg,
             hs: None,
@@ -124,7 +139,8 @@ impl Manager {
         mut api: mpsc::Receiver<(ApiRequest, oneshot::Sender<Value>)>,
         mut stop: oneshot::Receiver<()>,
     ) {
-        let (Some(mut disc_rx), Some(mut late_rx)) = (self.disc_rx.take(), self.late_rx.take())
+        let (Some(mut disc_rx), Some(mut late_rx), Some(mut pan_rx)) =
+            (self.disc_rx.take(), self.late_rx.take(), self.pan_rx.take())
         else {
             return;
         };
@@ -144,6 +160,7 @@ impl Manager {
                 Some((name, r)) = late_rx.recv() => self.refused(&name, &r),
                 Some(e) = hs_rx.recv() => self.on_homespot(e).await,
                 Some(g) = gaps.recv() => self.on_gap(g),
+                Some(r) = pan_rx.recv() => self.on_pan(r),
                 Some((req, reply)) = api.recv() => {
                     let v = self.on_api(req).await;
                     let _ = reply.send(v);
@@ -154,6 +171,7 @@ impl Manager {
                     }
                     self.drained().await;
                     self.evaluate(None).await;
+                    self.bluetooth_tick().await;
                     self.expire_handoffs();
                     self.refresh_expired();
                 }
@@ -163,11 +181,21 @@ impl Manager {
     }
 
     fn on_snapshot(&mut self, snap: Snapshot) {
+        if self.bt.iface().is_some_and(|i| !snap.contains_key(i)) {
+            tracing::info!("the Bluetooth PAN's interface is gone");
+            self.bt.gone();
+        }
         let cfg = &self.cfg;
+        let pan = self.bt.iface();
         let changes = self.core.snapshot(
             Instant::now(),
             &snap,
-            |n| n != "lo" && (cfg.interfaces.is_empty() || cfg.interfaces.iter().any(|i| i == n)),
+            |n| {
+                n != "lo"
+                    && (cfg.interfaces.is_empty()
+                        || cfg.interfaces.iter().any(|i| i == n)
+                        || pan == Some(n))
+            },
             |n| cfg.kind_of(n),
         );
         for (name, hs_link) in changes.down {
@@ -190,6 +218,7 @@ impl Manager {
                 "link_up",
                 json!({"link": name, "address": addr.to_string(), "prefix": prefix}),
             );
+            self.bluetooth_lease(&name, addr);
             self.spawn_discovery(name, generation, iface, addr, prefix);
         }
     }
@@ -522,16 +551,29 @@ impl Manager {
         match req {
             ApiRequest::Status => self.status(),
             ApiRequest::Switch(to) => {
-                if !self
-                    .core
-                    .candidates(&View(self.hs.as_ref()))
+                let cands = self.core.candidates(&View(self.hs.as_ref()));
+                // An interface name, or a kind word: the usable link of that kind (a
+                // HomeSpot's first).
+                let kind = Kind::parse(&to);
+                let name = cands
                     .iter()
-                    .any(|c| c.name == to)
-                {
-                    return json!({"ok": false, "error": format!("{to} is not a usable link now")});
+                    .filter(|c| c.name == to || Some(c.kind) == kind)
+                    .max_by_key(|c| (c.name == to, c.homespot))
+                    .map(|c| c.name.clone());
+                match name {
+                    Some(name) => {
+                        self.evaluate(Some(&name)).await;
+                        json!({"ok": true, "switching_to": name})
+                    }
+                    None if kind == Some(Kind::Bluetooth) => {
+                        match self.user_wants_bluetooth().await {
+                            Ok(()) => json!({"ok": true, "switching_to": "bluetooth",
+                                             "note": "bringing the HomeSpot's Bluetooth link up first"}),
+                            Err(e) => json!({"ok": false, "error": e}),
+                        }
+                    }
+                    None => json!({"ok": false, "error": format!("{to} is not a usable link now")}),
                 }
-                self.evaluate(Some(&to)).await;
-                json!({"ok": true, "switching_to": to})
             }
             ApiRequest::Lookup(a) => {
                 let on = self.core.links.iter().find(|(_, l)| {
@@ -637,7 +679,9 @@ impl Manager {
         };
         json!({"ok": true, "current": self.core.current, "epoch": p.epoch, "hibernating": p.upstream.is_none(),
                "pinned": pins, "warnings": self.warnings.iter().collect::<Vec<_>>(),
-               "homespot": self.hs.as_ref().map(|h| h.status()), "links": links, "bytes": self.core.bytes(),
+               "homespot": self.hs.as_ref().map(|h| h.status()), "links": links,
+               "bluetooth": {"pan": self.bt.iface(), "connecting": self.bt.connecting(),
+                             "homespot_address": self.hs.as_ref().and_then(|h| h.bluetooth_address())}, "bytes": self.core.bytes(),
                "proxy": self.cfg.proxy.listen.to_string()})
     }
 
