@@ -41,12 +41,15 @@ pub fn event_line(e: &Value) -> String {
         .map(local_time)
         .unwrap_or_default();
     let what = match s(e, "event") {
-        "link_up" => format!(
-            "{} is up with {}/{}",
-            s(e, "link"),
-            s(e, "address"),
-            e["prefix"]
-        ),
+        "link_up" => match e.get("reason").and_then(Value::as_str) {
+            Some(r) => format!("{} is usable again: {r}", s(e, "link")),
+            None => format!(
+                "{} is up with {}/{}",
+                s(e, "link"),
+                s(e, "address"),
+                e["prefix"]
+            ),
+        },
         "link_down" => format!("{} is down: {}", s(e, "link"), s(e, "reason")),
         "discovered" => match e.get("homespot").and_then(Value::as_str) {
             Some(hs) => format!(

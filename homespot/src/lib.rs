@@ -25,7 +25,8 @@
 //! Bluetooth ([`bluetooth`]): a `kind = "bluetooth"` link with `bluez_adapter` is BlueZ's PAN
 //! NAP (registered over D-Bus and held, registered again when bluetoothd restarts), with a
 //! pairing agent that accepts only within the window `homespotd bluetooth pair` opens (or
-//! trusted devices only).
+//! trusted devices only); outside it the adapter is hidden and not pairable, and a device
+//! that connects unpaired or bonds anyway is counted and removed.
 //!
 //! The web admin panel ([`admin`]): [`web_admin::router`] on every LAN link address at
 //! `[admin] port`, reading the live state and changing settings through the config file and

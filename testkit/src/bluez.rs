@@ -200,6 +200,9 @@ for try in 1 2 3; do
   log "btvirt try $try: $(ok_ctrls) controller(s); again"
   kill $BTVIRT; wait $BTVIRT; sleep 1
 done
+# Devices seen by a scan stay known (BlueZ forgets them after 30 s by default): a stranger can
+# try to pair long after it saw the HomeSpot.
+mkdir -p /etc/bluetooth && printf '[General]\nTemporaryTimeout = 0\n' > /etc/bluetooth/main.conf
 start_bluetoothd() { bluetoothd -n -d >> "$OUT/bluetoothd.log" 2>&1 & BLUETOOTHD=$!; }
 start_bluetoothd
 for i in $(seq 1 40); do busctl introspect org.bluez /org/bluez/hci0 >/dev/null 2>&1 && break; sleep 0.25; done

@@ -93,6 +93,18 @@ pub fn is_address(s: &str) -> bool {
             .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// A Bluetooth address from an advert's `l2_id`: six bytes (what homespotd sends once it has
+/// read its adapter's address from BlueZ), or the text form.
+pub fn address_of(l2_id: &[u8]) -> Option<String> {
+    if let [a, b, c, d, e, f] = l2_id {
+        return Some(format!("{a:02X}:{b:02X}:{c:02X}:{d:02X}:{e:02X}:{f:02X}"));
+    }
+    std::str::from_utf8(l2_id)
+        .ok()
+        .filter(|s| is_address(s))
+        .map(str::to_string)
+}
+
 impl Plan {
     /// A plan that disconnects after `idle_disconnect`.
     pub fn new(idle_disconnect: Duration) -> Plan {
@@ -318,5 +330,14 @@ mod tests {
         assert!(!is_address("00:AA:01:00:00"));
         assert!(!is_address("00:AA:01:00:00:2G"));
         assert!(!is_address("home-bt"));
+        assert_eq!(
+            address_of(&[0, 0xaa, 1, 0, 0, 0x23]).as_deref(),
+            Some("00:AA:01:00:00:23")
+        );
+        assert_eq!(
+            address_of(b"00:AA:01:00:00:23").as_deref(),
+            Some("00:AA:01:00:00:23")
+        );
+        assert_eq!(address_of(b"home-bt"), None);
     }
 }

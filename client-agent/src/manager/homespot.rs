@@ -126,9 +126,7 @@ impl HomeSpot {
             .links
             .iter()
             .filter(|l| l.kind == phandoff::wire::LinkKind::Bluetooth)
-            .filter_map(|l| std::str::from_utf8(&l.l2_id).ok())
-            .find(|a| crate::bluetooth::plan::is_address(a))
-            .map(str::to_string)
+            .find_map(|l| crate::bluetooth::plan::address_of(&l.l2_id))
     }
 
     /// Its identity.

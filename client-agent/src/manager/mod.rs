@@ -673,7 +673,8 @@ impl Manager {
                 .map(|(id, n)| {
                     json!({"identity": crate::trust::fingerprint(id),
                     "kind": match n.kind { 1 => "wifi", 2 => "bluetooth", 3 => "ethernet", _ => "link" },
-                    "l2_id": String::from_utf8_lossy(&n.l2_id), "router": n.router.to_string()})
+                    "l2_id": if n.kind == 2 { crate::bluetooth::plan::address_of(&n.l2_id) } else { None }
+                        .unwrap_or_else(|| String::from_utf8_lossy(&n.l2_id).into_owned()), "router": n.router.to_string()})
                 })
                 .collect()
         };

@@ -9,13 +9,18 @@
 //! connection); when `bluetoothd` leaves the bus and comes back, it registers again.
 //! A pairing agent ([`agent`]) answers BlueZ's pairing and authorization requests by the
 //! link's policy: open for a window after `homespotd bluetooth pair` (the adapter is
-//! discoverable only then), or trusted devices only; every refusal is counted and logged.
+//! discoverable and pairable only then), or trusted devices only; every refusal is counted
+//! and logged, and so is every unpaired device that connects while pairing is closed
+//! ([`strangers`]).
 
 pub mod agent;
+mod mgmt;
+mod strangers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use zbus::{proxy, Connection};
@@ -81,6 +86,22 @@ pub async fn run(cfg: Config, live: Arc<Live>, stop: CancellationToken) {
     tasks.abort_all();
 }
 
+/// Keeps the adapter connectable outside the pairing window, so that strangers' attempts
+/// reach the agent and are counted (see [`mgmt`]); a failure is logged, not fatal.
+async fn connectable(adapter: &str) {
+    let Some(index) = mgmt::index(adapter) else {
+        return;
+    };
+    let r = tokio::task::spawn_blocking(move || mgmt::set_connectable(index, true)).await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(%adapter, error = %e, "adapter not made connectable: pairing attempts outside the window fail in the radio, uncounted")
+        }
+        Err(e) => warn!(%adapter, error = %e, "adapter not made connectable"),
+    }
+}
+
 /// One link's NAP, registered again whenever bluetoothd comes back.
 async fn nap(
     link: usize,
@@ -93,6 +114,9 @@ async fn nap(
     let name = live.link_name(link);
     let mut requests = live.pair_requests();
     let mut warned = false;
+    // Subscribed before the first attempt, so a bluetoothd that comes back while an attempt
+    // runs still wakes the next one.
+    let mut wake = wakeups().await.ok();
     loop {
         let r = tokio::select! {
             _ = stop.cancelled() => return,
@@ -109,11 +133,43 @@ async fn nap(
             }
             Err(_) => {}
         }
+        // Try again as soon as bluetoothd takes its name or adds the adapter (at the latest
+        // in a second).
+        if wake.is_none() {
+            wake = wakeups().await.ok();
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = async {
+                match wake.as_mut() {
+                    Some(w) => { let _ = w.next().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// Signals that mean bluetoothd (re)appeared: its name taken, an adapter added.
+async fn wakeups() -> zbus::Result<impl futures_util::Stream<Item = zbus::Result<zbus::Message>>> {
+    let conn = Connection::system().await?;
+    let owner = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.DBus")?
+        .interface("org.freedesktop.DBus")?
+        .member("NameOwnerChanged")?
+        .arg(0, "org.bluez")?
+        .build();
+    let added = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface("org.freedesktop.DBus.ObjectManager")?
+        .member("InterfacesAdded")?
+        .build();
+    Ok(futures_util::stream::select(
+        zbus::MessageStream::for_match_rule(owner, &conn, Some(16)).await?,
+        zbus::MessageStream::for_match_rule(added, &conn, Some(16)).await?,
+    ))
 }
 
 /// Registers the NAP and serves pairing until bluetoothd leaves the bus (Ok) or a call
@@ -164,10 +220,14 @@ async fn serve(
         .await?
         .register("nap", bridge)
         .await?;
-    // Pairable always, so that every attempt reaches the agent (which refuses and counts it
-    // outside the window); discoverable only in the window.
-    adapter.set_pairable(true).await?;
+    // Pairable and discoverable only in the window (outside it the kernel refuses pairing:
+    // see `strangers`), connectable always (paired devices come back, strangers are seen and
+    // counted).
     adapter.set_discoverable(false).await?;
+    adapter.set_pairable(false).await?;
+    connectable(&b.adapter).await;
+    let strangers = strangers::watch(&conn, &b.adapter, pairing, live);
+    tokio::pin!(strangers);
     info!(link = %live.link_name(link), adapter = %b.adapter, %address, bridge = %bridge, "Bluetooth NAP registered");
     live.count("bluetooth", "nap_registrations");
     use futures_util::StreamExt as _;
@@ -187,16 +247,23 @@ async fn serve(
                 };
                 pairing.open_for(window);
                 adapter.set_discoverable_timeout(window.as_secs().min(u64::from(u32::MAX)) as u32).await?;
+                adapter.set_pairable(true).await?;
                 adapter.set_discoverable(true).await?;
                 info!(link = %live.link_name(link), seconds = window.as_secs(), "Bluetooth pairing open");
-                let (p, a) = (pairing.clone(), adapter.clone());
+                let (p, a, adapter_name) = (pairing.clone(), adapter.clone(), b.adapter.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(window).await;
                     if !p.is_open() {
                         let _ = a.set_discoverable(false).await;
+                        let _ = a.set_pairable(false).await;
+                        connectable(&adapter_name).await;
                         info!("Bluetooth pairing closed");
                     }
                 });
+            }
+            r = &mut strangers => {
+                r?;
+                return Ok(());
             }
             change = owner_changes.next() => {
                 let Some(change) = change else { return Ok(()) };
