@@ -69,11 +69,7 @@ pub fn run_guest(script: &str, dir: &Scratch, timeout: Duration) -> Result<Guest
         );
     }
     let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
-    let kv = std::fs::read_dir(root.join("lib/modules"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .next()
-        .context("no kernel modules")?;
+    let kv = crate::initramfs::kernel_version(&root)?;
     let mods = root.join("lib/modules").join(&kv);
     let script_path = dir.join("guest.sh");
     std::fs::write(&script_path, script)?;
@@ -139,40 +135,19 @@ pub fn run_guest(script: &str, dir: &Scratch, timeout: Duration) -> Result<Guest
 
 fn initramfs(root: &Path, mods: &Path, kv: &str, script: &Path, dir: &Scratch) -> Result<PathBuf> {
     let w = dir.join("guest-initramfs");
-    let _ = std::fs::remove_dir_all(&w);
-    for d in ["bin", "mods", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(w.join(d))?;
-    }
-    std::fs::copy(root.join("bin/busybox"), w.join("bin/busybox"))?;
-    let dep = std::fs::read_to_string(mods.join("modules.dep"))?;
-    let order = crate::board::module_order(&dep, &["virtio_pci", "9pnet_virtio", "9p", "overlay"]);
-    let mut names = Vec::new();
-    for m in &order {
-        let name = m.rsplit('/').next().unwrap_or(m).to_string();
-        std::fs::copy(mods.join(m), w.join("mods").join(&name))?;
-        names.push(name);
-    }
+    crate::initramfs::tree(&w, &["mods", "proc", "sys", "dev"], root)?;
+    let names = crate::initramfs::modules(
+        root,
+        kv,
+        &["virtio_pci", "9pnet_virtio", "9p", "overlay"],
+        &w.join("mods"),
+    )?;
     let init = INIT
         .replace("@MODULES@", &names.join(" "))
         .replace("@KV@", kv)
         .replace("@KMODS@", &mods.display().to_string())
         .replace("@SCRIPT@", &script.display().to_string());
-    std::fs::write(w.join("init"), init)?;
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(w.join("init"), std::fs::Permissions::from_mode(0o755))?;
-    let out = dir.join("guest-initramfs.cpio.gz");
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
-            w.display(),
-            out.display()
-        ))
-        .status()?;
-    if !st.success() {
-        bail!("cpio failed");
-    }
-    Ok(out)
+    crate::initramfs::pack(&w, &init, dir.join("guest-initramfs.cpio.gz"))
 }
 
 /// The start of every Bluetooth guest script: modules (the crypto ones before btvirt), the

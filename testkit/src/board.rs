@@ -376,34 +376,26 @@ impl Drop for Board {
 /// test's `/etc/config/homespot`, and `/init`.
 fn build_initramfs(root: &Path, ipk: &Path, uci: &str, dir: &Scratch) -> Result<PathBuf> {
     let w = dir.join("initramfs");
-    let _ = std::fs::remove_dir_all(&w);
-    for d in [
-        "bin",
-        "proc",
-        "sys",
-        "dev",
-        "tmp",
-        "etc",
-        "usr/lib/opkg/info",
-        "lib/modules",
-    ] {
-        std::fs::create_dir_all(w.join(d))?;
-    }
-    std::fs::copy(root.join("bin/busybox"), w.join("bin/busybox"))?;
-    let kv = std::fs::read_dir(root.join("lib/modules"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .next()
-        .context("no kernel modules")?;
-    let mods = root.join("lib/modules").join(&kv);
-    let dep = std::fs::read_to_string(mods.join("modules.dep"))?;
-    let order = module_order(&dep, &["virtio_pci", "virtio_net"]);
-    let mut names = Vec::new();
-    for m in &order {
-        let name = m.rsplit('/').next().unwrap_or(m).to_string();
-        std::fs::copy(mods.join(m), w.join("lib/modules").join(&name))?;
-        names.push(name);
-    }
+    crate::initramfs::tree(
+        &w,
+        &[
+            "proc",
+            "sys",
+            "dev",
+            "tmp",
+            "etc",
+            "usr/lib/opkg/info",
+            "lib/modules",
+        ],
+        root,
+    )?;
+    let kv = crate::initramfs::kernel_version(root)?;
+    let names = crate::initramfs::modules(
+        root,
+        &kv,
+        &["virtio_pci", "virtio_net"],
+        &w.join("lib/modules"),
+    )?;
     // The package, as opkg installs it.
     let pkg = dir.join("ipk");
     let _ = std::fs::remove_dir_all(&pkg);
@@ -441,22 +433,7 @@ fn build_initramfs(root: &Path, ipk: &Path, uci: &str, dir: &Scratch) -> Result<
     }
     std::fs::write(w.join("etc/config/homespot"), uci)?;
     let init = INIT.replace("@MODULES@", &names.join(" "));
-    std::fs::write(w.join("init"), init)?;
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(w.join("init"), std::fs::Permissions::from_mode(0o755))?;
-    let out = dir.join("initramfs.cpio.gz");
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
-            w.display(),
-            out.display()
-        ))
-        .status()?;
-    if !st.success() {
-        bail!("cpio failed");
-    }
-    Ok(out)
+    crate::initramfs::pack(&w, &init, dir.join("initramfs.cpio.gz"))
 }
 
 fn sh(args: &[&str]) -> Result<()> {

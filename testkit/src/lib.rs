@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 pub mod bluez;
 pub mod board;
 pub mod clients;
+mod initramfs;
 pub mod journey;
 pub mod origin;
 pub mod pcap;
@@ -131,17 +132,7 @@ impl Netns {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let path = PathBuf::from("/run/netns").join(&self.name);
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let h = std::thread::spawn(move || -> Result<T> {
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("setns")?;
-            Ok(f())
-        });
-        match h.join() {
-            Ok(r) => r,
-            Err(p) => std::panic::resume_unwind(p),
-        }
+        in_netns(&self.name, f)
     }
 
     /// Starts `f` on a new thread that has entered this namespace and returns at once.
@@ -150,8 +141,7 @@ impl Netns {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let path = PathBuf::from("/run/netns").join(&self.name);
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let file = open_netns(&self.name)?;
         Ok(std::thread::spawn(move || -> Result<T> {
             nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                 .context("setns")?;
@@ -310,6 +300,29 @@ fn check(args: &[&str], out: Output) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn open_netns(name: &str) -> Result<File> {
+    let path = PathBuf::from("/run/netns").join(name);
+    File::open(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// Runs `f` on a new thread that has entered the namespace `name` (one `ip netns` made, owned
+/// by someone else: a [`Netns`] or a program's), and returns its result.
+pub fn in_netns<T, F>(name: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let file = open_netns(name)?;
+    let h = std::thread::spawn(move || -> Result<T> {
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+        Ok(f())
+    });
+    match h.join() {
+        Ok(r) => r,
+        Err(p) => std::panic::resume_unwind(p),
+    }
 }
 
 /// A scratch directory for logs and files of one test, removed on drop unless

@@ -70,10 +70,7 @@ impl Browser {
         let (ns, port) = (self.ns.clone(), self.port);
         let (method, target) = (method.to_string(), path.to_string());
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let netns = std::fs::File::open(format!("/run/netns/{ns}"))?;
-        let text = std::thread::spawn(move || -> Result<String> {
-            use std::os::fd::AsFd as _;
-            nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let text = crate::in_netns(&ns, move || -> Result<String> {
             let mut s = TcpStream::connect(("127.0.0.1", port))?;
             s.set_read_timeout(Some(Duration::from_secs(60)))?;
             write!(
@@ -104,9 +101,7 @@ impl Browser {
                 out.extend_from_slice(&buf[..n]);
             }
             Ok(String::from_utf8_lossy(&out).into_owned())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("webdriver thread panicked"))??;
+        })??;
         let (head, body) = text.split_once("\r\n\r\n").context("no HTTP answer")?;
         let body = if head
             .to_ascii_lowercase()
