@@ -71,6 +71,32 @@ impl Random for OneKey {
     }
 }
 
+/// BLAKE2s from the `blake2` crate, as snow's own wrapper does it.
+#[derive(Default)]
+struct Blake2sHash(Blake2s256);
+
+impl Hash for Blake2sHash {
+    fn name(&self) -> &'static str {
+        "BLAKE2s"
+    }
+    fn block_len(&self) -> usize {
+        64
+    }
+    fn hash_len(&self) -> usize {
+        32
+    }
+    fn reset(&mut self) {
+        self.0 = Blake2s256::default();
+    }
+    fn input(&mut self, data: &[u8]) {
+        blake2::Digest::update(&mut self.0, data);
+    }
+    fn result(&mut self, out: &mut [u8]) {
+        let h = blake2::Digest::finalize_reset(&mut self.0);
+        out[..32].copy_from_slice(&h);
+    }
+}
+
 struct Resolver([u8; 32]);
 
 impl CryptoResolver for Resolver {
@@ -81,7 +107,12 @@ impl CryptoResolver for Resolver {
         DefaultResolver.resolve_dh(c)
     }
     fn resolve_hash(&self, c: &HashChoice) -> Option<Box<dyn Hash>> {
-        DefaultResolver.resolve_hash(c)
+        // Only the suite's own hash: resolving through snow's table would link BLAKE2b,
+        // SHA-256 and SHA-512 too (24 KB of a small device's flash).
+        match c {
+            HashChoice::Blake2s => Some(Box::new(Blake2sHash::default())),
+            _ => None,
+        }
     }
     fn resolve_cipher(&self, c: &CipherChoice) -> Option<Box<dyn Cipher>> {
         DefaultResolver.resolve_cipher(c)
