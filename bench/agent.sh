@@ -101,4 +101,7 @@ printf "client -> agent -> HomeSpot proxy: %8.0f req/s  p99 %6.2f ms\n" "$A_RPS"
 awk -v a="$A_RPS" -v d="$D_RPS" -v ap="$A_P99" -v dp="$D_P99" \
     'BEGIN { printf "throughput kept %.0f %% (target >= 80 %%), p99 added %+.0f %% (target <= +20 %%)\n", 100*a/d, 100*(ap-dp)/dp }'
 echo "agent RSS idle: $((IDLE0/1024)).$(( (IDLE0%1024)*10/1024 )) MB after start, $((IDLE1/1024)).$(( (IDLE1%1024)*10/1024 )) MB after the load (target <= 15 MB)"
+# For bench/check.
+awk -v a="$A_RPS" -v d="$D_RPS" -v ap="$A_P99" -v dp="$D_P99" \
+    'BEGIN { printf "FIGURE agent_throughput_kept %.3f\nFIGURE agent_p99_added %.3f\n", a/d, (ap-dp)/dp }'
 echo "raw output in $OUT"

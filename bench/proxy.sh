@@ -93,10 +93,11 @@ load() { # name mode connect extra-args... ; pid-to-sample
     p99=$(sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p' <<<"$line")
     err=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$line")
     RPS[$name]="${RPS[$name]:-} $req"
+    RSSV[$name]=$r
     printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$mode$( [[ " $* " == *" --no-keepalive "* ]] && echo ' (no keep-alive)')" "$req" "$p50" "$p99" "$err" "$r" | tee -a "$summary"
 }
 
-declare -A RPS
+declare -A RPS RSSV
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ORIGIN=10.89.0.2:8080
 # Direct and proxied keep-alive alternate three times; the machine is shared and noisy.
@@ -140,4 +141,9 @@ idle homespotd-static "$STATIC"
 echo "stripped sizes: homespotd $(( $(stat -c %s "$BIN") / 1024 )) KiB, static $(( $(stat -c %s "$STATIC") / 1024 )) KiB" | tee -a "$summary"
 d=$(median "${RPS[direct]}"); h=$(median "${RPS[homespotd]}")
 echo "median keep-alive req/s: direct $d, homespotd $h, ratio $(awk -v a="$h" -v b="$d" 'BEGIN {printf "%.2f", a/b}')" | tee -a "$summary"
+# For bench/check.
+awk -v a="$h" -v b="$d" 'BEGIN { printf "FIGURE proxy_keepalive_vs_direct %.3f\n", a/b }'
+t=$(median "${RPS[homespotd-tls]}"); q=$(median "${RPS[squid-tls]}")
+awk -v a="$t" -v b="$q" 'BEGIN { printf "FIGURE proxy_connect_tls_vs_squid %.3f\n", a/b }'
+echo "FIGURE proxy_static_rss_mb $(sed 's/[^0-9.]//g' <<<"${RSSV[homespotd-static]}")"
 echo "results in $OUT"

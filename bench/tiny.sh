@@ -12,7 +12,10 @@ scripts/setup >/dev/null
 RUNS=${RUNS:-5}
 fail=0
 echo "== the embedded build"
-tiny/embedded/size || fail=1
+size=$(tiny/embedded/size) || fail=1
+echo "$size"
+# For bench/check.
+echo "$size" | awk '/^(flash|RAM):/ { for (i = 1; i <= NF; i++) if ($i == "bytes") { printf "FIGURE tiny_%s_kib %.1f\n", ($1 == "flash:" ? "flash" : "ram"), $(i-1) / 1024; next } }'
 cargo build -q -p homespot
 for i in $(seq 1 "$RUNS"); do
     echo "== silent loss, run $i"
@@ -20,6 +23,7 @@ for i in $(seq 1 "$RUNS"); do
         cargo test -q -p phandoff-embassy --test device -- --nocapture 2>&1)
     st=$?
     echo "$out" | grep -E "joined|telemetry gap|largest telemetry pause|back home|refused|panicked" || true
+    echo "$out" | sed -n 's/.*telemetry gap \([0-9.]*\) ms.*/FIGURE tiny_gap_ms \1/p'
     if [[ $st -ne 0 ]]; then echo "MISSED: silent loss, run $i"; fail=1; fi
 done
 exit $fail

@@ -179,6 +179,42 @@ fn the_journey_keeps_a_200_mb_download_intact() {
             seen(e, Duration::from_millis(1500)).as_secs_f64() * 1e3
         );
     }
+    // For bench/check: each policy switch's largest gap against the stream's p99 on Wi-Fi
+    // before any switch; the silent loss and the foreign AP as the agent measured them.
+    let first_switch = all
+        .iter()
+        .find(|r| r["event"] == "route_changed")
+        .map(|r| when(r, anchor));
+    let pre: Vec<Duration> = d
+        .chunks
+        .windows(2)
+        .filter(|w| first_switch.is_none_or(|t| w[1].0 < t))
+        .map(|w| w[1].0 - w[0].0)
+        .collect();
+    let mut sorted = pre.clone();
+    sorted.sort();
+    let p99_pre = sorted
+        .get(((sorted.len() as f64 - 1.0) * 0.99).round() as usize)
+        .copied()
+        .unwrap_or_default();
+    for (name, e) in [("wifi->bluetooth", &to_bt), ("bluetooth->wifi", &to_wifi)] {
+        let g = seen(e, Duration::from_millis(500));
+        println!(
+            "policy switch {name}: largest gap {:.2} ms, the stream's p99 on Wi-Fi before any switch {:.2} ms",
+            g.as_secs_f64() * 1e3,
+            p99_pre.as_secs_f64() * 1e3
+        );
+        println!(
+            "FIGURE policy_switch_over_p99 {:.2}",
+            g.as_secs_f64() / p99_pre.as_secs_f64().max(1e-6)
+        );
+    }
+    if let Some(v) = loss["interruption_ms"].as_f64() {
+        println!("FIGURE silent_loss_ms {v:.1}");
+    }
+    if let Some(v) = to_ap["address_to_bytes_ms"].as_f64() {
+        println!("FIGURE l7_address_to_bytes_ms {v:.1}");
+    }
     let _ = lost_at;
     assert!(st.success(), "curl failed: {err}\nagent log:\n{agent_log}");
     assert_eq!(d.bytes, SIZE, "agent log:\n{agent_log}");

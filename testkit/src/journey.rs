@@ -151,6 +151,16 @@ impl JourneyBed {
     /// gets the laptop leases on both HomeSpot links. The agent is started by
     /// [`JourneyBed::start_agent`].
     pub fn start(homespotd: &str) -> Result<JourneyBed> {
+        let mut bed = JourneyBed::start_bare(homespotd)?;
+        for i in 0..2 {
+            bed.dhcp(&format!("eth{i}"))?;
+        }
+        Ok(bed)
+    }
+
+    /// Like [`JourneyBed::start`], with no DHCP client started: the laptop's interfaces are up
+    /// and have no address.
+    pub fn start_bare(homespotd: &str) -> Result<JourneyBed> {
         let topo = Topology::with_air(2)?;
         let dir = Scratch::new("journey")?;
         let ap = Netns::new("ap")?;
@@ -253,7 +263,7 @@ impl JourneyBed {
             ],
             &dir.join("httpd.log"),
         )?);
-        let mut bed = JourneyBed {
+        Ok(JourneyBed {
             api: dir.join("agent.sock"),
             topo,
             ap,
@@ -264,11 +274,7 @@ impl JourneyBed {
             homespotd: Some(hs),
             homespotd_cmd,
             homespotd_starts: 1,
-        };
-        for i in 0..2 {
-            bed.dhcp(&format!("eth{i}"))?;
-        }
-        Ok(bed)
+        })
     }
 
     /// Runs dhclient on `ifname` in the laptop (it stays, renewing) and waits for the address.
@@ -317,6 +323,22 @@ impl JourneyBed {
     /// Starts the agent (`agent` is its path) with `extra` appended to its config, and waits
     /// until it uses a HomeSpot link. Returns a log of its API events.
     pub fn start_agent(&mut self, agent: &str, extra: &str) -> Result<EventLog> {
+        let log = self.launch_agent(agent, extra)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.request(r#"{"cmd":"status"}"#)?;
+            if s["current"].is_string() && !s["hibernating"].as_bool().unwrap_or(true) {
+                return Ok(log);
+            }
+            if Instant::now() > deadline {
+                bail!("the agent found no path: {s}\n{}", self.agent_log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the agent and returns as soon as its API answers (it may have no link yet).
+    pub fn launch_agent(&mut self, agent: &str, extra: &str) -> Result<EventLog> {
         let conf = self.dir.join("agent.toml");
         std::fs::write(
             &conf,
@@ -340,18 +362,7 @@ impl JourneyBed {
         )?;
         p.wait_for_log("homespot-agent: proxy on", Duration::from_secs(10))?;
         self.agent = Some(p);
-        let log = self.events()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = self.request(r#"{"cmd":"status"}"#)?;
-            if s["current"].is_string() && !s["hibernating"].as_bool().unwrap_or(true) {
-                return Ok(log);
-            }
-            if Instant::now() > deadline {
-                bail!("the agent found no path: {s}\n{}", self.agent_log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.events()
     }
 
     /// The agent's log so far.
