@@ -203,6 +203,7 @@ async fn homespot_or_inform(
     s: &Settings,
     trust: &Arc<Mutex<Trust>>,
     late: &mpsc::Sender<(String, Refused)>,
+    cache: &PacCache,
 ) -> (
     Option<(Advert, bool)>,
     Vec<Refused>,
@@ -274,6 +275,24 @@ async fn homespot_or_inform(
         if q_done && inform_result.is_some() {
             return (None, refused, inform_result);
         }
+        // A network whose PAC file we fetched a short while ago was a plain network then:
+        // unless a HomeSpot answered already, the rest of the Query's window is not waited for
+        // (a HomeSpot that appeared there since is found at the next discovery, once the
+        // cached PAC has aged out).
+        if let (Some(Ok(r)), true) = (&inform_result, seen.is_empty()) {
+            let key = network_key(r, t);
+            let known = cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .is_some_and(|(u, _, at)| {
+                    Some(u) == r.wpad.as_ref() && at.elapsed() < s.pac_max_age
+                });
+            if known {
+                q.abort();
+                return (None, refused, inform_result);
+            }
+        }
         tokio::select! {
             Some((a, src)) = arx.recv() => {
                 if seen.len() < MAX_ADVERTS
@@ -320,7 +339,7 @@ where
     F: FnOnce(Option<InformReply>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let (advert, refused, inform_result) = homespot_or_inform(&t, &s, &trust, &late).await;
+    let (advert, refused, inform_result) = homespot_or_inform(&t, &s, &trust, &late, &cache).await;
     if let Some((a, first_use)) = advert {
         return Found::HomeSpot {
             advert: Box::new(a),

@@ -129,6 +129,8 @@ pub struct ClientCounters {
 
 struct LinkState {
     local: Ipv4Addr,
+    /// This link's probe period, if not the configured one.
+    every: Option<Duration>,
     next_probe: Instant,
     unanswered: u32,
     alive: bool,
@@ -255,11 +257,23 @@ impl Client {
             link,
             LinkState {
                 local,
+                every: None,
                 next_probe: now,
                 unanswered: 0,
                 alive: true,
             },
         );
+    }
+
+    /// Probes `link` every `every` from now on (the link carrying the traffic often, the others
+    /// seldom: a dead link is found within `probe_misses` periods of its own).
+    pub fn set_probe_interval(&mut self, now: Instant, link: u8, every: Duration) {
+        if let Some(l) = self.links.get_mut(&link) {
+            if l.every != Some(every) {
+                l.every = Some(every);
+                l.next_probe = l.next_probe.min(now + every);
+            }
+        }
     }
 
     /// Ends the association over `link`: the HomeSpot removes its route to our global address.
@@ -470,12 +484,18 @@ impl Client {
             let Some(l) = self.links.get_mut(&link) else {
                 continue;
             };
-            l.next_probe = now + self.cfg.probe_interval;
+            l.next_probe = now + l.every.unwrap_or(self.cfg.probe_interval);
             l.unanswered += 1;
             // The probe about to be sent is the `unanswered`-th in a row; the link is dead when
             // `probe_misses` earlier ones went unanswered.
             if l.alive && l.unanswered > self.cfg.probe_misses {
                 l.alive = false;
+                // A Switch over a dead link cannot be answered: it fails now, not after its
+                // last retry, so the caller can move elsewhere at once.
+                if self.switch.as_ref().is_some_and(|p| p.link == link) {
+                    self.switch = None;
+                    self.events.push_back(ClientEvent::SwitchFailed { link });
+                }
                 self.events.push_back(ClientEvent::LinkDead { link });
             }
             self.seal_and_send(link, Body::Probe { link });

@@ -429,6 +429,8 @@ pub enum Command {
     Heard(u8),
     /// End the association over this link (see [`Client::bye`]).
     Bye(u8),
+    /// Probe this link this often (see [`Client::set_probe_interval`]).
+    ProbeInterval(u8, std::time::Duration),
 }
 
 /// Runs `c` on `socks`, taking commands and forwarding events, until either channel closes.
@@ -470,6 +472,7 @@ pub async fn run_client(
                 }
                 Some(Command::Heard(l)) => c.heard(l),
                 Some(Command::Bye(l)) => c.bye(l),
+                Some(Command::ProbeInterval(l, d)) => c.set_probe_interval(clock.now(), l, d),
                 Some(Command::LinkDown(l)) => {
                     c.link_down(l);
                     socks.retain(|x| x.link != l);

@@ -236,3 +236,36 @@ fn a_link_identity_learned_at_run_time_is_in_the_next_advert() {
     assert_eq!(after.links[0].l2_id, b"homespot".to_vec(), "only that link");
     assert!(after.epoch > before.epoch, "a new, freshly signed advert");
 }
+
+/// A Switch towards a link that is declared dead meanwhile fails at once (with the LinkDead),
+/// not after its last retry: the caller can move elsewhere without waiting.
+#[test]
+fn a_switch_to_a_link_that_dies_fails_with_it() {
+    let mut b = Bed::new(responder(vec![]));
+    b.associate();
+    b.up[1] = false;
+    let at = b.now;
+    b.cl.switch(at, 1);
+    b.pump();
+    let later = b.after(Duration::from_millis(400));
+    b.run_until(later);
+    let failed = b
+        .cl_events
+        .iter()
+        .position(|e| matches!(e, ClientEvent::SwitchFailed { link: 1 }))
+        .expect("switch failed");
+    let dead = b
+        .cl_events
+        .iter()
+        .position(|e| matches!(e, ClientEvent::LinkDead { link: 1 }))
+        .expect("link dead");
+    assert_eq!(failed + 1, dead, "{:?}", b.cl_events);
+    // Dead after probe_misses (5) unanswered 50 ms probes, long before 10 retries of the Switch
+    // (500 ms) would have ended.
+    let switch_failed_count = b
+        .cl_events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::SwitchFailed { .. }))
+        .count();
+    assert_eq!(switch_failed_count, 1);
+}

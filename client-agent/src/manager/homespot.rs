@@ -40,6 +40,8 @@ pub struct HomeSpot {
     route: bool,
     watched: Arc<Mutex<Vec<(u8, String)>>>,
     rcvbuf: u32,
+    fast: std::time::Duration,
+    standby: std::time::Duration,
 }
 
 /// Every `period`, tells the P-Handoff client which links delivered data (the interface
@@ -53,6 +55,8 @@ fn watch_traffic(
 ) {
     tokio::spawn(async move {
         let mut last: BTreeMap<u8, u64> = BTreeMap::new();
+        // HEARD_BYTES is per 20 ms: a 2 Mbit/s link delivers 5,000 bytes in that time.
+        let threshold = (HEARD_BYTES * period.as_millis() as u64 / 20).max(HEARD_BYTES / 4);
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
@@ -67,7 +71,7 @@ fn watch_traffic(
                 };
                 let heard = last
                     .insert(link, rx)
-                    .is_some_and(|old| rx >= old + HEARD_BYTES);
+                    .is_some_and(|old| rx >= old + threshold);
                 if heard && cmd.send(Command::Heard(link)).await.is_err() {
                     return;
                 }
@@ -76,7 +80,7 @@ fn watch_traffic(
     });
 }
 
-/// Bytes a link must deliver within one probe period to count as alive.
+/// Bytes a link must deliver within 20 ms (scaled to the probe period) to count as alive.
 const HEARD_BYTES: u64 = 3000;
 
 impl HomeSpot {
@@ -88,7 +92,8 @@ impl HomeSpot {
         events: mpsc::Sender<ClientEvent>,
     ) -> Result<HomeSpot, AgentError> {
         let pc = ClientConfig {
-            probe_interval: cfg.probe_interval,
+            // Links start at the standby period; the one in use is sped up (`probe_schedule`).
+            probe_interval: cfg.standby_probe_interval,
             probe_misses: cfg.probe_misses,
             ..ClientConfig::default()
         };
@@ -115,6 +120,8 @@ impl HomeSpot {
             associating: false,
             retry_at: None,
             route: false,
+            fast: cfg.probe_interval,
+            standby: cfg.standby_probe_interval,
             watched,
             rcvbuf: cfg.proxy.homespot_rcvbuf,
         })
@@ -226,6 +233,11 @@ impl HomeSpot {
         self.switching.is_some()
     }
 
+    /// A switch to `link` is under way (a SwitchAck for any other is stale).
+    pub fn expects_switch(&self, link: u8) -> bool {
+        self.switching == Some(link)
+    }
+
     /// Whether `a` is in the HomeSpot's global subnet.
     pub fn in_global_subnet(&self, a: Ipv4Addr) -> bool {
         let p = self.advert.global_prefix;
@@ -252,6 +264,28 @@ impl HomeSpot {
     pub async fn switch(&mut self, link: u8, _ifname: &str) {
         self.switching = Some(link);
         let _ = self.cmd.send(Command::Switch(link)).await;
+    }
+
+    /// Probes the link in use every `probe_interval` (a Bluetooth link no faster than every
+    /// 20 ms: its airtime is scarce) and the others every `standby_probe_interval`.
+    async fn probe_schedule(&self) {
+        for link in self.links.keys() {
+            let bt = self
+                .advert
+                .links
+                .iter()
+                .any(|l| l.index == *link && l.kind == phandoff::wire::LinkKind::Bluetooth);
+            let every = if self.current == Some(*link) {
+                if bt {
+                    self.fast.max(std::time::Duration::from_millis(20))
+                } else {
+                    self.fast
+                }
+            } else {
+                self.standby
+            };
+            let _ = self.cmd.send(Command::ProbeInterval(*link, every)).await;
+        }
     }
 
     /// The switch failed.
@@ -290,6 +324,7 @@ impl HomeSpot {
         }
         self.route = true;
         self.current = Some(link);
+        self.probe_schedule().await;
         Some((
             m.ifname.clone(),
             Upstream::HomeSpot {
@@ -302,6 +337,11 @@ impl HomeSpot {
 
     /// Probes on `link` went unanswered; returns the interface.
     pub fn dead(&mut self, link: u8) -> Option<String> {
+        // A switch towards it cannot complete: the manager may move elsewhere now (a late
+        // SwitchAck for it is ignored, see `expects_switch`).
+        if self.switching == Some(link) {
+            self.switching = None;
+        }
         let m = self.links.get_mut(&link)?;
         m.alive = false;
         Some(m.ifname.clone())
