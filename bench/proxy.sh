@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 scripts/setup --bench
 cargo build --release -q -p homespot -p loadgen
 BIN=$PWD/target/release/homespotd
-# The router image ships a static build (no shared libc pages in its RSS); measure it too.
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q -p homespot --target x86_64-unknown-linux-gnu
+# The router image ships a static build (no shared libc pages in its RSS) without the
+# `bluetooth` feature (image/build's default); measure that too.
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q -p homespot --no-default-features --target x86_64-unknown-linux-gnu
 STATIC=$PWD/target/x86_64-unknown-linux-gnu/release/homespotd
 LG=$PWD/target/release/loadgen
 DUR=${DURATION:-10}
