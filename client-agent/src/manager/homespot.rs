@@ -42,6 +42,7 @@ pub struct HomeSpot {
     rcvbuf: u32,
     fast: std::time::Duration,
     standby: std::time::Duration,
+    busy: bool,
 }
 
 /// Every `period`, tells the P-Handoff client which links delivered data (the interface
@@ -122,6 +123,7 @@ impl HomeSpot {
             route: false,
             fast: cfg.probe_interval,
             standby: cfg.standby_probe_interval,
+            busy: false,
             watched,
             rcvbuf: cfg.proxy.homespot_rcvbuf,
         })
@@ -266,8 +268,19 @@ impl HomeSpot {
         let _ = self.cmd.send(Command::Switch(link)).await;
     }
 
-    /// Probes the link in use every `probe_interval` (a Bluetooth link no faster than every
-    /// 20 ms: its airtime is scarce) and the others every `standby_probe_interval`.
+    /// Whether requests are in flight through the agent (looked at every 100 ms): only then is
+    /// the link in use probed at the fast period, where a silent loss would cost the user.
+    /// An idle laptop probes every link at the standby period, which also keeps a HomeSpot
+    /// under a flood of handshakes (answering probes late) from looking dead to it.
+    pub async fn set_busy(&mut self, busy: bool) {
+        if self.busy != busy {
+            self.busy = busy;
+            self.probe_schedule().await;
+        }
+    }
+
+    /// Probes the link in use every `probe_interval` while busy (a Bluetooth link no faster
+    /// than every 20 ms: its airtime is scarce) and the others every `standby_probe_interval`.
     async fn probe_schedule(&self) {
         for link in self.links.keys() {
             let bt = self
@@ -275,7 +288,7 @@ impl HomeSpot {
                 .links
                 .iter()
                 .any(|l| l.index == *link && l.kind == phandoff::wire::LinkKind::Bluetooth);
-            let every = if self.current == Some(*link) {
+            let every = if self.busy && self.current == Some(*link) {
                 if bt {
                     self.fast.max(std::time::Duration::from_millis(20))
                 } else {

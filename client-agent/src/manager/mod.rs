@@ -166,8 +166,10 @@ impl Manager {
                     let _ = reply.send(v);
                 }
                 _ = tick.tick() => {
+                    let busy = self.clamp.tracked() > 0;
                     if let Some(hs) = self.hs.as_mut() {
                         hs.retry_association().await;
+                        hs.set_busy(busy).await;
                     }
                     self.drained().await;
                     self.evaluate(None).await;
