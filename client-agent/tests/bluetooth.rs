@@ -316,9 +316,13 @@ cat > /tmp/ag/agent.toml <<CFG
 [agent]
 api_socket = "/tmp/ag/agent.sock"
 state_dir = "/tmp/ag/state"
-# Everything here runs in one emulated (TCG) machine: probes at 20 ms would starve.
+# Everything here runs in one emulated (TCG) machine: probes at 20 ms would starve, and a
+# HomeSpot's answer to a Query can take longer than a real one's 50 ms window (a CI run found
+# the PAN's HomeSpot "plain" that way).
 probe_interval = "100ms"
 probe_misses = 5
+[discovery]
+query_timeout = "500ms"
 [policy]
 up_kbps = 200
 idle_kbps = 20
