@@ -166,7 +166,13 @@ impl Manager {
                     let _ = reply.send(v);
                 }
                 _ = tick.tick() => {
-                    let busy = self.clamp.tracked() > 0;
+                    // Fast probes only while requests flow over a HomeSpot link.
+                    let on_hs = self
+                        .hs
+                        .as_ref()
+                        .and_then(|h| h.current_link())
+                        .is_some_and(|(_, n)| self.core.current.as_deref() == Some(n.as_str()));
+                    let busy = on_hs && self.clamp.tracked() > 0;
                     if let Some(hs) = self.hs.as_mut() {
                         hs.retry_association().await;
                         hs.set_busy(busy).await;
