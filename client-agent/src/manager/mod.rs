@@ -745,6 +745,7 @@ impl Manager {
                 if !hs.expects_switch(link) {
                     // Given up when its link was declared dead, and the traffic went elsewhere.
                     tracing::info!("late answer to a switch to HomeSpot link {link}: ignored");
+                    self.clamp.apply(None);
                     return;
                 }
                 self.clamp.apply(None);
@@ -775,7 +776,6 @@ impl Manager {
                 self.events.emit("link_down", json!({"link": name, "homespot_link": link, "reason": "probes unanswered (silent loss)"}));
                 let draining = self.core.draining.clone();
                 let flows = self.clamp.tracked() > 0;
-                let was_current = name.is_some() && self.core.current == name;
                 let steps = self.core.link_dead(
                     Instant::now(),
                     link,
@@ -783,18 +783,6 @@ impl Manager {
                     &View(self.hs.as_ref()),
                     flows,
                 );
-                // The radio in use died under a download: its in-flight segments are lost, and
-                // the HomeSpot would resend them only when its retransmission timer fires
-                // (backed off while the radio was silent). A clamp until the switch is done
-                // makes lifting it send a window update over the new radio, which draws new
-                // data and, with our SACKs, the lost segments at once (as for a drain below).
-                if draining.is_none()
-                    && was_current
-                    && flows
-                    && matches!(steps.first(), Some(Step::Switch { .. }))
-                {
-                    self.clamp.apply(Some(self.cfg.drain_window));
-                }
                 if draining.is_some() && self.core.draining.is_none() {
                     match steps.first() {
                         // The drained radio died: the clamp stays until the switch is done,
