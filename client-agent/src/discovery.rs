@@ -194,21 +194,104 @@ fn report_late(
     });
 }
 
+/// The shortest wait for a HomeSpot's answer after the INFORM's, on a network no HomeSpot is
+/// pinned to (the HomeSpot answers a Query as fast as its DHCP server answers an INFORM).
+const GRACE_MIN: Duration = Duration::from_millis(5);
+
+/// The rest of a Query's window after discovery went on without a HomeSpot (a never-seen
+/// network whose DHCP server answered, and no HomeSpot within the grace after it): the link
+/// is used as a plain network at once, and a trusted HomeSpot that answers in the rest of the
+/// window still makes it a HomeSpot link ([`Pending::upgrade`]).
+pub struct Pending {
+    t: Target,
+    arx: mpsc::Receiver<(Advert, Ipv4Addr)>,
+    q: tokio::task::JoinHandle<()>,
+    vouched: Vec<Ipv4Addr>,
+    reported: Vec<([u8; 32], Ipv4Addr)>,
+    trust: Arc<Mutex<Trust>>,
+    late: mpsc::Sender<(String, Refused)>,
+}
+
+impl Pending {
+    /// Waits for the rest of the Query's window: a HomeSpot trusted on this link (pinned
+    /// just now if met from the network's router) as [`Found::HomeSpot`], else `None`.
+    /// HomeSpots refused meanwhile go to `late`.
+    pub async fn upgrade(mut self) -> Option<Found> {
+        let mut refused = vec![];
+        while let Some((a, src)) = self.arx.recv().await {
+            if self.reported.contains(&(a.identity, src)) || self.reported.len() >= MAX_ADVERTS {
+                continue;
+            }
+            self.reported.push((a.identity, src));
+            let v = {
+                let mut tr = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+                let v = judge(&mut tr, &self.t, &a, src, Some(&self.vouched));
+                if v == Some(Verdict::PinAndUse) {
+                    if let Err(e) = tr.pin(&a) {
+                        tracing::warn!("cannot save the HomeSpot's pin: {e}");
+                    }
+                }
+                v
+            };
+            match v {
+                None | Some(Verdict::Undecided) => {}
+                Some(Verdict::Use) | Some(Verdict::PinAndUse) => {
+                    self.q.abort();
+                    refused.retain(|r: &Refused| r.identity != a.identity);
+                    return Some(Found::HomeSpot {
+                        first_use: v == Some(Verdict::PinAndUse),
+                        advert: Box::new(a),
+                        refused,
+                    });
+                }
+                Some(verdict) => refused.push(Refused {
+                    identity: a.identity,
+                    from: src,
+                    verdict,
+                }),
+            }
+        }
+        for r in refused {
+            if self.late.send((self.t.ifname.clone(), r)).await.is_err() {
+                break;
+            }
+        }
+        None
+    }
+}
+
+/// Whether a HomeSpot is pinned to the network whose DHCP answer is `r` (its router is a
+/// pinned HomeSpot's address): discovery then waits the whole Query window for it.
+fn pinned_network(trust: &Arc<Mutex<Trust>>, r: &InformReply) -> bool {
+    let Some(router) = r.router.or(r.server) else {
+        return false;
+    };
+    let tr = trust.lock().unwrap_or_else(|p| p.into_inner());
+    tr.pins().iter().any(|(_, n)| n.router == router)
+}
+
+/// What [`homespot_or_inform`] decided.
+struct Decision {
+    advert: Option<(Advert, bool)>,
+    refused: Vec<Refused>,
+    inform: Option<Result<InformReply, std::io::Error>>,
+    pending: Option<Pending>,
+}
+
 /// Runs the Query and the INFORM together and decides, as answers arrive, whether a HomeSpot
 /// is trusted on this link. Returns the advert to use (and whether it was pinned just now),
 /// what was refused, and the INFORM's answer if it came. Answers after the decision go to
-/// `late`.
+/// `late`; on a never-seen network the rest of the Query's window is handed back as
+/// [`Pending`].
 async fn homespot_or_inform(
     t: &Target,
     s: &Settings,
     trust: &Arc<Mutex<Trust>>,
     late: &mpsc::Sender<(String, Refused)>,
     cache: &PacCache,
-) -> (
-    Option<(Advert, bool)>,
-    Vec<Refused>,
-    Option<Result<InformReply, std::io::Error>>,
-) {
+) -> Decision {
+    let started = tokio::time::Instant::now();
+    let mut plain_at: Option<tokio::time::Instant> = None;
     let (atx, mut arx) = mpsc::channel(16);
     let mut q = tokio::spawn({
         let t = t.clone();
@@ -270,10 +353,38 @@ async fn homespot_or_inform(
                 reported,
                 late.clone(),
             );
-            return (Some((a, first_use)), refused, inform_result);
+            return Decision {
+                advert: Some((a, first_use)),
+                refused,
+                inform: inform_result,
+                pending: None,
+            };
         }
         if q_done && inform_result.is_some() {
-            return (None, refused, inform_result);
+            return Decision {
+                advert: None,
+                refused,
+                inform: inform_result,
+                pending: None,
+            };
+        }
+        if plain_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            let vouched = inform_result.as_ref().map(vouched).unwrap_or_default();
+            let reported = seen.iter().map(|(x, f)| (x.identity, *f)).collect();
+            return Decision {
+                advert: None,
+                refused,
+                inform: inform_result,
+                pending: Some(Pending {
+                    t: t.clone(),
+                    arx,
+                    q,
+                    vouched,
+                    reported,
+                    trust: trust.clone(),
+                    late: late.clone(),
+                }),
+            };
         }
         // A network whose PAC file we fetched a short while ago was a plain network then:
         // unless a HomeSpot answered already, the rest of the Query's window is not waited for
@@ -290,9 +401,15 @@ async fn homespot_or_inform(
                 });
             if known {
                 q.abort();
-                return (None, refused, inform_result);
+                return Decision {
+                    advert: None,
+                    refused,
+                    inform: inform_result,
+                    pending: None,
+                };
             }
         }
+        let plain_wait = plain_at.map(tokio::time::sleep_until);
         tokio::select! {
             Some((a, src)) = arx.recv() => {
                 if seen.len() < MAX_ADVERTS
@@ -311,7 +428,15 @@ async fn homespot_or_inform(
                     }
                 }
             }
-            r = &mut i, if inform_result.is_none() => inform_result = Some(r),
+            r = &mut i, if inform_result.is_none() => {
+                let never_seen = matches!(&r, Ok(r) if !pinned_network(trust, r));
+                inform_result = Some(r);
+                if never_seen {
+                    let grace = started.elapsed().max(GRACE_MIN);
+                    plain_at = Some(tokio::time::Instant::now() + grace);
+                }
+            }
+            _ = async { if let Some(w) = plain_wait { w.await } }, if plain_at.is_some() => {}
         }
     }
 }
@@ -326,7 +451,8 @@ fn network_key(r: &InformReply, t: &Target) -> String {
 }
 
 /// Examines `t`. `before_fetch` runs once the INFORM answered and before the PAC is fetched
-/// (the caller installs the link's routing table there).
+/// (the caller installs the link's routing table there). A plain answer may come with the
+/// rest of the Query's window ([`Pending`]), in which a HomeSpot may still answer.
 pub async fn discover<F, Fut>(
     t: Target,
     s: Settings,
@@ -334,19 +460,41 @@ pub async fn discover<F, Fut>(
     trust: Arc<Mutex<Trust>>,
     late: mpsc::Sender<(String, Refused)>,
     before_fetch: F,
+) -> (Found, Option<Pending>)
+where
+    F: FnOnce(Option<InformReply>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let d = homespot_or_inform(&t, &s, &trust, &late, &cache).await;
+    let (refused, inform_result) = (d.refused, d.inform);
+    if let Some((a, first_use)) = d.advert {
+        return (
+            Found::HomeSpot {
+                advert: Box::new(a),
+                first_use,
+                refused,
+            },
+            None,
+        );
+    }
+    let found = plain(t, s, cache, refused, inform_result, before_fetch).await;
+    (found, d.pending)
+}
+
+/// The rest of discovery on a link without a HomeSpot: WPAD's URL, the PAC file (fetched or
+/// cached), its evaluator.
+async fn plain<F, Fut>(
+    t: Target,
+    s: Settings,
+    cache: PacCache,
+    refused: Vec<Refused>,
+    inform_result: Option<Result<InformReply, std::io::Error>>,
+    before_fetch: F,
 ) -> Found
 where
     F: FnOnce(Option<InformReply>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let (advert, refused, inform_result) = homespot_or_inform(&t, &s, &trust, &late, &cache).await;
-    if let Some((a, first_use)) = advert {
-        return Found::HomeSpot {
-            advert: Box::new(a),
-            first_use,
-            refused,
-        };
-    }
     let Some(r) = inform_result else {
         return Found::Plain {
             refused,

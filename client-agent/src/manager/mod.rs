@@ -259,7 +259,7 @@ impl Manager {
             );
             tokio::spawn(async move {
                 let index = t.index;
-                let found = discovery::discover(
+                let (found, pending) = discovery::discover(
                     t,
                     settings,
                     cache,
@@ -275,7 +275,17 @@ impl Manager {
                     },
                 )
                 .await;
-                let _ = tx.send((name, generation, found)).await;
+                if tx.send((name.clone(), generation, found)).await.is_err() {
+                    return;
+                }
+                // A HomeSpot answering in the rest of the Query's window: the same
+                // generation's discovery again, now a HomeSpot link.
+                if let Some(p) = pending {
+                    if let Some(found) = p.upgrade().await {
+                        tracing::info!("{name}: a HomeSpot answered after the link was in use as a plain network");
+                        let _ = tx.send((name, generation, found)).await;
+                    }
+                }
             });
         }
     }
