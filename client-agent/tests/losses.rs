@@ -63,8 +63,20 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
     // (loss's route change, time Wi-Fi came back) per loss.
     let mut losses = vec![];
     for _ in 0..10 {
+        let lost_at = Instant::now();
         bed.topo.lose(0).expect("lose wifi");
         let (j, loss) = handoff(&events, i, "eth1");
+        let found = events
+            .wait(i, Duration::from_secs(1), |e| {
+                e["event"] == "link_down" && e["link"] == "eth0"
+            })
+            .map(|(_, e)| when(&e, anchor).saturating_duration_since(lost_at))
+            .unwrap_or_default();
+        println!(
+            "loss {}: eth0 found dead {:.1} ms after its port left the bridge",
+            losses.len() + 1,
+            found.as_secs_f64() * 1e3
+        );
         std::thread::sleep(Duration::from_millis(1500));
         let back = Instant::now();
         bed.topo.restore(0).expect("restore wifi");
@@ -183,6 +195,20 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
             .max()
             .unwrap_or_default();
         let agent = loss["interruption_ms"].as_f64().unwrap_or(f64::NAN);
+        let at = |t: Instant| t.saturating_duration_since(anchor.0).as_secs_f64();
+        let worst_after = win
+            .windows(2)
+            .filter(|w| w[0].0 >= own.1)
+            .max_by_key(|w| w[1].0 - w[0].0)
+            .map(|w| at(w[1].0))
+            .unwrap_or_default();
+        println!(
+            "loss {}: route changed at {:.3} s, its gap ends at {:.3} s, the largest pause after it ends at {worst_after:.3} s, Wi-Fi back at {:.3} s",
+            n + 1,
+            at(rc),
+            at(own.1),
+            at(*back)
+        );
         println!(
             "loss {}: agent {agent:.1} ms, download's gap {:.1} ms, largest pause after it on Bluetooth {:.1} ms",
             n + 1,

@@ -35,6 +35,14 @@ pub struct ClientConfig {
     pub probe_interval: Duration,
     /// A link whose probes go unanswered this many times in a row is dead.
     pub probe_misses: u32,
+    /// A link probed faster than `probe_interval` (the one carrying traffic) that has been
+    /// silent for this many of its periods plus twice its recent probe round trip (a queue
+    /// behind a download delays answers; a slow radio's answers come late) is checked against
+    /// the others: each other live link is probed at once, and if one answers while this one
+    /// is still silent, this one is dead without waiting for `probe_misses` (the HomeSpot is up
+    /// and reachable, so the silence is this radio's). When every link is silent (the HomeSpot
+    /// restarting or overloaded) nothing is decided before `probe_misses`. 0: never.
+    pub suspect_misses: u32,
     /// Retransmission period of the handshake, Confirm and Switch.
     pub retry: Duration,
     /// Attempts before a handshake or Switch is given up.
@@ -47,6 +55,7 @@ impl Default for ClientConfig {
         ClientConfig {
             probe_interval: Duration::from_millis(50),
             probe_misses: 5,
+            suspect_misses: 0,
             retry: Duration::from_millis(50),
             tries: 10,
         }
@@ -134,6 +143,28 @@ struct LinkState {
     next_probe: Instant,
     unanswered: u32,
     alive: bool,
+    /// Silent since: the last answer or traffic heard on the link, or the last change of its
+    /// period (silence is judged at the new period from then on).
+    quiet_since: Instant,
+    /// Recent probes (counter, sent), for round-trip samples.
+    sent: VecDeque<(u64, Instant)>,
+    /// Recent round trip: the largest sample, decaying by 1/8 per sample.
+    rtt: Duration,
+    /// Checked against the other links since it was last heard (or not to be checked before
+    /// it is heard again).
+    checked: bool,
+}
+
+/// Probes per link remembered for round-trip samples.
+const RTT_PROBES: usize = 8;
+
+/// A silent link checked against the others: the probes sent on them for it, and once one
+/// answered, when the suspect is dead if it is still silent then.
+struct Contrast {
+    suspect: u8,
+    sent: Instant,
+    probes: alloc::vec::Vec<(u8, u64)>,
+    dead_at: Option<Instant>,
 }
 
 struct Pending {
@@ -178,6 +209,7 @@ pub struct Client {
     cookie: Option<([u8; TAG_LEN], Instant)>,
     last_timestamp: u64,
     switch: Option<Pending>,
+    contrast: Option<Contrast>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ClientEvent>,
     counters: ClientCounters,
@@ -206,6 +238,7 @@ impl Client {
             cookie: None,
             last_timestamp: 0,
             switch: None,
+            contrast: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: ClientCounters::default(),
@@ -261,6 +294,10 @@ impl Client {
                 next_probe: now,
                 unanswered: 0,
                 alive: true,
+                quiet_since: now,
+                sent: VecDeque::new(),
+                rtt: Duration::ZERO,
+                checked: false,
             },
         );
     }
@@ -271,6 +308,11 @@ impl Client {
         if let Some(l) = self.links.get_mut(&link) {
             if l.every != Some(every) {
                 l.every = Some(every);
+                l.quiet_since = now;
+                // Not checked before an answer at the new period: a link that just began to
+                // carry a download answers late (behind its queue), and its round trip so far
+                // was measured idle.
+                l.checked = true;
                 l.next_probe = l.next_probe.min(now + every);
             }
         }
@@ -283,14 +325,20 @@ impl Client {
         }
         self.session = None;
         self.switch = None;
+        self.contrast = None;
         self.handshake = None;
     }
 
     /// Traffic from the HomeSpot arrived on `link` (the caller watches the interface's
     /// counters): as good as an answered probe.
-    pub fn heard(&mut self, link: u8) {
+    pub fn heard(&mut self, now: Instant, link: u8) {
         if let Some(l) = self.links.get_mut(&link) {
             l.unanswered = 0;
+            l.quiet_since = now;
+            l.checked = false;
+            if self.contrast.as_ref().is_some_and(|c| c.suspect == link) {
+                self.contrast = None;
+            }
             if !l.alive {
                 l.alive = true;
                 self.events.push_back(ClientEvent::LinkAlive { link });
@@ -301,6 +349,9 @@ impl Client {
     /// Our interface on `link` is gone.
     pub fn link_down(&mut self, link: u8) {
         self.links.remove(&link);
+        if self.contrast.as_ref().is_some_and(|c| c.suspect == link) {
+            self.contrast = None;
+        }
     }
 
     fn homespot_on(&self, link: u8) -> Option<SocketAddrV4> {
@@ -474,6 +525,19 @@ impl Client {
         if self.session.is_none() {
             return;
         }
+        if let Some(c) = self.contrast.as_ref() {
+            if c.dead_at.is_some_and(|at| now >= at) {
+                let suspect = c.suspect;
+                self.contrast = None;
+                if self
+                    .links
+                    .get(&suspect)
+                    .is_some_and(|s| s.alive && s.unanswered > 0)
+                {
+                    self.dead(suspect);
+                }
+            }
+        }
         let due: alloc::vec::Vec<u8> = self
             .links
             .iter()
@@ -484,21 +548,73 @@ impl Client {
             let Some(l) = self.links.get_mut(&link) else {
                 continue;
             };
-            l.next_probe = now + l.every.unwrap_or(self.cfg.probe_interval);
+            let every = l.every.unwrap_or(self.cfg.probe_interval);
+            l.next_probe = now + every;
             l.unanswered += 1;
+            let fast = every < self.cfg.probe_interval;
+            let quiet = every * self.cfg.suspect_misses + l.rtt * 2;
+            let suspect = fast
+                && self.cfg.suspect_misses > 0
+                && !l.checked
+                && now.since(l.quiet_since) >= quiet;
             // The probe about to be sent is the `unanswered`-th in a row; the link is dead when
             // `probe_misses` earlier ones went unanswered.
             if l.alive && l.unanswered > self.cfg.probe_misses {
-                l.alive = false;
-                // A Switch over a dead link cannot be answered: it fails now, not after its
-                // last retry, so the caller can move elsewhere at once.
-                if self.switch.as_ref().is_some_and(|p| p.link == link) {
-                    self.switch = None;
-                    self.events.push_back(ClientEvent::SwitchFailed { link });
-                }
-                self.events.push_back(ClientEvent::LinkDead { link });
+                self.dead(link);
+            } else if l.alive && suspect && self.contrast.is_none() {
+                l.checked = true;
+                self.contrast_with_others(now, link);
             }
-            self.seal_and_send(link, Body::Probe { link });
+            if let Some(counter) = self.seal_and_send(link, Body::Probe { link }) {
+                if let Some(l) = self.links.get_mut(&link) {
+                    if l.sent.len() >= RTT_PROBES {
+                        l.sent.pop_front();
+                    }
+                    l.sent.push_back((counter, now));
+                }
+            }
+        }
+    }
+
+    /// `link` is dead: an event, and a Switch towards it fails now.
+    fn dead(&mut self, link: u8) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.alive = false;
+        }
+        if self.contrast.as_ref().is_some_and(|c| c.suspect == link) {
+            self.contrast = None;
+        }
+        // A Switch over a dead link cannot be answered: it fails now, not after its last
+        // retry, so the caller can move elsewhere at once.
+        if self.switch.as_ref().is_some_and(|p| p.link == link) {
+            self.switch = None;
+            self.events.push_back(ClientEvent::SwitchFailed { link });
+        }
+        self.events.push_back(ClientEvent::LinkDead { link });
+    }
+
+    /// `suspect` went silent: every other live link is probed now (see
+    /// [`ClientConfig::suspect_misses`]).
+    fn contrast_with_others(&mut self, now: Instant, suspect: u8) {
+        let others: alloc::vec::Vec<u8> = self
+            .links
+            .iter()
+            .filter(|(k, l)| **k != suspect && l.alive)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut probes = alloc::vec::Vec::new();
+        for other in others {
+            if let Some(counter) = self.seal_and_send(other, Body::Probe { link: other }) {
+                probes.push((other, counter));
+            }
+        }
+        if !probes.is_empty() {
+            self.contrast = Some(Contrast {
+                suspect,
+                sent: now,
+                probes,
+                dead_at: None,
+            });
         }
     }
 
@@ -515,6 +631,9 @@ impl Client {
         if self.session.is_some() {
             for l in self.links.values() {
                 at(l.next_probe);
+            }
+            if let Some(d) = self.contrast.as_ref().and_then(|c| c.dead_at) {
+                at(d);
             }
         }
         t
@@ -645,6 +764,7 @@ impl Client {
                     c.global = global;
                     let renewed = self.session.is_some();
                     self.session = Some(c);
+                    self.contrast = None;
                     let homespot = self
                         .advert
                         .as_ref()
@@ -695,12 +815,37 @@ impl Client {
                         .push_back(ClientEvent::SwitchDone { link: l, took });
                 }
             }
-            Body::ProbeAck { link: l, .. } => {
+            Body::ProbeAck { link: l, probe_seq } => {
                 if let Some(st) = self.links.get_mut(&l) {
                     st.unanswered = 0;
+                    st.quiet_since = now;
+                    st.checked = false;
+                    if let Some(&(_, sent)) = st.sent.iter().find(|(c, _)| *c == probe_seq) {
+                        let sample = now.since(sent);
+                        st.rtt = sample.max(st.rtt - st.rtt / 8);
+                    }
                     if !st.alive {
                         st.alive = true;
                         self.events.push_back(ClientEvent::LinkAlive { link: l });
+                    }
+                }
+                let Some(c) = self.contrast.as_ref() else {
+                    return;
+                };
+                if c.suspect == l {
+                    self.contrast = None;
+                } else if c.dead_at.is_none() && c.probes.contains(&(l, probe_seq)) {
+                    // The HomeSpot answered the check on another link while the suspect is
+                    // still silent: dead unless it answers within a short grace (an answer
+                    // queued behind a burst arrives just after the check's).
+                    let every = self
+                        .links
+                        .get(&c.suspect)
+                        .and_then(|s| s.every)
+                        .unwrap_or(self.cfg.probe_interval);
+                    let grace = (every / 2).max(now.since(c.sent) * 2);
+                    if let Some(c) = self.contrast.as_mut() {
+                        c.dead_at = Some(now + grace);
                     }
                 }
             }

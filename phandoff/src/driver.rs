@@ -470,7 +470,7 @@ pub async fn run_client(
                     socks.retain(|x| x.link != s.link);
                     socks.push(s);
                 }
-                Some(Command::Heard(l)) => c.heard(l),
+                Some(Command::Heard(l)) => c.heard(clock.now(), l),
                 Some(Command::Bye(l)) => c.bye(l),
                 Some(Command::ProbeInterval(l, d)) => c.set_probe_interval(clock.now(), l, d),
                 Some(Command::LinkDown(l)) => {

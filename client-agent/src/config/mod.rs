@@ -51,6 +51,9 @@ pub struct Config {
     pub standby_probe_interval: Duration,
     /// Unanswered probes that declare a link dead.
     pub probe_misses: u32,
+    /// Unanswered probes after which the link in use is checked against the others (dead at
+    /// once if another answers; 0: never).
+    pub suspect_misses: u32,
     /// Before a planned P-Handoff, how long the old radio's queue drains under a clamped
     /// window (zero: switch at once).
     pub drain: Duration,
@@ -141,6 +144,7 @@ struct RawAgent {
     probe_interval: Option<String>,
     standby_probe_interval: Option<String>,
     probe_misses: Option<u32>,
+    suspect_misses: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,17 +277,25 @@ impl Config {
                 "the local proxy listens on loopback only (127.0.0.1)",
             ));
         }
-        let probe_misses = raw.agent.probe_misses.unwrap_or(4);
+        // 10 ms x 8: a link silent for 80 ms is dead even when every link is silent (the
+        // HomeSpot restarting or overloaded); 5 ms x 4 took live links down on a loaded machine
+        // (issue 18, BENCHMARKS.md). A silent loss of the link in use is found sooner by the
+        // check against the other links (`suspect_misses`).
+        let probe_misses = raw.agent.probe_misses.unwrap_or(8);
         if !(1..=100).contains(&probe_misses) {
             return Err(c.err("agent.probe_misses", "must be 1..=100"));
         }
-        // 5 ms finds a silent loss in 20-25 ms and keeps a download's gap near 50 ms, but on a
-        // loaded machine probes answered 20 ms late took links down that were alive (issue 18,
-        // BENCHMARKS.md): the default stays at 20 ms.
+        let suspect_misses = raw.agent.suspect_misses.unwrap_or(1.min(probe_misses - 1));
+        if suspect_misses >= probe_misses {
+            return Err(c.err(
+                "agent.suspect_misses",
+                "must be less than agent.probe_misses (0: off)",
+            ));
+        }
         let probe_interval = c.duration(
             "agent.probe_interval",
             raw.agent.probe_interval.as_ref(),
-            Duration::from_millis(20),
+            Duration::from_millis(10),
         )?;
         if probe_interval < Duration::from_millis(5) {
             return Err(c.err("agent.probe_interval", "must be at least 5ms"));
@@ -447,6 +459,7 @@ impl Config {
             probe_interval,
             standby_probe_interval,
             probe_misses,
+            suspect_misses,
             drain,
             drain_window,
         })

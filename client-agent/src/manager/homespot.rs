@@ -96,6 +96,7 @@ impl HomeSpot {
             // Links start at the standby period; the one in use is sped up (`probe_schedule`).
             probe_interval: cfg.standby_probe_interval,
             probe_misses: cfg.probe_misses,
+            suspect_misses: cfg.suspect_misses,
             ..ClientConfig::default()
         };
         let mut c = Client::new(
