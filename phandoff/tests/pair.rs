@@ -269,3 +269,119 @@ fn a_switch_to_a_link_that_dies_fails_with_it() {
         .count();
     assert_eq!(switch_failed_count, 1);
 }
+
+/// A bed whose client probes link 0 (the one in use) every 10 ms and the others every 50 ms,
+/// dead after 8 misses, checked against the others after 1 silent period (the agent's
+/// defaults).
+fn checked_bed() -> Bed {
+    let mut b = Bed::new(responder(vec![]));
+    b.cl = Client::new(
+        ClientConfig {
+            probe_interval: Duration::from_millis(50),
+            probe_misses: 8,
+            suspect_misses: 1,
+            ..ClientConfig::default()
+        },
+        ClientKeys::from_secret([3; 32]),
+        None,
+        rng(1003),
+        PORT,
+    );
+    b.associate();
+    let now = b.now;
+    b.cl.set_probe_interval(now, 0, Duration::from_millis(10));
+    let later = b.after(Duration::from_secs(1));
+    b.run_until(later);
+    assert!(
+        !b.cl_events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::LinkDead { .. })),
+        "every link answers: none is dead"
+    );
+    b
+}
+
+/// Steps 1 ms at a time (at most `max`) until `link` is dead; how long that took.
+fn until_dead(b: &mut Bed, link: u8, max: Duration) -> Option<Duration> {
+    let from = b.now;
+    while b.now.since(from) < max {
+        let step = b.after(Duration::from_millis(1));
+        b.run_until(step);
+        if b.cl_events.contains(&ClientEvent::LinkDead { link }) {
+            return Some(b.now.since(from));
+        }
+    }
+    None
+}
+
+/// The link in use goes silent while the HomeSpot answers on the others: it is dead after one
+/// silent period, the check's round trip and a short grace, not after 8 misses (80 ms).
+#[test]
+fn a_silent_link_in_use_is_checked_against_the_others() {
+    let mut b = checked_bed();
+    b.up[0] = false;
+    let found = until_dead(&mut b, 0, Duration::from_millis(200)).expect("link 0 dead");
+    assert!(found <= Duration::from_millis(30), "found after {found:?}");
+    assert!(!b
+        .cl_events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::LinkDead { link } if *link != 0)));
+}
+
+/// Every link silent (the HomeSpot restarting, or too busy to answer): nothing is decided
+/// before the 8 misses.
+#[test]
+fn every_link_silent_waits_for_the_misses() {
+    let mut b = checked_bed();
+    b.up = [false; 3];
+    let found = until_dead(&mut b, 0, Duration::from_millis(300)).expect("link 0 dead");
+    assert!(found >= Duration::from_millis(70), "found after {found:?}");
+}
+
+/// The link in use answers just after the check's answer on another link (its answer was
+/// queued behind a burst): it is not declared dead.
+#[test]
+fn an_answer_within_the_grace_keeps_the_link() {
+    let mut b = checked_bed();
+    // Just after a standby probe on link 1, so the next datagram there is the check.
+    let on1 = |b: &Bed| b.sniffed.iter().filter(|(l, _)| *l == 1).count();
+    let n = on1(&b);
+    while on1(&b) == n {
+        let step = b.after(Duration::from_millis(1));
+        b.run_until(step);
+    }
+    b.up[0] = false;
+    let n = on1(&b);
+    let silent = b.now;
+    while on1(&b) == n {
+        let step = b.after(Duration::from_millis(1));
+        b.run_until(step);
+        assert!(b.now.since(silent) < Duration::from_millis(45), "no check");
+    }
+    // The check went out on link 1 and was answered at once; link 0 is heard 2 ms later.
+    let step = b.after(Duration::from_millis(2));
+    b.run_until(step);
+    b.up[0] = true;
+    let now = b.now;
+    b.cl.heard(now, 0);
+    let later = b.after(Duration::from_millis(300));
+    b.run_until(later);
+    assert!(
+        !b.cl_events.contains(&ClientEvent::LinkDead { link: 0 }),
+        "{:?}",
+        b.cl_events
+    );
+}
+
+/// A link whose period just changed (it began to carry traffic) is not checked before it
+/// answers at the new period: its round trip so far was measured idle.
+#[test]
+fn a_new_period_is_not_checked_before_an_answer() {
+    let mut b = checked_bed();
+    let now = b.now;
+    b.cl.set_probe_interval(now, 1, Duration::from_millis(10));
+    b.up[1] = false;
+    // Link 1 silent from its first fast probe: only the 8 misses decide.
+    let found = until_dead(&mut b, 1, Duration::from_millis(300)).expect("link 1 dead");
+    assert!(found >= Duration::from_millis(70), "found after {found:?}");
+}
