@@ -758,8 +758,11 @@ impl Manager {
                     self.clamp.apply(None);
                     return;
                 }
+                // Our route to the HomeSpot moves first, so that lifting the clamp sends the
+                // window update over the new radio, not behind the old one's queue.
+                let moved = hs.switched(link).await;
                 self.clamp.apply(None);
-                let Some((name, up)) = hs.switched(link).await else {
+                let Some((name, up)) = moved else {
                     return;
                 };
                 let (restart, id) = self.core.switched(Instant::now(), &name, took);
