@@ -36,8 +36,8 @@ pub struct ClientConfig {
     /// A link whose probes go unanswered this many times in a row is dead.
     pub probe_misses: u32,
     /// A link probed faster than `probe_interval` (the one carrying traffic) that has been
-    /// silent for this many of its periods plus twice its recent probe round trip (a queue
-    /// behind a download delays answers; a slow radio's answers come late) is checked against
+    /// silent for this many of its periods plus one more if traffic was flowing on it, else
+    /// plus twice its recent probe round trip (a slow radio's answers come late) is checked against
     /// the others: each other live link is probed at once, and if one answers while this one
     /// is still silent, this one is dead without waiting for `probe_misses` (the HomeSpot is up
     /// and reachable, so the silence is this radio's). When every link is silent (the HomeSpot
@@ -146,6 +146,8 @@ struct LinkState {
     /// Silent since: the last answer or traffic heard on the link, or the last change of its
     /// period (silence is judged at the new period from then on).
     quiet_since: Instant,
+    /// Last traffic heard on the link (see [`Client::heard`]).
+    data_at: Option<Instant>,
     /// Recent probes (counter, sent), for round-trip samples.
     sent: VecDeque<(u64, Instant)>,
     /// Recent round trip: the largest sample, decaying by 1/8 per sample.
@@ -295,6 +297,7 @@ impl Client {
                 unanswered: 0,
                 alive: true,
                 quiet_since: now,
+                data_at: None,
                 sent: VecDeque::new(),
                 rtt: Duration::ZERO,
                 checked: false,
@@ -335,6 +338,7 @@ impl Client {
         if let Some(l) = self.links.get_mut(&link) {
             l.unanswered = 0;
             l.quiet_since = now;
+            l.data_at = Some(now);
             l.checked = false;
             if self.contrast.as_ref().is_some_and(|c| c.suspect == link) {
                 self.contrast = None;
@@ -552,7 +556,15 @@ impl Client {
             l.next_probe = now + every;
             l.unanswered += 1;
             let fast = every < self.cfg.probe_interval;
-            let quiet = every * self.cfg.suspect_misses + l.rtt * 2;
+            // Traffic was flowing when the link went quiet: its own silence is the sign (a full
+            // queue delays the answers to probes, not the traffic). Else the answers are
+            // awaited for twice their recent round trip.
+            let flowing = l.data_at.is_some_and(|d| d + every * 2 >= l.quiet_since);
+            let quiet = if flowing {
+                every * (self.cfg.suspect_misses + 1)
+            } else {
+                every * self.cfg.suspect_misses + l.rtt * 2
+            };
             let suspect = fast
                 && self.cfg.suspect_misses > 0
                 && !l.checked
