@@ -8,22 +8,11 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
-use testkit::journey::{EventLog, JourneyBed, ORIGIN};
+use testkit::journey::{event_instant, EventLog, JourneyBed, ORIGIN};
 
 const SIZE: u64 = 200_000_000;
 
 /// The Instant of an event's wall-clock stamp.
-fn when(e: &Value, anchor: (Instant, SystemTime)) -> Instant {
-    testkit::journey::instant_of(e["time_ms"].as_u64().unwrap_or(0), anchor)
-}
-
-fn handoff(log: &EventLog, from: usize, to: &str) -> (usize, Value) {
-    log.wait(from, Duration::from_secs(20), |e| {
-        e["event"] == "handoff" && e["to"] == to
-    })
-    .expect("handoff event")
-}
-
 #[test]
 fn the_journey_keeps_a_200_mb_download_intact() {
     if !testkit::can_run() {
@@ -56,9 +45,9 @@ fn the_journey_keeps_a_200_mb_download_intact() {
         .request(r#"{"cmd":"switch","link":"eth1"}"#)
         .expect("switch");
     assert_eq!(r["ok"], true, "{r}");
-    let (i, to_bt) = handoff(&events, n0, "eth1");
+    let (i, to_bt) = events.handoff_to(n0, "eth1").expect("handoff");
     // 2. The throughput rule takes it back to Wi-Fi.
-    let (i, to_wifi) = handoff(&events, i + 1, "eth0");
+    let (i, to_wifi) = events.handoff_to(i + 1, "eth0").expect("handoff");
     assert!(
         to_wifi["reason"]
             .as_str()
@@ -74,7 +63,7 @@ fn the_journey_keeps_a_200_mb_download_intact() {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     bed.topo.lose(0).expect("lose wifi");
-    let (i, loss) = handoff(&events, i + 1, "eth1");
+    let (i, loss) = events.handoff_to(i + 1, "eth1").expect("handoff");
     let detected = events
         .all()
         .iter()
@@ -91,7 +80,7 @@ fn the_journey_keeps_a_200_mb_download_intact() {
         })
         .expect("bluetooth declared dead");
     let at_ap = bed.dhcp("eth2").expect("lease from the AP");
-    let (i, to_ap) = handoff(&events, i + 1, "eth2");
+    let (i, to_ap) = events.handoff_to(i + 1, "eth2").expect("handoff");
     // 5. Home again: the HomeSpot's radios return.
     std::thread::sleep(Duration::from_secs(3));
     bed.topo.restore(0).expect("restore wifi");
@@ -148,7 +137,7 @@ fn the_journey_keeps_a_200_mb_download_intact() {
             .iter()
             .find(|r| r["event"] == "route_changed" && r["handoff"] == e["handoff"])
             .unwrap_or(e);
-        let t = when(rc, anchor);
+        let t = event_instant(rc, anchor);
         d.max_gap_in(
             t.checked_sub(Duration::from_millis(500)).unwrap_or(t),
             t + after,
@@ -184,7 +173,7 @@ fn the_journey_keeps_a_200_mb_download_intact() {
     let first_switch = all
         .iter()
         .find(|r| r["event"] == "route_changed")
-        .map(|r| when(r, anchor));
+        .map(|r| event_instant(r, anchor));
     let pre: Vec<Duration> = d
         .chunks
         .windows(2)

@@ -15,21 +15,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::Value;
-use testkit::journey::{EventLog, JourneyBed, ORIGIN};
+use testkit::journey::{event_instant, JourneyBed, ORIGIN};
 
 const SIZE: u64 = 1_000_000_000;
-
-fn when(e: &Value, anchor: (Instant, SystemTime)) -> Instant {
-    testkit::journey::instant_of(e["time_ms"].as_u64().unwrap_or(0), anchor)
-}
-
-fn handoff(log: &EventLog, from: usize, to: &str) -> (usize, Value) {
-    log.wait(from, Duration::from_secs(20), |e| {
-        e["event"] == "handoff" && e["to"] == to
-    })
-    .unwrap_or_else(|e| panic!("handoff to {to}: {e}"))
-}
 
 fn p99(mut g: Vec<Duration>) -> Duration {
     g.sort();
@@ -65,12 +53,12 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
     for _ in 0..10 {
         let lost_at = Instant::now();
         bed.topo.lose(0).expect("lose wifi");
-        let (j, loss) = handoff(&events, i, "eth1");
+        let (j, loss) = events.handoff_to(i, "eth1").expect("handoff");
         let found = events
             .wait(i, Duration::from_secs(1), |e| {
                 e["event"] == "link_down" && e["link"] == "eth0"
             })
-            .map(|(_, e)| when(&e, anchor).saturating_duration_since(lost_at))
+            .map(|(_, e)| event_instant(&e, anchor).saturating_duration_since(lost_at))
             .unwrap_or_default();
         println!(
             "loss {}: eth0 found dead {:.1} ms after its port left the bridge",
@@ -80,7 +68,7 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
         std::thread::sleep(Duration::from_millis(1500));
         let back = Instant::now();
         bed.topo.restore(0).expect("restore wifi");
-        let (k, _) = handoff(&events, j + 1, "eth0");
+        let (k, _) = events.handoff_to(j + 1, "eth0").expect("handoff");
         losses.push((loss, back));
         i = k + 1;
         std::thread::sleep(Duration::from_millis(1000));
@@ -111,7 +99,7 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
         if n == 0 {
             bed.dhcp("eth2").expect("lease from the AP");
         }
-        let (j, a) = handoff(&events, mark, "eth2");
+        let (j, a) = events.handoff_to(mark, "eth2").expect("handoff");
         arrivals.push(a);
         std::thread::sleep(Duration::from_millis(1000));
         bed.topo.restore(0).expect("restore wifi");
@@ -139,7 +127,12 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
     let moves: Vec<(Instant, String)> = all
         .iter()
         .filter(|e| e["event"] == "route_changed")
-        .map(|e| (when(e, anchor), e["to"].as_str().unwrap_or("").to_string()))
+        .map(|e| {
+            (
+                event_instant(e, anchor),
+                e["to"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     let settled = |t: Instant| {
         moves
@@ -173,8 +166,8 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
         let rc = all
             .iter()
             .find(|r| r["event"] == "route_changed" && r["handoff"] == loss["handoff"])
-            .map(|r| when(r, anchor))
-            .unwrap_or_else(|| when(loss, anchor));
+            .map(|r| event_instant(r, anchor))
+            .unwrap_or_else(|| event_instant(loss, anchor));
         // The loss's own gap: the largest around the route change; after it, the rest of the
         // stay on Bluetooth.
         let win: Vec<&(Instant, usize)> = d

@@ -32,6 +32,12 @@ pub const AP_PAC: &str = r#"function FindProxyForURL(url, host) {
 /// The origin's address.
 pub const ORIGIN: &str = "10.77.0.2:80";
 
+/// The `Instant` of an agent event `e` (its `time_ms`), given an `anchor` taken at one moment
+/// on both clocks.
+pub fn event_instant(e: &Value, anchor: (Instant, std::time::SystemTime)) -> Instant {
+    instant_of(e["time_ms"].as_u64().unwrap_or(0), anchor)
+}
+
 /// The `Instant` of a wall-clock stamp `ms` (Unix milliseconds, as the agent's events carry),
 /// given an `anchor` taken at one moment on both clocks.
 pub fn instant_of(ms: u64, anchor: (Instant, std::time::SystemTime)) -> Instant {
@@ -77,6 +83,15 @@ pub fn homespotd_bin() -> Result<String> {
 pub struct EventLog(Arc<Mutex<Vec<Value>>>);
 
 impl EventLog {
+    /// The first `handoff` event to link `to` after index `from`, within 20 s (the agent
+    /// emits it once the handoff's figures are measured, about a second after the move).
+    pub fn handoff_to(&self, from: usize, to: &str) -> Result<(usize, Value)> {
+        self.wait(from, Duration::from_secs(20), |e| {
+            e["event"] == "handoff" && e["to"] == to
+        })
+        .with_context(|| format!("handoff to {to}"))
+    }
+
     /// Every event so far.
     pub fn all(&self) -> Vec<Value> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
