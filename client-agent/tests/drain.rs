@@ -1,6 +1,8 @@
 //! Issue 13, acceptance 4 (first part): the radio a planned move is draining away from is lost
 //! silently: the move completes at once, so the download's gap is that of a silent loss, not
-//! the drain's length (3 s here, to make the difference plain).
+//! the drain's length (3 s here, to make the difference plain). Prints `FIGURE
+//! drained_loss_gap_ms` for bench/check (which runs it five times and holds the worst to the
+//! silent-loss target); the bound asserted here is loose for shared CI machines.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,7 @@ fn losing_the_drained_radio_moves_at_once() {
     assert_eq!((dl.bytes, dl.mismatch), (40_000_000, None));
     let gap = dl.max_gap_in(lost, lost + Duration::from_secs(4));
     println!("Bluetooth lost while draining to Wi-Fi (drain 3 s): moved after {moved:?}; the download's largest gap {gap:?}");
+    println!("FIGURE drained_loss_gap_ms {:.1}", gap.as_secs_f64() * 1e3);
     assert!(
         bed.agent_log()
             .contains("lost while draining: moving to eth0 now"),

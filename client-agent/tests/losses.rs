@@ -19,11 +19,8 @@ use testkit::journey::{event_instant, JourneyBed, ORIGIN};
 
 const SIZE: u64 = 1_000_000_000;
 
-fn p99(mut g: Vec<Duration>) -> Duration {
-    g.sort();
-    g.get(((g.len() as f64 - 1.0) * 0.99).round() as usize)
-        .copied()
-        .unwrap_or_default()
+fn p99(g: Vec<Duration>) -> Duration {
+    testkit::journey::quantile(g, 0.99)
 }
 
 #[test]

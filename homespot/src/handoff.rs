@@ -228,7 +228,11 @@ pub async fn run(
         mut gso_restore,
         ifaces,
     } = p;
-    let rates: Vec<Option<u64>> = cfg.links.iter().map(|l| l.rate).collect();
+    let rates: Vec<crate::moves::LinkPace> = cfg
+        .links
+        .iter()
+        .map(|l| crate::moves::LinkPace::of(l.kind, l.rate))
+        .collect();
     let links: Vec<LinkInfo> = cfg
         .links
         .iter()
@@ -511,7 +515,7 @@ async fn apply<R: RouteProgrammer>(
     h: &HandoffConfig,
     ifaces: &[String],
     routed: &mut BTreeSet<Ipv4Addr>,
-    rates: &[Option<u64>],
+    rates: &[crate::moves::LinkPace],
     moves: &crate::moves::Moves,
 ) -> bool {
     match *ev {
@@ -531,7 +535,10 @@ async fn apply<R: RouteProgrammer>(
             match rp.replace(&r).await {
                 Ok(()) => {
                     routed.insert(global);
-                    moves.moved(global, rates.get(usize::from(link)).copied().flatten());
+                    moves.moved(
+                        global,
+                        rates.get(usize::from(link)).copied().unwrap_or_default(),
+                    );
                     info!(%global, interface = %ifname, %via, "route switched");
                     true
                 }
@@ -550,6 +557,7 @@ async fn apply<R: RouteProgrammer>(
                 }
             };
             routed.remove(&global);
+            moves.forget(global);
             info!(%global, "client left");
             done
         }

@@ -529,11 +529,7 @@ impl Download {
 
     /// The `q` quantile (0..1) of the inter-arrival times.
     pub fn quantile(&self, q: f64) -> Duration {
-        let mut g = self.gaps();
-        g.sort();
-        g.get(((g.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or_default()
+        quantile(self.gaps(), q)
     }
 
     /// The largest inter-arrival time whose later read is in `[from, to]`.
@@ -667,4 +663,12 @@ pub fn curl_in(ns: &Netns, proxy: &str, args: &[&str]) -> Result<Curl> {
         reader: Some(reader),
         progress,
     })
+}
+
+/// The `q` quantile (0..1) of `v` (zero when empty).
+pub fn quantile(mut v: Vec<Duration>, q: f64) -> Duration {
+    v.sort();
+    v.get(((v.len() as f64 - 1.0).max(0.0) * q).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }

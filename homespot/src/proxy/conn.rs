@@ -113,8 +113,11 @@ pub async fn serve<H: Send + Sync + 'static>(
         Ok(std::net::SocketAddr::V4(a)) => state.moves.register(*a.ip()),
         _ => Arc::default(),
     };
-    // Until when the connection is held to its new link's rate (after a move).
-    let mut lift: Option<Instant> = None;
+    // The connection's pacing after its client's moves (see `crate::moves`).
+    let mut pacer = crate::moves::Pacer::default();
+    if let Some(r) = moved.start() {
+        crate::moves::cap_pacing(fd, r);
+    }
     let mut stream = stream;
     let mut pre = Bytes::new();
     loop {
@@ -157,15 +160,15 @@ pub async fn serve<H: Send + Sync + 'static>(
             tokio::select! {
                 r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
                 // The socket lives inside `conn`, which is alive here.
-                rate = moved.next() => {
-                    if rate > 0 {
-                        crate::moves::cap_pacing(fd, rate);
-                        lift = Some(Instant::now() + crate::moves::SETTLE);
+                p = moved.next() => {
+                    if let Some(r) = pacer.news(p, Instant::now()) {
+                        crate::moves::cap_pacing(fd, r);
                     }
                 }
-                _ = tokio::time::sleep_until(lift.unwrap_or_else(Instant::now)), if lift.is_some() => {
-                    crate::moves::cap_pacing(fd, u64::MAX);
-                    lift = None;
+                _ = tokio::time::sleep_until(pacer.next_at().unwrap_or_else(Instant::now)), if pacer.next_at().is_some() => {
+                    if let Some(r) = pacer.due(Instant::now()) {
+                        crate::moves::cap_pacing(fd, r);
+                    }
                 }
                 _ = check.tick(), if !ending => {
                     let now = sig.activity();
