@@ -2,7 +2,8 @@
 //!
 //! A connection that moves keeps the congestion state it learned on the old radio, and the
 //! HomeSpot's own sender is what fills a radio's queue. Two rules, both applied by each
-//! connection's own task (so a socket is never touched after it closed):
+//! connection's own task through a [`Follower`], CONNECT tunnels included (so a socket is
+//! never touched after it closed):
 //!
 //! - **Settle** after a move to a faster link (higher configured `rate_mbps`): moving from
 //!   Bluetooth to Wi-Fi, BBR's estimate is soon inflated by the burst of acknowledgements that
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use phandoff::wire::LinkKind;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How long a moved connection is held to the new link's rate, and how long after a move to
@@ -85,10 +86,9 @@ pub fn news(before: Option<LinkPace>, now: LinkPace) -> Option<Pace> {
     }
 }
 
-/// One connection's news, and a wake-up.
+/// One connection's news: what its client's last move means for it.
 pub struct Mover {
-    news: Mutex<Pace>,
-    notify: Notify,
+    news: watch::Sender<Pace>,
     /// The cap to set when the connection starts (bytes per second; 0: none).
     start: AtomicU64,
 }
@@ -96,23 +96,69 @@ pub struct Mover {
 impl Default for Mover {
     fn default() -> Mover {
         Mover {
-            news: Mutex::new(Pace::Free),
-            notify: Notify::new(),
+            news: watch::Sender::new(Pace::Free),
             start: AtomicU64::new(0),
         }
     }
 }
 
 impl Mover {
-    /// Waits for the client's next move; returns what it means.
-    pub async fn next(&self) -> Pace {
-        self.notify.notified().await;
-        self.news.lock().map(|n| *n).unwrap_or(Pace::Free)
+    /// A receiver of the moves from now on.
+    pub fn subscribe(&self) -> watch::Receiver<Pace> {
+        self.news.subscribe()
     }
 
     /// The cap for a connection opened now (held link), if any.
     pub fn start(&self) -> Option<u64> {
         Some(self.start.load(Ordering::Relaxed)).filter(|r| *r > 0)
+    }
+}
+
+/// A connection following its client's moves: sets its socket's pacing cap as they come.
+pub struct Follower {
+    _mover: Arc<Mover>,
+    rx: watch::Receiver<Pace>,
+    pacer: Pacer,
+    fd: RawFd,
+}
+
+impl Follower {
+    /// Starts following for socket `fd` (capped at once on a held link). Poll [`Follower::run`]
+    /// only while `fd` is open: select it against the work that owns the socket.
+    pub fn new(mover: Arc<Mover>, fd: RawFd) -> Follower {
+        if let Some(r) = mover.start() {
+            cap_pacing(fd, r);
+        }
+        Follower {
+            rx: mover.subscribe(),
+            _mover: mover,
+            pacer: Pacer::default(),
+            fd,
+        }
+    }
+
+    /// Sets caps as moves and their timers come; never returns. Cancel-safe: dropping it
+    /// between polls loses no move.
+    pub async fn run(&mut self) -> std::convert::Infallible {
+        loop {
+            let at = self.pacer.next_at();
+            tokio::select! {
+                r = self.rx.changed() => {
+                    if r.is_err() {
+                        return std::future::pending().await;
+                    }
+                    let p = *self.rx.borrow_and_update();
+                    if let Some(r) = self.pacer.news(p, Instant::now()) {
+                        cap_pacing(self.fd, r);
+                    }
+                }
+                _ = tokio::time::sleep_until(at.unwrap_or_else(Instant::now)), if at.is_some() => {
+                    if let Some(r) = self.pacer.due(Instant::now()) {
+                        cap_pacing(self.fd, r);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -227,10 +273,7 @@ impl Moves {
                 .flatten()
                 .filter_map(Weak::upgrade)
             {
-                if let Ok(mut n) = m.news.lock() {
-                    *n = p;
-                }
-                m.notify.notify_waiters();
+                m.news.send_replace(p);
             }
         }
     }
@@ -329,57 +372,72 @@ mod tests {
         let (m1, m2) = (moves.register(a), moves.register(a));
         let other = moves.register(Ipv4Addr::new(10, 200, 0, 3));
         assert_eq!(m1.start(), None);
-        {
-            let (w1, w2, wo) = (m1.next(), m2.next(), other.next());
-            tokio::pin!(w1, w2, wo);
-            // Waiting already (polled once), as a connection task would be.
-            let _ = futures_poll(&mut w1);
-            let _ = futures_poll(&mut w2);
-            let _ = futures_poll(&mut wo);
-            moves.moved(a, WIFI);
-            moves.moved(a, BT);
-            assert_eq!(w1.await, Pace::Hold(225_000));
-            assert_eq!(w2.await, Pace::Hold(225_000));
-            // The other client's connection hears nothing.
-            assert!(tokio::time::timeout(Duration::from_millis(20), wo)
-                .await
-                .is_err());
+        let (mut r1, mut r2, mut ro) = (m1.subscribe(), m2.subscribe(), other.subscribe());
+        // Two moves before the connections look: they see the last (nothing is lost when a
+        // connection was busy elsewhere).
+        moves.moved(a, WIFI);
+        moves.moved(a, BT);
+        for r in [&mut r1, &mut r2] {
+            assert!(r.has_changed().unwrap_or(false));
+            assert_eq!(*r.borrow_and_update(), Pace::Hold(225_000));
         }
+        // The other client's connection hears nothing.
+        assert!(!ro.has_changed().unwrap_or(true));
         // A connection opened on the held link is capped from its start.
         assert_eq!(moves.register(a).start(), Some(225_000));
-        {
-            let w = m2.next();
-            tokio::pin!(w);
-            let _ = futures_poll(&mut w);
-            moves.moved(a, WIFI);
-            assert_eq!(w.await, Pace::Settle(6_250_000));
-        }
+        moves.moved(a, WIFI);
+        assert_eq!(*r2.borrow_and_update(), Pace::Settle(6_250_000));
         // A move to a slower link, or to one of unknown rate, is not news.
-        {
-            let w = m2.next();
-            tokio::pin!(w);
-            let _ = futures_poll(&mut w);
-            moves.moved(a, LinkPace::default());
-            moves.moved(a, WIFI);
-            assert!(tokio::time::timeout(Duration::from_millis(20), w)
-                .await
-                .is_err());
-        }
+        moves.moved(a, LinkPace::default());
+        moves.moved(a, WIFI);
+        assert!(!r2.has_changed().unwrap_or(true));
         // A closed connection is forgotten at the next registration.
-        drop(m1);
+        drop((r1, m1));
         let _m3 = moves.register(a);
         let tracked = moves.by_client.lock().map(|m| m[&a].len()).unwrap_or(0);
         assert_eq!(tracked, 2);
-        drop(m2);
         // A client that is gone leaves nothing behind.
         moves.forget(a);
         assert!(moves.on.lock().map(|m| m.is_empty()).unwrap_or(false));
+        drop((r2, m2));
     }
 
-    fn futures_poll<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        std::pin::Pin::new(f).poll(&mut cx)
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_sets_the_caps_on_its_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let s = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+        let moves = Moves::default();
+        let a = Ipv4Addr::new(10, 200, 0, 2);
+        moves.moved(a, BT);
+        let mut f = Follower::new(moves.register(a), fd);
+        assert_eq!(get_cap(fd), 225_000, "opened on the held link");
+        moves.moved(a, WIFI);
+        let _ = tokio::time::timeout(Duration::from_millis(10), f.run()).await;
+        assert_eq!(get_cap(fd), 6_250_000, "settling on Wi-Fi");
+        let _ = tokio::time::timeout(Duration::from_millis(400), f.run()).await;
+        assert_eq!(get_cap(fd), u64::MAX, "free after the settling time");
+        moves.moved(a, BT);
+        let _ = tokio::time::timeout(Duration::from_millis(10), f.run()).await;
+        assert_eq!(get_cap(fd), u64::MAX, "not capped at the move to Bluetooth");
+        let _ = tokio::time::timeout(Duration::from_millis(400), f.run()).await;
+        assert_eq!(get_cap(fd), 225_000, "held from the settling time on");
+    }
+
+    fn get_cap(fd: RawFd) -> u64 {
+        let mut v = 0u64;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: reading a u64 option into a u64 of the size given.
+        unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_MAX_PACING_RATE,
+                (&mut v as *mut u64).cast(),
+                &mut len,
+            )
+        };
+        v
     }
 
     #[test]
@@ -387,24 +445,9 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
         let s = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
         let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
-        let get = || {
-            let mut v = 0u64;
-            let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-            // SAFETY: reading a u64 option into a u64 of the size given.
-            unsafe {
-                libc::getsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_MAX_PACING_RATE,
-                    (&mut v as *mut u64).cast(),
-                    &mut len,
-                )
-            };
-            v
-        };
         cap_pacing(fd, 6_250_000);
-        assert_eq!(get(), 6_250_000);
+        assert_eq!(get_cap(fd), 6_250_000);
         cap_pacing(fd, u64::MAX);
-        assert_eq!(get(), u64::MAX);
+        assert_eq!(get_cap(fd), u64::MAX);
     }
 }

@@ -108,16 +108,15 @@ pub async fn serve<H: Send + Sync + 'static>(
         Ok(std::net::SocketAddr::V4(a)) => *a.ip(),
         _ => std::net::Ipv4Addr::UNSPECIFIED,
     };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-    let moved = match stream.peer_addr() {
-        Ok(std::net::SocketAddr::V4(a)) => state.moves.register(*a.ip()),
-        _ => Arc::default(),
-    };
-    // The connection's pacing after its client's moves (see `crate::moves`).
-    let mut pacer = crate::moves::Pacer::default();
-    if let Some(r) = moved.start() {
-        crate::moves::cap_pacing(fd, r);
-    }
+    // The connection's pacing after its client's moves (see `crate::moves`); the socket lives
+    // as long as this task, tunnel included.
+    let mut follow = crate::moves::Follower::new(
+        match stream.peer_addr() {
+            Ok(std::net::SocketAddr::V4(a)) => state.moves.register(*a.ip()),
+            _ => Arc::default(),
+        },
+        std::os::fd::AsRawFd::as_raw_fd(&stream),
+    );
     let mut stream = stream;
     let mut pre = Bytes::new();
     loop {
@@ -160,16 +159,7 @@ pub async fn serve<H: Send + Sync + 'static>(
             tokio::select! {
                 r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
                 // The socket lives inside `conn`, which is alive here.
-                p = moved.next() => {
-                    if let Some(r) = pacer.news(p, Instant::now()) {
-                        crate::moves::cap_pacing(fd, r);
-                    }
-                }
-                _ = tokio::time::sleep_until(pacer.next_at().unwrap_or_else(Instant::now)), if pacer.next_at().is_some() => {
-                    if let Some(r) = pacer.due(Instant::now()) {
-                        crate::moves::cap_pacing(fd, r);
-                    }
-                }
+                _ = follow.run() => {}
                 _ = check.tick(), if !ending => {
                     let now = sig.activity();
                     if now == last && now.0 == now.1 && now.0 > 0 && sig.park.load(Ordering::Relaxed) {
@@ -196,14 +186,18 @@ pub async fn serve<H: Send + Sync + 'static>(
             let client = Prefixed { pre, io: stream };
             let _ = upstream.set_nodelay(true);
             // Boxed: the tunnel's state is not carried by every parked connection's future.
-            if Box::pin(super::idle::copy_until_idle(
+            let mut copy = Box::pin(super::idle::copy_until_idle(
                 client,
                 &mut upstream,
                 state.cfg.idle_timeout,
-            ))
-            .await
-            .is_err()
-            {
+            ));
+            let copied = loop {
+                tokio::select! {
+                    r = &mut copy => break r,
+                    _ = follow.run() => {}
+                }
+            };
+            if copied.is_err() {
                 state.counters.idle_tunnels.fetch_add(1, Ordering::Relaxed);
                 debug!("tunnel closed: idle");
             }
