@@ -55,5 +55,6 @@ pub mod moves;
 pub mod passwd;
 pub mod proxy;
 pub mod reload;
+pub mod revert;
 pub mod status;
 pub mod store;

@@ -71,6 +71,8 @@ pub enum Pace {
     Settle(u64),
     /// Capped at this rate from [`SETTLE`] on, until the next move.
     Hold(u64),
+    /// Moved, the pacing as it was.
+    Keep,
 }
 
 /// The news a move from `before` to `now` brings (`None`: nothing changes).
@@ -148,6 +150,8 @@ impl Follower {
                         return std::future::pending().await;
                     }
                     let p = *self.rx.borrow_and_update();
+                    // Whatever the pacing: what the old radio swallowed goes again now.
+                    crate::revert::kick(self.fd);
                     if let Some(r) = self.pacer.news(p, Instant::now()) {
                         cap_pacing(self.fd, r);
                     }
@@ -176,6 +180,7 @@ impl Pacer {
     /// A move's news at `now`: the cap to set at once, if any (`u64::MAX`: none).
     pub fn news(&mut self, p: Pace, now: Instant) -> Option<u64> {
         match p {
+            Pace::Keep => None,
             Pace::Free => {
                 *self = Pacer::default();
                 Some(u64::MAX)
@@ -263,9 +268,7 @@ impl Moves {
             Ok(mut on) => on.insert(client, link),
             Err(_) => None,
         };
-        let Some(p) = news(before, link) else {
-            return;
-        };
+        let p = news(before, link).unwrap_or(Pace::Keep);
         if let Ok(map) = self.by_client.lock() {
             for m in map
                 .get(&client)
@@ -372,7 +375,7 @@ mod tests {
         let (m1, m2) = (moves.register(a), moves.register(a));
         let other = moves.register(Ipv4Addr::new(10, 200, 0, 3));
         assert_eq!(m1.start(), None);
-        let (mut r1, mut r2, mut ro) = (m1.subscribe(), m2.subscribe(), other.subscribe());
+        let (mut r1, mut r2, ro) = (m1.subscribe(), m2.subscribe(), other.subscribe());
         // Two moves before the connections look: they see the last (nothing is lost when a
         // connection was busy elsewhere).
         moves.moved(a, WIFI);
@@ -387,10 +390,12 @@ mod tests {
         assert_eq!(moves.register(a).start(), Some(225_000));
         moves.moved(a, WIFI);
         assert_eq!(*r2.borrow_and_update(), Pace::Settle(6_250_000));
-        // A move to a slower link, or to one of unknown rate, is not news.
+        // A move to a slower link, or to one of unknown rate, keeps the pacing (the connection
+        // still hears of it: see `crate::revert`).
         moves.moved(a, LinkPace::default());
+        assert_eq!(*r2.borrow_and_update(), Pace::Keep);
         moves.moved(a, WIFI);
-        assert!(!r2.has_changed().unwrap_or(true));
+        assert_eq!(*r2.borrow_and_update(), Pace::Keep);
         // A closed connection is forgotten at the next registration.
         drop((r1, m1));
         let _m3 = moves.register(a);

@@ -38,8 +38,9 @@ pub struct ClientConfig {
     /// A link probed faster than `probe_interval` (the one carrying traffic) that has been
     /// silent for this many of its periods plus one more if traffic was flowing on it, else
     /// plus twice its recent probe round trip (a slow radio's answers come late) is checked against
-    /// the others: each other live link is probed at once, and if one answers while this one
-    /// is still silent, this one is dead without waiting for `probe_misses` (the HomeSpot is up
+    /// the others: each other live link is probed at once, and if one answers and this one
+    /// stays silent for a grace (half its period, twice the check's round trip, at least
+    /// 20 ms), this one is dead without waiting for `probe_misses` (the HomeSpot is up
     /// and reachable, so the silence is this radio's). When every link is silent (the HomeSpot
     /// restarting or overloaded) nothing is decided before `probe_misses`. 0: never.
     pub suspect_misses: u32,
@@ -159,6 +160,12 @@ struct LinkState {
 
 /// Probes per link remembered for round-trip samples.
 const RTT_PROBES: usize = 8;
+
+/// The least time a silent link checked against the others has to answer after they did.
+/// Shorter, a busy Wi-Fi link whose answers were held up for a moment (a rate-limited HTTPS
+/// download on a loaded machine) was declared dead about one run in two, its answer 1.3 ms
+/// late; with this floor, none in eight.
+const CHECK_GRACE: Duration = Duration::from_millis(20);
 
 /// A silent link checked against the others: the probes sent on them for it, and once one
 /// answered, when the suspect is dead if it is still silent then.
@@ -855,7 +862,7 @@ impl Client {
                         .get(&c.suspect)
                         .and_then(|s| s.every)
                         .unwrap_or(self.cfg.probe_interval);
-                    let grace = (every / 2).max(now.since(c.sent) * 2);
+                    let grace = (every / 2).max(now.since(c.sent) * 2).max(CHECK_GRACE);
                     if let Some(c) = self.contrast.as_mut() {
                         c.dead_at = Some(now + grace);
                     }

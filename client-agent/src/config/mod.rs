@@ -45,7 +45,7 @@ pub struct Config {
     pub discovery: Discovery,
     /// Link choice.
     pub policy: PolicyConfig,
-    /// P-Handoff probe period of the HomeSpot link in use (a Bluetooth link: at least 20 ms).
+    /// P-Handoff probe period of the HomeSpot link in use.
     pub probe_interval: Duration,
     /// P-Handoff probe period of the HomeSpot's other links.
     pub standby_probe_interval: Duration,

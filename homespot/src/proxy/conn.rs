@@ -110,6 +110,7 @@ pub async fn serve<H: Send + Sync + 'static>(
     };
     // The connection's pacing after its client's moves (see `crate::moves`); the socket lives
     // as long as this task, tunnel included.
+    // Boxed once: its timer and receiver are not carried in every connection's future.
     let mut follow = crate::moves::Follower::new(
         match stream.peer_addr() {
             Ok(std::net::SocketAddr::V4(a)) => state.moves.register(*a.ip()),
@@ -117,6 +118,7 @@ pub async fn serve<H: Send + Sync + 'static>(
         },
         std::os::fd::AsRawFd::as_raw_fd(&stream),
     );
+    let mut follow = Box::pin(async move { follow.run().await });
     let mut stream = stream;
     let mut pre = Bytes::new();
     loop {
@@ -159,7 +161,7 @@ pub async fn serve<H: Send + Sync + 'static>(
             tokio::select! {
                 r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
                 // The socket lives inside `conn`, which is alive here.
-                _ = follow.run() => {}
+                _ = &mut follow => {}
                 _ = check.tick(), if !ending => {
                     let now = sig.activity();
                     if now == last && now.0 == now.1 && now.0 > 0 && sig.park.load(Ordering::Relaxed) {
@@ -194,7 +196,7 @@ pub async fn serve<H: Send + Sync + 'static>(
             let copied = loop {
                 tokio::select! {
                     r = &mut copy => break r,
-                    _ = follow.run() => {}
+                    _ = &mut follow => {}
                 }
             };
             if copied.is_err() {
