@@ -14,9 +14,9 @@
 //! first when the pool is full), an unreachable route over the global subnet, host routes
 //! switched through rtnetlink, refusals counted and logged; a client moved
 //! onto a faster link has its proxy connections paced at that link's configured rate for a
-//! moment, and while on a Bluetooth link at 90 % of its rate ([`moves`]; CONNECT tunnels keep
-//! the pacing they had when they became tunnels); Bluetooth links carry one TCP segment per
-//! packet.
+//! moment, and while on a Bluetooth link at 90 % of its rate ([`moves`]), and after any move
+//! its connections' backed-off retransmission timers are taken back (RFC 6069, [`revert`]);
+//! Bluetooth links carry one TCP segment per packet.
 //!
 //! Operations: links whose interface is missing or re-created are waited for and served again
 //! ([`linkwatch`]); SIGHUP re-reads the config and applies what can change while running

@@ -26,7 +26,24 @@ fn icmp() -> Option<RawFd> {
             Some(socket2::Protocol::ICMPV4),
         )
         .ok()
-        .map(OwnedFd::from)
+        .map(|s| {
+            // It only sends: every incoming ICMP type filtered out, so no copy of the
+            // namespace's ICMP traffic queues up on it.
+            const SOL_RAW: libc::c_int = 255;
+            const ICMP_FILTER: libc::c_int = 1;
+            let all: u32 = u32::MAX;
+            // SAFETY: `s` is an open raw ICMP socket; the value is a u32 of the size given.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    SOL_RAW,
+                    ICMP_FILTER,
+                    (&all as *const u32).cast(),
+                    std::mem::size_of::<u32>() as libc::socklen_t,
+                );
+            }
+            OwnedFd::from(s)
+        })
     })
     .as_ref()
     .map(|s| s.as_raw_fd())
