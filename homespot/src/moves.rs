@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use phandoff::wire::LinkKind;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How long a moved connection is held to the new link's rate, and how long after a move to
@@ -88,26 +88,30 @@ pub fn news(before: Option<LinkPace>, now: LinkPace) -> Option<Pace> {
     }
 }
 
-/// One connection's news: what its client's last move means for it.
+/// One connection's news: what its client's last move means for it, numbered.
+#[derive(Default)]
 pub struct Mover {
-    news: watch::Sender<Pace>,
+    news: Mutex<(u64, Option<Pace>)>,
+    notify: Notify,
     /// The cap to set when the connection starts (bytes per second; 0: none).
     start: AtomicU64,
 }
 
-impl Default for Mover {
-    fn default() -> Mover {
-        Mover {
-            news: watch::Sender::new(Pace::Free),
-            start: AtomicU64::new(0),
-        }
-    }
-}
-
 impl Mover {
-    /// A receiver of the moves from now on.
-    pub fn subscribe(&self) -> watch::Receiver<Pace> {
-        self.news.subscribe()
+    fn tell(&self, p: Pace) {
+        if let Ok(mut n) = self.news.lock() {
+            *n = (n.0.wrapping_add(1), Some(p));
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// The news after the one numbered `seen` (0: none yet), with its number.
+    pub fn since(&self, seen: u64) -> Option<(u64, Pace)> {
+        let n = self.news.lock().ok()?;
+        match *n {
+            (v, Some(p)) if v != seen => Some((v, p)),
+            _ => None,
+        }
     }
 
     /// The cap for a connection opened now (held link), if any.
@@ -118,8 +122,8 @@ impl Mover {
 
 /// A connection following its client's moves: sets its socket's pacing cap as they come.
 pub struct Follower {
-    _mover: Arc<Mover>,
-    rx: watch::Receiver<Pace>,
+    mover: Arc<Mover>,
+    seen: u64,
     pacer: Pacer,
     fd: RawFd,
 }
@@ -131,34 +135,41 @@ impl Follower {
         if let Some(r) = mover.start() {
             cap_pacing(fd, r);
         }
+        let seen = mover.since(0).map(|n| n.0).unwrap_or(0);
         Follower {
-            rx: mover.subscribe(),
-            _mover: mover,
+            mover,
+            seen,
             pacer: Pacer::default(),
             fd,
         }
     }
 
     /// Sets caps as moves and their timers come; never returns. Cancel-safe: dropping it
-    /// between polls loses no move.
+    /// between polls loses no move (each is numbered).
     pub async fn run(&mut self) -> std::convert::Infallible {
         loop {
-            let at = self.pacer.next_at();
-            tokio::select! {
-                r = self.rx.changed() => {
-                    if r.is_err() {
-                        return std::future::pending().await;
-                    }
-                    let p = *self.rx.borrow_and_update();
-                    // Whatever the pacing: what the old radio swallowed goes again now.
-                    crate::revert::kick(self.fd);
-                    if let Some(r) = self.pacer.news(p, Instant::now()) {
-                        cap_pacing(self.fd, r);
-                    }
+            let notified = self.mover.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some((v, p)) = self.mover.since(self.seen) {
+                self.seen = v;
+                // Whatever the pacing: what the old radio swallowed goes again now.
+                crate::revert::kick(self.fd);
+                if let Some(r) = self.pacer.news(p, Instant::now()) {
+                    cap_pacing(self.fd, r);
                 }
-                _ = tokio::time::sleep_until(at.unwrap_or_else(Instant::now)), if at.is_some() => {
-                    if let Some(r) = self.pacer.due(Instant::now()) {
-                        cap_pacing(self.fd, r);
+                continue;
+            }
+            match self.pacer.next_at() {
+                None => notified.await,
+                Some(at) => {
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep_until(at) => {
+                            if let Some(r) = self.pacer.due(Instant::now()) {
+                                cap_pacing(self.fd, r);
+                            }
+                        }
                     }
                 }
             }
@@ -276,7 +287,7 @@ impl Moves {
                 .flatten()
                 .filter_map(Weak::upgrade)
             {
-                m.news.send_replace(p);
+                m.tell(p);
             }
         }
     }
@@ -375,36 +386,35 @@ mod tests {
         let (m1, m2) = (moves.register(a), moves.register(a));
         let other = moves.register(Ipv4Addr::new(10, 200, 0, 3));
         assert_eq!(m1.start(), None);
-        let (mut r1, mut r2, ro) = (m1.subscribe(), m2.subscribe(), other.subscribe());
         // Two moves before the connections look: they see the last (nothing is lost when a
         // connection was busy elsewhere).
         moves.moved(a, WIFI);
         moves.moved(a, BT);
-        for r in [&mut r1, &mut r2] {
-            assert!(r.has_changed().unwrap_or(false));
-            assert_eq!(*r.borrow_and_update(), Pace::Hold(225_000));
-        }
+        let (n1, n2) = (m1.since(0), m2.since(0));
+        assert_eq!(n1.map(|n| n.1), Some(Pace::Hold(225_000)));
+        assert_eq!(n2.map(|n| n.1), Some(Pace::Hold(225_000)));
+        let seen = n2.map(|n| n.0).unwrap_or(0);
         // The other client's connection hears nothing.
-        assert!(!ro.has_changed().unwrap_or(true));
+        assert_eq!(other.since(0), None);
         // A connection opened on the held link is capped from its start.
         assert_eq!(moves.register(a).start(), Some(225_000));
         moves.moved(a, WIFI);
-        assert_eq!(*r2.borrow_and_update(), Pace::Settle(6_250_000));
+        let n = m2.since(seen).expect("news");
+        assert_eq!(n.1, Pace::Settle(6_250_000));
+        assert_eq!(m2.since(n.0), None, "read once");
         // A move to a slower link, or to one of unknown rate, keeps the pacing (the connection
         // still hears of it: see `crate::revert`).
         moves.moved(a, LinkPace::default());
-        assert_eq!(*r2.borrow_and_update(), Pace::Keep);
-        moves.moved(a, WIFI);
-        assert_eq!(*r2.borrow_and_update(), Pace::Keep);
+        assert_eq!(m2.since(n.0).map(|n| n.1), Some(Pace::Keep));
         // A closed connection is forgotten at the next registration.
-        drop((r1, m1));
+        drop(m1);
         let _m3 = moves.register(a);
         let tracked = moves.by_client.lock().map(|m| m[&a].len()).unwrap_or(0);
         assert_eq!(tracked, 2);
         // A client that is gone leaves nothing behind.
         moves.forget(a);
         assert!(moves.on.lock().map(|m| m.is_empty()).unwrap_or(false));
-        drop((r2, m2));
+        drop(m2);
     }
 
     #[tokio::test(start_paused = true)]
