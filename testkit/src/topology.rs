@@ -149,6 +149,16 @@ impl Topology {
         Ok(())
     }
 
+    /// Drops (`up` false) or restores the client's carrier on link `i`: its port on the air
+    /// bridge goes down, so the client's interface shows NO-CARRIER at once, as a radio that
+    /// lost its association does. Needs [`Topology::with_air`].
+    pub fn carrier(&self, i: usize, up: bool) -> Result<()> {
+        let a = self.air.as_ref().context("no air namespace")?;
+        let state = if up { "up" } else { "down" };
+        a.run(&["ip", "link", "set", &format!("c{i}"), state])?;
+        Ok(())
+    }
+
     /// Attaches `ns` to link `i` as another host, its interface named `ifname`.
     pub fn attach(&self, i: usize, ns: &Netns, ifname: &str) -> Result<()> {
         let a = self.air.as_ref().context("no air namespace")?;
