@@ -147,14 +147,18 @@ impl Manager {
         let (hs_tx, mut hs_rx) = mpsc::channel(64);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let first = snapshots.borrow_and_update().clone();
-        self.on_snapshot(first);
+        let _ = self.on_snapshot(first);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
                 r = snapshots.changed() => {
                     if r.is_err() { break; }
                     let s = snapshots.borrow_and_update().clone();
-                    self.on_snapshot(s);
+                    // A link whose carrier or address went is left now, not at the next tick:
+                    // the kernel's word is the fastest a radio's loss is known.
+                    if self.on_snapshot(s) {
+                        self.evaluate(None).await;
+                    }
                 }
                 Some((name, generation, found)) = disc_rx.recv() => self.on_found(name, generation, found, &hs_tx).await,
                 Some((name, r)) = late_rx.recv() => self.refused(&name, &r),
@@ -188,7 +192,8 @@ impl Manager {
         self.cleanup().await;
     }
 
-    fn on_snapshot(&mut self, snap: Snapshot) {
+    /// Takes a new snapshot of the interfaces; true when a link in use may have gone.
+    fn on_snapshot(&mut self, snap: Snapshot) -> bool {
         if self.bt.iface().is_some_and(|i| !snap.contains_key(i)) {
             tracing::info!("the Bluetooth PAN's interface is gone");
             self.bt.gone();
@@ -206,6 +211,7 @@ impl Manager {
             },
             |n| cfg.kind_of(n),
         );
+        let went = !changes.down.is_empty();
         for (name, hs_link) in changes.down {
             self.events.emit(
                 "link_down",
@@ -229,6 +235,7 @@ impl Manager {
             self.bluetooth_lease(&name, addr);
             self.spawn_discovery(name, generation, iface, addr, prefix);
         }
+        went
     }
 
     /// Runs discovery on a link; the result comes back through `disc_tx`.
