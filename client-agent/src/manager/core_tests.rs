@@ -419,3 +419,28 @@ fn stale_discoveries_are_dropped_and_old_handoffs_expire() {
     assert_eq!(old.len(), 1);
     assert!(b.core.handoffs.is_empty());
 }
+
+#[test]
+fn home_over_bluetooth_first_then_throughput_takes_it_to_wifi() {
+    let mut b = Bed::new(300);
+    b.links(0, homespot_links(), homespot_disc);
+    // Bluetooth answers first: the laptop goes home over it.
+    b.radios.usable = [BT].into();
+    assert_eq!(
+        b.evaluate(1, None, true),
+        vec![Step::Switch {
+            link: BT,
+            to: "bt0".into()
+        }]
+    );
+    b.switched(5, "bt0");
+    // The Wi-Fi answers 25 ms later; the download runs at Bluetooth's capacity.
+    b.radios.usable = [WIFI, BT].into();
+    let steps = b.traffic(30, 4_000, 2_300, true);
+    assert!(
+        steps
+            .iter()
+            .any(|(_, s)| matches!(s, Step::Drain { link, .. } | Step::Switch { link, .. } if *link == WIFI)),
+        "{steps:?}"
+    );
+}

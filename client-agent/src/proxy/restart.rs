@@ -578,6 +578,9 @@ pub(super) async fn run(
                         return fail(&mut head, &frames, StatusCode::GATEWAY_TIMEOUT, format!("no network link for {}s", bound.as_secs())).await;
                     }
                     tracing::info!("{}: path changed at byte {delivered}; restarting", without_query(&job.uri));
+                    // The old connection is closed now, not after the wait below.
+                    drop(body);
+                    drop(sender);
                     break;
                 }
             }

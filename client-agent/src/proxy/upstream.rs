@@ -125,8 +125,33 @@ pub async fn hops(
     }
 }
 
-/// A kept-alive upstream connection.
-pub type Sender = SendRequest<Full<Bytes>>;
+/// A kept-alive upstream connection. Dropping it closes the connection at once: a response
+/// abandoned in the middle of its body (the path changed and the request restarts elsewhere)
+/// must not go on filling a socket buffer over the old radio, taking half of it from the
+/// restarted request.
+pub struct Sender {
+    send: SendRequest<Full<Bytes>>,
+    conn: tokio::task::AbortHandle,
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+impl std::ops::Deref for Sender {
+    type Target = SendRequest<Full<Bytes>>;
+    fn deref(&self) -> &Self::Target {
+        &self.send
+    }
+}
+
+impl std::ops::DerefMut for Sender {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.send
+    }
+}
 
 /// Idle upstream connections, by hop and path epoch; connections to a HomeSpot proxy are
 /// tracked for window clamping.
@@ -186,10 +211,13 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError(format!("handshake with {}: {e}", hop.to)))?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _ = conn.await;
             drop(token);
         });
-        Ok(s)
+        Ok(Sender {
+            send: s,
+            conn: task.abort_handle(),
+        })
     }
 }
