@@ -23,29 +23,9 @@ fn home_over_bluetooth_first_then_on_to_wifi() {
     curl.wait_bytes(5_000_000, Duration::from_secs(30))
         .expect("download started");
     for n in 0..3 {
-        bed.topo
-            .client
-            .run(&["ip", "link", "set", "eth2", "down"])
-            .expect("down");
-        let mark = events.len();
-        bed.topo.lose(0).expect("lose wifi");
-        bed.topo.lose(1).expect("lose bluetooth");
-        for l in ["eth0", "eth1"] {
-            events
-                .wait(mark, Duration::from_secs(5), |e| {
-                    e["event"] == "link_down" && e["link"] == l
-                })
-                .unwrap_or_else(|e| panic!("{l} declared dead: {e}"));
-        }
-        let mark = events.len();
-        bed.topo
-            .client
-            .run(&["ip", "link", "set", "eth2", "up"])
-            .expect("up");
-        if n == 0 {
-            bed.dhcp("eth2").expect("lease from the AP");
-        }
-        let (j, _) = events.handoff_to(mark, "eth2").expect("at the AP");
+        let (j, _) = bed
+            .leave_for_ap(&events, n == 0)
+            .unwrap_or_else(|e| panic!("at the AP: {e:#}"));
         std::thread::sleep(Duration::from_millis(1000));
         // Bluetooth first, the Wi-Fi a probe period or so later.
         bed.topo.restore(1).expect("restore bluetooth");

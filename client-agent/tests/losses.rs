@@ -74,29 +74,9 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
     // the AP's link up (the first time with a lease from its dnsmasq), then home again.
     let mut arrivals = vec![];
     for n in 0..6 {
-        bed.topo
-            .client
-            .run(&["ip", "link", "set", "eth2", "down"])
-            .expect("down");
-        let mark = events.len();
-        bed.topo.lose(0).expect("lose wifi");
-        bed.topo.lose(1).expect("lose bluetooth");
-        for l in ["eth0", "eth1"] {
-            events
-                .wait(mark, Duration::from_secs(5), |e| {
-                    e["event"] == "link_down" && e["link"] == l
-                })
-                .unwrap_or_else(|e| panic!("{l} declared dead: {e}"));
-        }
-        let mark = events.len();
-        bed.topo
-            .client
-            .run(&["ip", "link", "set", "eth2", "up"])
-            .expect("up");
-        if n == 0 {
-            bed.dhcp("eth2").expect("lease from the AP");
-        }
-        let (j, a) = events.handoff_to(mark, "eth2").expect("handoff");
+        let (j, a) = bed
+            .leave_for_ap(&events, n == 0)
+            .unwrap_or_else(|e| panic!("at the AP: {e:#}"));
         arrivals.push(a);
         std::thread::sleep(Duration::from_millis(1000));
         bed.topo.restore(0).expect("restore wifi");

@@ -380,6 +380,32 @@ impl JourneyBed {
         self.events()
     }
 
+    /// The laptop leaves the HomeSpot for the foreign AP: the AP's link (eth2) goes down, both
+    /// HomeSpot radios are lost silently and the agent declares them dead, then the AP's link
+    /// comes up (with a lease from the AP's dnsmasq when `lease`: the first time). Returns the
+    /// handoff to eth2 and its index in `events`.
+    pub fn leave_for_ap(&mut self, events: &EventLog, lease: bool) -> Result<(usize, Value)> {
+        self.topo
+            .client
+            .run(&["ip", "link", "set", "eth2", "down"])?;
+        let mark = events.len();
+        self.topo.lose(0)?;
+        self.topo.lose(1)?;
+        for l in ["eth0", "eth1"] {
+            events
+                .wait(mark, Duration::from_secs(5), |e| {
+                    e["event"] == "link_down" && e["link"] == l
+                })
+                .with_context(|| format!("{l} declared dead"))?;
+        }
+        let mark = events.len();
+        self.topo.client.run(&["ip", "link", "set", "eth2", "up"])?;
+        if lease {
+            self.dhcp("eth2")?;
+        }
+        events.handoff_to(mark, "eth2")
+    }
+
     /// The agent's log so far.
     pub fn agent_log(&self) -> String {
         self.agent.as_ref().map(|p| p.log()).unwrap_or_default()
