@@ -12,6 +12,10 @@
 //! `FIGURE l7_first_visit_ms` and `FIGURE l7_address_to_bytes_ms` (the arrivals at a network
 //! seen before) for bench/check (targets 100 ms, 1.0 and 40 ms); asserts
 //! only what must always hold (a byte-exact download, every move made, each loss under 1 s).
+//! Also prints `FIGURE silent_loss_control_over_p99`: the largest pause in the settled part
+//! of each stay on Bluetooth (no move within 1 s), against the same p99, where no loss is the
+//! cause. `HOMESPOT_DUMP_CHUNKS=FILE` writes every read of the download and every route change
+//! to FILE for a closer look.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -135,6 +139,17 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
         .map(|w| w[1].0 - w[0].0)
         .collect();
     let bt_p99 = p99(steady_bt);
+    if let Ok(path) = std::env::var("HOMESPOT_DUMP_CHUNKS") {
+        // Every read of the download and every route change, in seconds from the start.
+        let at = |t: Instant| t.saturating_duration_since(anchor.0).as_secs_f64();
+        let mut out: String = d
+            .chunks
+            .iter()
+            .map(|c| format!("c {:.6} {}\n", at(c.0), c.1))
+            .collect();
+        out.extend(moves.iter().map(|(m, l)| format!("m {:.6} {l}\n", at(*m))));
+        std::fs::write(path, out).expect("HOMESPOT_DUMP_CHUNKS");
+    }
     println!(
         "the stream's p99 on Bluetooth away from any move: {:.2} ms",
         bt_p99.as_secs_f64() * 1e3
@@ -185,7 +200,31 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
             own.0.as_secs_f64() * 1e3,
             after.as_secs_f64() * 1e3
         );
+        // The control: the same measure over the settled part of the same stay (no move
+        // within 1 s before nor 300 ms after), where the loss cannot be the cause; and the
+        // largest pause in the unsettled part, the first second after the move.
+        let (settled_max, early_max) = win.windows(2).filter(|w| w[0].0 >= own.1).fold(
+            (Duration::ZERO, Duration::ZERO),
+            |(s, e), w| {
+                let g = w[1].0 - w[0].0;
+                if settled(w[0].0) && settled(w[1].0) {
+                    (s.max(g), e)
+                } else {
+                    (s, e.max(g))
+                }
+            },
+        );
+        println!(
+            "loss {}: largest pause in the first second after the move {:.1} ms, in the settled rest of the stay (control) {:.1} ms",
+            n + 1,
+            early_max.as_secs_f64() * 1e3,
+            settled_max.as_secs_f64() * 1e3
+        );
         println!("FIGURE silent_loss_ms {agent:.1}");
+        println!(
+            "FIGURE silent_loss_control_over_p99 {:.2}",
+            settled_max.as_secs_f64() / bt_p99.as_secs_f64().max(1e-6)
+        );
         println!(
             "FIGURE silent_loss_after_over_p99 {:.2}",
             after.as_secs_f64() / bt_p99.as_secs_f64().max(1e-6)

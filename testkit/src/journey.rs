@@ -68,9 +68,14 @@ pub fn homespotd_bin() -> Result<String> {
     let p = dir.join("homespotd");
     if !p.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = std::process::Command::new(cargo)
-            .args(["build", "-p", "homespot", "--bin", "homespotd"])
-            .status()?;
+        // The profile of the test binary that asks (bench/check runs the timing tests with
+        // `--release`).
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-p", "homespot", "--bin", "homespotd"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let st = build.status()?;
         if !st.success() {
             bail!("building homespotd failed");
         }
