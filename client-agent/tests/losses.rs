@@ -139,17 +139,7 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
         .map(|w| w[1].0 - w[0].0)
         .collect();
     let bt_p99 = p99(steady_bt);
-    if let Ok(path) = std::env::var("HOMESPOT_DUMP_CHUNKS") {
-        // Every read of the download and every route change, in seconds from the start.
-        let at = |t: Instant| t.saturating_duration_since(anchor.0).as_secs_f64();
-        let mut out: String = d
-            .chunks
-            .iter()
-            .map(|c| format!("c {:.6} {}\n", at(c.0), c.1))
-            .collect();
-        out.extend(moves.iter().map(|(m, l)| format!("m {:.6} {l}\n", at(*m))));
-        std::fs::write(path, out).expect("HOMESPOT_DUMP_CHUNKS");
-    }
+    d.dump_if_asked(anchor.0, &moves);
     println!(
         "the stream's p99 on Bluetooth away from any move: {:.2} ms",
         bt_p99.as_secs_f64() * 1e3

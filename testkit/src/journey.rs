@@ -563,6 +563,24 @@ impl Download {
         quantile(self.gaps(), q)
     }
 
+    /// With `HOMESPOT_DUMP_CHUNKS=FILE` set, writes every read (`c SECONDS BYTES`) and every
+    /// route change (`m SECONDS LINK`), in seconds from `start`, to FILE for a closer look.
+    pub fn dump_if_asked(&self, start: Instant, moves: &[(Instant, String)]) {
+        let Ok(path) = std::env::var("HOMESPOT_DUMP_CHUNKS") else {
+            return;
+        };
+        let at = |t: Instant| t.saturating_duration_since(start).as_secs_f64();
+        let mut out: String = self
+            .chunks
+            .iter()
+            .map(|c| format!("c {:.6} {}\n", at(c.0), c.1))
+            .collect();
+        out.extend(moves.iter().map(|(m, l)| format!("m {:.6} {l}\n", at(*m))));
+        if let Err(e) = std::fs::write(&path, out) {
+            eprintln!("HOMESPOT_DUMP_CHUNKS: {path}: {e}");
+        }
+    }
+
     /// The largest inter-arrival time whose later read is in `[from, to]`.
     pub fn max_gap_in(&self, from: Instant, to: Instant) -> Duration {
         self.chunks
