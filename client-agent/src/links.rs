@@ -1,7 +1,8 @@
 //! The link watcher: rtnetlink multicast groups for links and IPv4 addresses. On every
 //! notification (and once a second, in case one was lost) it dumps links and addresses and
 //! publishes a snapshot; the manager compares snapshots. The OS's DHCP client sets addresses;
-//! we only read them.
+//! we only read them. When a link comes back, its unresolved neighbour entries are deleted
+//! ([`forget_unresolved`]).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -126,4 +127,37 @@ pub fn network(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
 /// Whether `a` and `b` are in one `prefix`-long network.
 pub fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
     network(a, prefix) == network(b, prefix)
+}
+
+/// Deletes the IPv4 neighbour entries on the interface `ifindex` that are not resolved
+/// (INCOMPLETE or FAILED); returns how many. Called when a link comes back: an entry left
+/// from while it had no carrier retries address resolution only once a second, and a packet
+/// sent meanwhile waits in its queue for that retry (measured on the test bed: probes to the
+/// HomeSpot unanswered for 400-565 ms after the carrier returned, in 3 of 5 returns). Without
+/// the entry, the next packet resolves the address at once.
+pub async fn forget_unresolved(h: &rtnetlink::Handle, ifindex: u32) -> usize {
+    use rtnetlink::packet_route::neighbour::NeighbourState;
+    let mut stale = vec![];
+    let mut all = h
+        .neighbours()
+        .get()
+        .set_address_family(rtnetlink::packet_route::AddressFamily::Inet)
+        .execute();
+    while let Ok(Some(n)) = all.try_next().await {
+        if n.header.ifindex == ifindex
+            && matches!(
+                n.header.state,
+                NeighbourState::Incomplete | NeighbourState::Failed
+            )
+        {
+            stale.push(n);
+        }
+    }
+    let mut gone = 0;
+    for n in stale {
+        if h.neighbours().del(n).execute().await.is_ok() {
+            gone += 1;
+        }
+    }
+    gone
 }

@@ -266,6 +266,12 @@ impl Manager {
             );
             tokio::spawn(async move {
                 let index = t.index;
+                // Address resolution left failing from while the link was gone would hold
+                // the first packets to the HomeSpot for up to a second (links.rs).
+                let gone = crate::links::forget_unresolved(&handle, index).await;
+                if gone > 0 {
+                    tracing::debug!("{name}: {gone} unresolved neighbour entries deleted");
+                }
                 let (found, pending) = discovery::discover(
                     t,
                     settings,
