@@ -70,6 +70,19 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
         let back = Instant::now();
         bed.topo.restore(0).expect("restore wifi");
         let (k, _) = events.handoff_to(j + 1, "eth0").expect("handoff");
+        // When it was home: the route's change (the handoff's report comes a second later).
+        if let Ok((_, home)) = events.wait(j + 1, Duration::from_secs(1), |e| {
+            e["event"] == "route_changed" && e["to"] == "eth0"
+        }) {
+            println!(
+                "loss {}: home again {:.0} ms after the Wi-Fi returned (answered, then 600 ms of drain)",
+                losses.len() + 1,
+                event_instant(&home, anchor)
+                    .saturating_duration_since(back)
+                    .as_secs_f64()
+                    * 1e3
+            );
+        }
         losses.push((loss, back));
         i = k + 1;
         std::thread::sleep(Duration::from_millis(1000));
