@@ -3,7 +3,10 @@
 //! loaded into a sandboxed evaluator. A HomeSpot's signed advert wins over WPAD when the
 //! agent trusts it on this network ([`crate::trust`]): on a pinned network discovery waits
 //! (within the query timeout) for the pinned identity rather than taking whoever answers
-//! first; on a never-seen one only an advert from the link's router/DHCP server counts.
+//! first; on a never-seen one only an advert from the link's router/DHCP server counts, and
+//! it is not pinned here: a datagram's source address proves nothing (any device on the link
+//! can write the router's), so the manager pins it once a handshake with it, sent to that
+//! address, has completed.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -38,7 +41,8 @@ pub enum Found {
     HomeSpot {
         /// The advert.
         advert: Box<Advert>,
-        /// Pinned just now (first use, from the link's router).
+        /// First use (a never-seen network, from the link's router): to be pinned once the
+        /// handshake with it completes.
         first_use: bool,
         /// Other HomeSpots that answered first and were not trusted here.
         refused: Vec<Refused>,
@@ -213,8 +217,8 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Waits for the rest of the Query's window: a HomeSpot trusted on this link (pinned
-    /// just now if met from the network's router) as [`Found::HomeSpot`], else `None`.
+    /// Waits for the rest of the Query's window: a HomeSpot trusted on this link (or met from
+    /// the network's router, first use) as [`Found::HomeSpot`], else `None`.
     /// HomeSpots refused meanwhile go to `late`.
     pub async fn upgrade(mut self) -> Option<Found> {
         let mut refused = vec![];
@@ -225,13 +229,7 @@ impl Pending {
             self.reported.push((a.identity, src));
             let v = {
                 let mut tr = self.trust.lock().unwrap_or_else(|p| p.into_inner());
-                let v = judge(&mut tr, &self.t, &a, src, Some(&self.vouched));
-                if v == Some(Verdict::PinAndUse) {
-                    if let Err(e) = tr.pin(&a) {
-                        tracing::warn!("cannot save the HomeSpot's pin: {e}");
-                    }
-                }
-                v
+                judge(&mut tr, &self.t, &a, src, Some(&self.vouched))
             };
             match v {
                 None | Some(Verdict::Undecided) => {}
@@ -321,10 +319,7 @@ async fn homespot_or_inform(
                     None | Some(Verdict::Undecided) if chosen.is_none() => {}
                     Some(Verdict::Use) if chosen.is_none() => chosen = Some((a.clone(), false)),
                     Some(Verdict::PinAndUse) if chosen.is_none() => {
-                        if let Err(e) = tr.pin(a) {
-                            tracing::warn!("cannot save the HomeSpot's pin: {e}");
-                        }
-                        chosen = Some((a.clone(), true));
+                        chosen = Some((a.clone(), true))
                     }
                     Some(verdict)
                         if chosen

@@ -5,14 +5,17 @@
 //! (SSID, Bluetooth address) and the router address on it. The first time the agent meets a
 //! HomeSpot on a network nobody holds, it uses it only if the advert came from the link's own
 //! router or DHCP server (the addresses the network's DHCP answer named) and from the address
-//! the advert gives for that link; it then pins the identity to every link the advert lists
-//! (Co-Link: the HomeSpot vouches for its other links with the same signature). On a network
+//! the advert gives for that link; once a handshake with it has completed (the manager
+//! calls [`Trust::pin`] then, not discovery: a source address alone proves nothing), it pins
+//! the identity to every link the advert lists (Co-Link: the HomeSpot vouches for its other
+//! links with the same signature). On a network
 //! pinned to one identity, another identity is never used: [`Verdict::Mismatch`] is reported
 //! (event, warning, status) and the link is treated as a plain network until the user runs
 //! `homespot-agent trust <fingerprint>`; `forget` drops an identity's pins.
 //!
 //! What it does not do: defend a never-seen network against a device that also answers DHCP
-//! or spoofs the router's address faster than the router (trust on first use cannot), or
+//! or takes over the router's address (trust on first use cannot; one that only writes it
+//! into its datagrams answers no handshake and is never pinned), or
 //! trust any identity the user did not either meet from the router or name.
 
 use std::net::Ipv4Addr;

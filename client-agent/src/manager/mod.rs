@@ -70,6 +70,8 @@ pub struct Manager {
     clamp: Arc<crate::proxy::clamp::Clamp>,
     /// Which HomeSpot identity is trusted on which network.
     trust: Arc<std::sync::Mutex<crate::trust::Trust>>,
+    /// A first-use HomeSpot's advert, pinned once a handshake with it completes.
+    pin_on_handshake: Option<Box<phandoff::wire::Advert>>,
     /// Warnings for the status (the latest [`MAX_WARNINGS`]).
     warnings: std::collections::VecDeque<Value>,
     /// HomeSpots refused after discovery had decided (late answers).
@@ -125,6 +127,7 @@ impl Manager {
             disc_rx: Some(disc_rx),
             clamp,
             trust,
+            pin_on_handshake: None,
             warnings: Default::default(),
             late_tx,
             late_rx: Some(late_rx),
@@ -353,10 +356,10 @@ impl Manager {
                 }
                 if first_use {
                     tracing::info!(
-                        "{name}: HomeSpot {} met from the network's router; pinned to its {} links",
+                        "{name}: HomeSpot {} met from the network's router; pinned once the handshake with it completes",
                         crate::trust::fingerprint(&advert.identity),
-                        advert.links.len()
                     );
+                    self.pin_on_handshake = Some(advert.clone());
                 }
                 let info = advert
                     .links
@@ -731,6 +734,21 @@ impl Manager {
                 if let Err(e) = hs.associated(global, homespot).await {
                     tracing::warn!("global address {global}: {e}");
                     return;
+                }
+                // A first-use HomeSpot answered the handshake sent to the router's address
+                // with the key its advert signed: now it is pinned (discovery.rs).
+                if let Some(a) = self.pin_on_handshake.take() {
+                    if a.identity == hs.identity() {
+                        let mut tr = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+                        match tr.pin(&a) {
+                            Ok(()) => tracing::info!(
+                                "HomeSpot {} pinned to its {} links",
+                                crate::trust::fingerprint(&a.identity),
+                                a.links.len()
+                            ),
+                            Err(e) => tracing::warn!("cannot save the HomeSpot's pin: {e}"),
+                        }
+                    }
                 }
                 self.events.emit(
                     "associated",

@@ -94,7 +94,7 @@ fn run() -> Result<()> {
     let s = bed.request(r#"{"cmd":"status"}"#)?;
     let hs = &s["homespot"];
     println!(
-        "  found HomeSpot {} (answered from the network's router; pinned to its links), global address {} -> HomeSpot {}, using {}",
+        "  found HomeSpot {} (answered from the network's router; pinned to its links after the handshake), global address {} -> HomeSpot {}, using {}",
         hs["identity"].as_str().unwrap_or("?"),
         hs["global"].as_str().unwrap_or("?"),
         hs["homespot_global"].as_str().unwrap_or("?"),

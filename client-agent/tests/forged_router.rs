@@ -1,0 +1,119 @@
+//! DESIGN.md section 3, "nothing changes state before the sender is authenticated": on a
+//! never-seen network, an advert whose datagram carries the router's address proves nothing
+//! (any device on the link can write that source address into a UDP datagram). A forger
+//! answers the laptop's Query on the foreign AP's network with a HomeSpot advert for that
+//! network, signed by its own key, from the router's address; it answers no handshake (a
+//! forger elsewhere on the link never sees the replies sent to the router). The agent must not
+//! pin it: a pin is made only once a handshake with the identity has completed.
+//!
+//! The forger runs in the AP's namespace (the bed's AP link has no third device), so its
+//! datagrams carry the router's address exactly as a forged one would.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use phandoff::crypto::Identity;
+use phandoff::wire::{Advert, LinkInfo, LinkKind, Message};
+use testkit::journey::JourneyBed;
+
+/// Answers every Query on the AP's network with the forged advert until `stop`; returns the
+/// forger's identity.
+fn forger(stop: Arc<AtomicBool>, answered: Arc<AtomicU64>) -> [u8; 32] {
+    let id = Identity::from_seed([0x5f; 32]);
+    let mut a = Advert {
+        identity: [0; 32],
+        noise_key: [0; 32],
+        epoch: 1,
+        global_subnet: Ipv4Addr::new(10, 201, 0, 0),
+        global_prefix: 24,
+        global_addr: Ipv4Addr::new(10, 201, 0, 1),
+        caps: 0,
+        links: vec![LinkInfo {
+            index: 0,
+            kind: LinkKind::Wifi,
+            l2_id: b"cafe".to_vec(),
+            subnet: Ipv4Addr::new(10, 88, 1, 0),
+            prefix: 24,
+            router: Ipv4Addr::new(10, 88, 1, 1),
+            proxy: Ipv4Addr::new(10, 88, 1, 1),
+            proxy_port: 3128,
+            pac_url: vec![],
+        }],
+        signature: [0; 64],
+    };
+    id.sign_advert(&mut a);
+    let bytes = Message::Advert(a).emit();
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 4747)).expect("socket");
+    s.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((n, SocketAddr::V4(from))) = s.recv_from(&mut buf) {
+                // Queries only: the handshake sent to the router is not seen by a forger.
+                if matches!(Message::parse(&buf[..n]), Ok(Message::Query(_))) {
+                    let _ = s.send_to(&bytes, from);
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    id.public()
+}
+
+#[test]
+fn an_advert_forged_from_the_routers_address_is_never_pinned() {
+    assert!(testkit::can_run(), "needs root (network namespaces)");
+    let mut bed =
+        JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
+    let events = bed
+        .start_agent(
+            env!("CARGO_BIN_EXE_homespot-agent"),
+            "[policy]\nthroughput_rule = false\n",
+        )
+        .expect("agent");
+    events.handoff_to(0, "eth0").expect("at the HomeSpot");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let (s2, a2) = (stop.clone(), answered.clone());
+    let forged = bed.ap.in_thread(move || forger(s2, a2)).expect("forger");
+    let fp: String = forged.iter().map(|b| format!("{b:02x}")).collect();
+    // To the AP: both HomeSpot radios lost, its link up with a lease.
+    bed.topo
+        .client
+        .run(&["ip", "link", "set", "eth2", "down"])
+        .expect("eth2 down");
+    let mark = events.len();
+    bed.topo.lose(0).expect("lose wifi");
+    bed.topo.lose(1).expect("lose bluetooth");
+    for l in ["eth0", "eth1"] {
+        events
+            .wait(mark, Duration::from_secs(5), |e| {
+                e["event"] == "link_down" && e["link"] == l
+            })
+            .expect("declared dead");
+    }
+    bed.topo
+        .client
+        .run(&["ip", "link", "set", "eth2", "up"])
+        .expect("eth2 up");
+    bed.dhcp("eth2").expect("lease from the AP");
+    // Discovery, then the handshakes that go unanswered.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = bed.stop_agent().expect("stop agent");
+    stop.store(true, Ordering::Relaxed);
+    let n = answered.load(Ordering::Relaxed);
+    let pins = std::fs::read_to_string(bed.dir.join("agent-state/trust")).unwrap_or_default();
+    println!("the forger answered {n} Queries; pins:\n{pins}");
+    assert!(n > 0, "the forger answered the Query\n{log}");
+    assert!(
+        log.contains(&fp[..12]),
+        "the agent met the forged advert\n{log}"
+    );
+    assert!(
+        !pins.contains(&fp),
+        "the forged identity was pinned without a handshake:\n{pins}\n{log}"
+    );
+}
