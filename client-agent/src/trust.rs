@@ -11,7 +11,10 @@
 //! links with the same signature). On a network
 //! pinned to one identity, another identity is never used: [`Verdict::Mismatch`] is reported
 //! (event, warning, status) and the link is treated as a plain network until the user runs
-//! `homespot-agent trust <fingerprint>`; `forget` drops an identity's pins.
+//! `homespot-agent trust <fingerprint>`; `forget` drops an identity's pins. A first-use
+//! identity whose handshake is given up is [`Verdict::Unanswered`] for
+//! [`UNANSWERED_FOR`] ([`Trust::unanswered`]): the network is used as a plain one meanwhile
+//! (an advert forged from the router's address would otherwise hold the link for good).
 //!
 //! What it does not do: defend a never-seen network against a device that also answers DHCP
 //! or takes over the router's address (trust on first use cannot; one that only writes it
@@ -20,6 +23,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use phandoff::wire::{Advert, LinkInfo};
 
@@ -66,6 +70,9 @@ pub enum Verdict {
     NotRouter,
     /// A never-seen network whose DHCP answer has not come yet: wait for it.
     Undecided,
+    /// From the router of a never-seen network, but a handshake with it was given up lately:
+    /// not used (a forgery from the router's address, or a HomeSpot in trouble).
+    Unanswered,
 }
 
 /// An identity the agent refused on a pinned network, kept so the user can trust it.
@@ -85,7 +92,14 @@ pub struct Trust {
     path: PathBuf,
     pins: Vec<([u8; 32], Network)>,
     conflicts: Vec<Conflict>,
+    /// First-use identities whose handshake was given up, until when they are not used.
+    unanswered: Vec<([u8; 32], Instant)>,
 }
+
+/// A first-use identity whose handshake was given up is not used for this long.
+pub const UNANSWERED_FOR: Duration = Duration::from_secs(600);
+/// At most this many such identities are remembered (the oldest goes first).
+pub const MAX_UNANSWERED: usize = 16;
 
 /// At most this many refused identities are kept for `trust`.
 pub const MAX_CONFLICTS: usize = 16;
@@ -135,6 +149,7 @@ impl Trust {
             path,
             pins,
             conflicts: vec![],
+            unanswered: vec![],
         }
     }
 
@@ -149,6 +164,32 @@ impl Trust {
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, &self.path)
+    }
+
+    /// A first-use identity's handshake was given up at `now`: it is not used on a never-seen
+    /// network for [`UNANSWERED_FOR`] (see [`Trust::check_answered`]).
+    pub fn unanswered(&mut self, id: [u8; 32], now: Instant) {
+        self.unanswered
+            .retain(|(i, until)| *i != id && *until > now);
+        if self.unanswered.len() >= MAX_UNANSWERED {
+            self.unanswered.remove(0);
+        }
+        self.unanswered.push((id, now + UNANSWERED_FOR));
+    }
+
+    /// `v`, a verdict on `id`, as it stands at `now`: [`Verdict::PinAndUse`] becomes
+    /// [`Verdict::Unanswered`] while a handshake with `id` given up is recent. Pinned
+    /// identities are not affected.
+    pub fn check_answered(&self, v: Verdict, id: &[u8; 32], now: Instant) -> Verdict {
+        let recent = self
+            .unanswered
+            .iter()
+            .any(|(i, until)| i == id && *until > now);
+        if v == Verdict::PinAndUse && recent {
+            Verdict::Unanswered
+        } else {
+            v
+        }
     }
 
     /// Every identity pinned, with its networks.
@@ -362,6 +403,49 @@ mod tests {
         assert_eq!(
             t.judge(&other, &other.links[0], ROUTER, Some(&[ROUTER])),
             Verdict::Mismatch { pinned }
+        );
+    }
+
+    /// With a virtual clock: a first-use identity whose handshake was given up is not used for
+    /// ten minutes; a pinned one is never affected; the list is bounded.
+    #[test]
+    fn an_unanswered_first_use_identity_rests() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut t = Trust::load(dir.path());
+        let t0 = Instant::now();
+        let forged = advert(3, b"Cafe");
+        let l = &forged.links[0];
+        let v = t.judge(&forged, l, ROUTER, Some(&[ROUTER]));
+        assert_eq!(v, Verdict::PinAndUse);
+        t.unanswered(forged.identity, t0);
+        let later = t0 + UNANSWERED_FOR - Duration::from_secs(1);
+        assert_eq!(
+            t.check_answered(v.clone(), &forged.identity, later),
+            Verdict::Unanswered
+        );
+        assert_eq!(
+            t.check_answered(v.clone(), &forged.identity, t0 + UNANSWERED_FOR),
+            Verdict::PinAndUse,
+            "tried again once the time is over"
+        );
+        // Other identities, other verdicts: unchanged.
+        let other = advert(4, b"Cafe");
+        assert_eq!(
+            t.check_answered(v.clone(), &other.identity, t0),
+            Verdict::PinAndUse
+        );
+        assert_eq!(
+            t.check_answered(Verdict::Use, &forged.identity, t0),
+            Verdict::Use
+        );
+        // Bounded: the oldest goes first.
+        for i in 0..MAX_UNANSWERED as u8 {
+            t.unanswered([i + 100; 32], t0 + Duration::from_secs(1));
+        }
+        assert_eq!(t.unanswered.len(), MAX_UNANSWERED);
+        assert_eq!(
+            t.check_answered(v, &forged.identity, t0 + Duration::from_secs(2)),
+            Verdict::PinAndUse
         );
     }
 

@@ -4,19 +4,26 @@
 //! answers the laptop's Query on the foreign AP's network with a HomeSpot advert for that
 //! network, signed by its own key, from the router's address; it answers no handshake (a
 //! forger elsewhere on the link never sees the replies sent to the router). The agent must not
-//! pin it: a pin is made only once a handshake with the identity has completed.
+//! pin it: a pin is made only once a handshake with the identity has completed. And a laptop
+//! that meets it first (no HomeSpot known yet) must not be held by it: once its handshakes are
+//! given up, the network is used as the plain network it is.
 //!
 //! The forger runs in the AP's namespace (the bed's AP link has no third device), so its
 //! datagrams carry the router's address exactly as a forged one would.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use phandoff::crypto::Identity;
 use phandoff::wire::{Advert, LinkInfo, LinkKind, Message};
-use testkit::journey::JourneyBed;
+use std::sync::Mutex;
+
+use testkit::journey::{JourneyBed, ORIGIN};
+
+/// The tests share the AP's address and port: one bed at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Answers every Query on the AP's network with the forged advert until `stop`; returns the
 /// forger's identity.
@@ -44,28 +51,14 @@ fn forger(stop: Arc<AtomicBool>, answered: Arc<AtomicU64>) -> [u8; 32] {
         signature: [0; 64],
     };
     id.sign_advert(&mut a);
-    let bytes = Message::Advert(a).emit();
-    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 4747)).expect("socket");
-    s.set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, SocketAddr::V4(from))) = s.recv_from(&mut buf) {
-                // Queries only: the handshake sent to the router is not seen by a forger.
-                if matches!(Message::parse(&buf[..n]), Ok(Message::Query(_))) {
-                    let _ = s.send_to(&bytes, from);
-                    answered.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+    testkit::forger::answer_queries(Message::Advert(a).emit(), stop, answered).expect("forger");
     id.public()
 }
 
 #[test]
 fn an_advert_forged_from_the_routers_address_is_never_pinned() {
     assert!(testkit::can_run(), "needs root (network namespaces)");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut bed =
         JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
     let events = bed
@@ -116,4 +109,72 @@ fn an_advert_forged_from_the_routers_address_is_never_pinned() {
         !pins.contains(&fp),
         "the forged identity was pinned without a handshake:\n{pins}\n{log}"
     );
+}
+
+/// The laptop opens its lid at the café first (it has met no HomeSpot in this run): the forged
+/// advert is the only HomeSpot it sees. Its handshakes go unanswered; after three rounds the
+/// agent gives it up (refused, with the reason) and uses the network with its own DHCP and WPAD:
+/// a download goes through. Without the fallback the link stayed a HomeSpot link, retrying a
+/// handshake nobody answers (this test then fails waiting for the refusal).
+#[test]
+fn a_forged_homespot_met_first_is_given_up_for_the_plain_network() {
+    assert!(testkit::can_run(), "needs root (network namespaces)");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bed = JourneyBed::start_bare(&testkit::journey::homespotd_bin().expect("homespotd"))
+        .expect("bed");
+    for l in ["eth0", "eth1"] {
+        bed.topo
+            .client
+            .run(&["ip", "link", "set", l, "down"])
+            .expect("HomeSpot radios off");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let (s2, a2) = (stop.clone(), answered.clone());
+    let forged = bed.ap.in_thread(move || forger(s2, a2)).expect("forger");
+    let fp: String = forged.iter().map(|b| format!("{b:02x}")).collect();
+    bed.dhcp("eth2").expect("lease from the AP");
+    let events = bed
+        .launch_agent(
+            env!("CARGO_BIN_EXE_homespot-agent"),
+            "[policy]\nthroughput_rule = false\n",
+        )
+        .expect("agent");
+    let refused = events.wait(0, Duration::from_secs(15), |e| {
+        e["event"] == "homespot_refused"
+            && e["identity"] == fp.as_str()
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("never completed a handshake"))
+    });
+    let refused = match refused {
+        Ok((_, e)) => e,
+        Err(e) => panic!(
+            "the forged HomeSpot was not given up: {e}\n{}",
+            bed.agent_log()
+        ),
+    };
+    println!("refused: {}", refused["reason"]);
+    bed.wait_current("eth2", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", bed.agent_log()));
+    let c = bed
+        .curl(&["--fail", &format!("http://{ORIGIN}/bytes/2000000")])
+        .expect("curl");
+    let (st, err, dl) = c.finish(Duration::from_secs(20)).expect("curl ends");
+    assert!(
+        st.success(),
+        "curl through the café's network: {err}\n{}",
+        bed.agent_log()
+    );
+    assert_eq!((dl.bytes, dl.mismatch), (2_000_000, None), "byte-exact");
+    let s = bed.request(r#"{"cmd":"status"}"#).expect("status");
+    println!("status: {s}");
+    let log = bed.stop_agent().expect("stop agent");
+    stop.store(true, Ordering::Relaxed);
+    let pins = std::fs::read_to_string(bed.dir.join("agent-state/trust")).unwrap_or_default();
+    assert!(
+        !pins.contains(&fp),
+        "the forged identity was pinned:\n{pins}\n{log}"
+    );
+    assert!(answered.load(Ordering::Relaxed) > 0, "the forger answered");
 }

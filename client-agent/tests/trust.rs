@@ -6,7 +6,7 @@
 //!   the real HomeSpot is used every time, and every time the agent warns (event, log and
 //!   status) with the rogue's fingerprint.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,21 +51,7 @@ fn rogue(stop: Arc<AtomicBool>, answered: Arc<AtomicU64>, own_router: bool) -> [
     }
     let id = Identity::from_seed([0x66; 32]);
     id.sign_advert(&mut a);
-    let bytes = Message::Advert(a).emit();
-    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 4747)).expect("socket");
-    s.set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, SocketAddr::V4(from))) = s.recv_from(&mut buf) {
-                if matches!(Message::parse(&buf[..n]), Ok(Message::Query(_))) {
-                    let _ = s.send_to(&bytes, from);
-                    answered.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+    testkit::forger::answer_queries(Message::Advert(a).emit(), stop, answered).expect("rogue");
     id.public()
 }
 

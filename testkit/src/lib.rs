@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 pub mod bluez;
 pub mod board;
 pub mod clients;
+pub mod forger;
 mod initramfs;
 pub mod journey;
 pub mod origin;

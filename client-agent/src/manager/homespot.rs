@@ -49,9 +49,11 @@ pub struct HomeSpot {
 /// received at least [`HEARD_BYTES`] since the last look), so data queued on a busy slow link
 /// counts as liveness. The threshold keeps stray small frames (IPv6 neighbour discovery, say)
 /// from reviving a lost link.
+/// It ends with the association (a weak sender: the P-Handoff client stops once the
+/// association's own sender is dropped).
 fn watch_traffic(
     watched: Arc<Mutex<Vec<(u8, String)>>>,
-    cmd: mpsc::Sender<Command>,
+    cmd: mpsc::WeakSender<Command>,
     period: std::time::Duration,
 ) {
     tokio::spawn(async move {
@@ -61,6 +63,9 @@ fn watch_traffic(
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
+            if cmd.strong_count() == 0 {
+                return;
+            }
             let links = watched.lock().map(|v| v.clone()).unwrap_or_default();
             for (link, ifname) in links {
                 let path = format!("/sys/class/net/{ifname}/statistics/rx_bytes");
@@ -73,7 +78,11 @@ fn watch_traffic(
                 let heard = last
                     .insert(link, rx)
                     .is_some_and(|old| rx >= old + threshold);
-                if heard && cmd.send(Command::Heard(link)).await.is_err() {
+                if !heard {
+                    continue;
+                }
+                let Some(cmd) = cmd.upgrade() else { return };
+                if cmd.send(Command::Heard(link)).await.is_err() {
                     return;
                 }
             }
@@ -110,7 +119,7 @@ impl HomeSpot {
         let (cmd, rx) = mpsc::channel(32);
         tokio::spawn(run_client(c, Vec::new(), rx, events));
         let watched = Arc::new(Mutex::new(Vec::new()));
-        watch_traffic(watched.clone(), cmd.clone(), cfg.probe_interval);
+        watch_traffic(watched.clone(), cmd.downgrade(), cfg.probe_interval);
         Ok(HomeSpot {
             advert,
             cmd,

@@ -72,6 +72,8 @@ pub struct Manager {
     trust: Arc<std::sync::Mutex<crate::trust::Trust>>,
     /// A first-use HomeSpot's advert, pinned once a handshake with it completes.
     pin_on_handshake: Option<Box<phandoff::wire::Advert>>,
+    /// Handshakes given up with that HomeSpot so far.
+    first_use_failures: u32,
     /// Warnings for the status (the latest [`MAX_WARNINGS`]).
     warnings: std::collections::VecDeque<Value>,
     /// HomeSpots refused after discovery had decided (late answers).
@@ -89,6 +91,9 @@ pub struct Manager {
 
 /// How many warnings the status keeps.
 const MAX_WARNINGS: usize = 8;
+/// A first-use HomeSpot is given up after this many handshakes given up (each is
+/// `ClientConfig::tries` attempts; a second apart).
+const FIRST_USE_TRIES: u32 = 3;
 
 impl Manager {
     /// A manager publishing on `path`, measuring with `meter`, reporting on `events`.
@@ -128,6 +133,7 @@ impl Manager {
             clamp,
             trust,
             pin_on_handshake: None,
+            first_use_failures: 0,
             warnings: Default::default(),
             late_tx,
             late_rx: Some(late_rx),
@@ -354,13 +360,6 @@ impl Manager {
                 for r in refused {
                     self.refused(&name, &r);
                 }
-                if first_use {
-                    tracing::info!(
-                        "{name}: HomeSpot {} met from the network's router; pinned once the handshake with it completes",
-                        crate::trust::fingerprint(&advert.identity),
-                    );
-                    self.pin_on_handshake = Some(advert.clone());
-                }
                 let info = advert
                     .links
                     .iter()
@@ -381,6 +380,15 @@ impl Manager {
                         self.core.found(now, &name, generation, Disc::direct());
                         return;
                     }
+                }
+                // Only for the HomeSpot this laptop uses: another one met meanwhile does not
+                // replace a pin still waiting for its handshake.
+                if first_use {
+                    tracing::info!(
+                        "{name}: HomeSpot {} met from the network's router; pinned once the handshake with it completes",
+                        crate::trust::fingerprint(&advert.identity),
+                    );
+                    self.pin_on_handshake = Some(advert.clone());
                 }
                 let kind = Kind::from(info.kind);
                 self.core.found(
@@ -467,6 +475,14 @@ impl Manager {
                     r.from
                 ),
                 Some(fingerprint(&pinned)),
+            ),
+            Verdict::Unanswered => (
+                format!(
+                    "a HomeSpot first met here from {} never completed a handshake: not used for {} minutes (a forged advert, or a HomeSpot in trouble); the network is used as a plain one",
+                    r.from,
+                    crate::trust::UNANSWERED_FOR.as_secs() / 60
+                ),
+                None,
             ),
             _ => (
                 format!(
@@ -720,6 +736,39 @@ impl Manager {
                "proxy": self.cfg.proxy.listen.to_string()})
     }
 
+    /// A first-use HomeSpot never completed a handshake ([`FIRST_USE_TRIES`] given up): a
+    /// device writing the router's address into its adverts looks just like it. It is not
+    /// used for a while (`trust::UNANSWERED_FOR`), and its links are discovered again: plain
+    /// networks now, with their own DHCP and WPAD.
+    async fn give_up_first_use(&mut self) {
+        self.first_use_failures = 0;
+        let Some(a) = self.pin_on_handshake.take() else {
+            return;
+        };
+        tracing::warn!(
+            "HomeSpot {} (first met on this network) never completed a handshake: not used for {} minutes; its links are used as plain networks",
+            &crate::trust::fingerprint(&a.identity)[..12],
+            crate::trust::UNANSWERED_FOR.as_secs() / 60
+        );
+        self.trust
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unanswered(a.identity, Instant::now());
+        if let Some(mut hs) = self.hs.take() {
+            hs.cleanup().await;
+        }
+        let names: Vec<String> = self
+            .core
+            .links
+            .iter()
+            .filter(|(_, l)| matches!(l.disc, Disc::HomeSpot { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            self.discover_again(&name, None);
+        }
+    }
+
     async fn on_homespot(&mut self, e: phandoff::client::ClientEvent) {
         use phandoff::client::ClientEvent as E;
         let Some(hs) = self.hs.as_mut() else { return };
@@ -737,6 +786,7 @@ impl Manager {
                 }
                 // A first-use HomeSpot answered the handshake sent to the router's address
                 // with the key its advert signed: now it is pinned (discovery.rs).
+                self.first_use_failures = 0;
                 if let Some(a) = self.pin_on_handshake.take() {
                     if a.identity == hs.identity() {
                         let mut tr = self.trust.lock().unwrap_or_else(|p| p.into_inner());
@@ -779,6 +829,18 @@ impl Manager {
                 );
             }
             E::AssociateFailed => {
+                let first_use = hs.global().is_none()
+                    && self
+                        .pin_on_handshake
+                        .as_ref()
+                        .is_some_and(|a| a.identity == hs.identity());
+                if first_use {
+                    self.first_use_failures += 1;
+                    if self.first_use_failures >= FIRST_USE_TRIES {
+                        self.give_up_first_use().await;
+                        return;
+                    }
+                }
                 tracing::warn!("no answer to the handshake; trying again");
                 hs.associate_failed();
             }
