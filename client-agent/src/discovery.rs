@@ -155,7 +155,7 @@ fn judge(
         .iter()
         .find(|l| crate::links::same_subnet(l.subnet, t.addr, l.prefix))?;
     let v = tr.judge(a, ours, src, vouched);
-    let v = tr.check_answered(v, &a.identity, std::time::Instant::now());
+    let v = tr.check_now(v, &a.identity, std::time::Instant::now());
     if let Verdict::Mismatch { pinned } = v {
         tr.conflict(a, pinned);
     }

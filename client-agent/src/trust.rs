@@ -14,7 +14,9 @@
 //! `homespot-agent trust <fingerprint>`; `forget` drops an identity's pins. A first-use
 //! identity whose handshake is given up is [`Verdict::Unanswered`] for
 //! [`UNANSWERED_FOR`] ([`Trust::unanswered`]): the network is used as a plain one meanwhile
-//! (an advert forged from the router's address would otherwise hold the link for good).
+//! (an advert forged from the router's address would otherwise hold the link for good). While
+//! the agent is associated with one HomeSpot, another is [`Verdict::OtherInUse`]: that network
+//! too is a plain one.
 //!
 //! What it does not do: defend a never-seen network against a device that also answers DHCP
 //! or takes over the router's address (trust on first use cannot; one that only writes it
@@ -73,6 +75,12 @@ pub enum Verdict {
     /// From the router of a never-seen network, but a handshake with it was given up lately:
     /// not used (a forgery from the router's address, or a HomeSpot in trouble).
     Unanswered,
+    /// Trusted here, but the agent is associated with another HomeSpot (one at a time): the
+    /// network is used as a plain one.
+    OtherInUse {
+        /// The HomeSpot in use.
+        in_use: [u8; 32],
+    },
 }
 
 /// An identity the agent refused on a pinned network, kept so the user can trust it.
@@ -94,6 +102,8 @@ pub struct Trust {
     conflicts: Vec<Conflict>,
     /// First-use identities whose handshake was given up, until when they are not used.
     unanswered: Vec<([u8; 32], Instant)>,
+    /// The HomeSpot the agent is associated with (or trying to be).
+    in_use: Option<[u8; 32]>,
 }
 
 /// A first-use identity whose handshake was given up is not used for this long.
@@ -150,6 +160,7 @@ impl Trust {
             pins,
             conflicts: vec![],
             unanswered: vec![],
+            in_use: None,
         }
     }
 
@@ -167,7 +178,7 @@ impl Trust {
     }
 
     /// A first-use identity's handshake was given up at `now`: it is not used on a never-seen
-    /// network for [`UNANSWERED_FOR`] (see [`Trust::check_answered`]).
+    /// network for [`UNANSWERED_FOR`] (see [`Trust::check_now`]).
     pub fn unanswered(&mut self, id: [u8; 32], now: Instant) {
         self.unanswered
             .retain(|(i, until)| *i != id && *until > now);
@@ -177,18 +188,28 @@ impl Trust {
         self.unanswered.push((id, now + UNANSWERED_FOR));
     }
 
+    /// The agent is now associated with `id` (or trying to be), or with none.
+    pub fn set_in_use(&mut self, id: Option<[u8; 32]>) {
+        self.in_use = id;
+    }
+
     /// `v`, a verdict on `id`, as it stands at `now`: [`Verdict::PinAndUse`] becomes
-    /// [`Verdict::Unanswered`] while a handshake with `id` given up is recent. Pinned
-    /// identities are not affected.
-    pub fn check_answered(&self, v: Verdict, id: &[u8; 32], now: Instant) -> Verdict {
+    /// [`Verdict::Unanswered`] while a handshake with `id` given up is recent (pinned
+    /// identities are not affected), and a usable identity other than the one in use becomes
+    /// [`Verdict::OtherInUse`].
+    pub fn check_now(&self, v: Verdict, id: &[u8; 32], now: Instant) -> Verdict {
         let recent = self
             .unanswered
             .iter()
             .any(|(i, until)| i == id && *until > now);
         if v == Verdict::PinAndUse && recent {
-            Verdict::Unanswered
-        } else {
-            v
+            return Verdict::Unanswered;
+        }
+        match self.in_use {
+            Some(in_use) if in_use != *id && matches!(v, Verdict::Use | Verdict::PinAndUse) => {
+                Verdict::OtherInUse { in_use }
+            }
+            _ => v,
         }
     }
 
@@ -420,22 +441,22 @@ mod tests {
         t.unanswered(forged.identity, t0);
         let later = t0 + UNANSWERED_FOR - Duration::from_secs(1);
         assert_eq!(
-            t.check_answered(v.clone(), &forged.identity, later),
+            t.check_now(v.clone(), &forged.identity, later),
             Verdict::Unanswered
         );
         assert_eq!(
-            t.check_answered(v.clone(), &forged.identity, t0 + UNANSWERED_FOR),
+            t.check_now(v.clone(), &forged.identity, t0 + UNANSWERED_FOR),
             Verdict::PinAndUse,
             "tried again once the time is over"
         );
         // Other identities, other verdicts: unchanged.
         let other = advert(4, b"Cafe");
         assert_eq!(
-            t.check_answered(v.clone(), &other.identity, t0),
+            t.check_now(v.clone(), &other.identity, t0),
             Verdict::PinAndUse
         );
         assert_eq!(
-            t.check_answered(Verdict::Use, &forged.identity, t0),
+            t.check_now(Verdict::Use, &forged.identity, t0),
             Verdict::Use
         );
         // Bounded: the oldest goes first.
@@ -444,8 +465,24 @@ mod tests {
         }
         assert_eq!(t.unanswered.len(), MAX_UNANSWERED);
         assert_eq!(
-            t.check_answered(v, &forged.identity, t0 + Duration::from_secs(2)),
+            t.check_now(v.clone(), &forged.identity, t0 + Duration::from_secs(2)),
             Verdict::PinAndUse
+        );
+        // While another HomeSpot is in use, a trusted one is not used either.
+        t.set_in_use(Some(other.identity));
+        let in_use = other.identity;
+        assert_eq!(
+            t.check_now(v.clone(), &forged.identity, t0),
+            Verdict::OtherInUse { in_use }
+        );
+        assert_eq!(
+            t.check_now(Verdict::Use, &forged.identity, t0),
+            Verdict::OtherInUse { in_use }
+        );
+        assert_eq!(t.check_now(v, &other.identity, t0), Verdict::PinAndUse);
+        assert_eq!(
+            t.check_now(Verdict::NotRouter, &forged.identity, t0),
+            Verdict::NotRouter
         );
     }
 

@@ -4,7 +4,8 @@
 //! answers the laptop's Query on the foreign AP's network with a HomeSpot advert for that
 //! network, signed by its own key, from the router's address; it answers no handshake (a
 //! forger elsewhere on the link never sees the replies sent to the router). The agent must not
-//! pin it: a pin is made only once a handshake with the identity has completed. And a laptop
+//! pin it: a pin is made only once a handshake with the identity has completed; while it uses
+//! its own HomeSpot, the café's network is a plain one, WPAD and all. And a laptop
 //! that meets it first (no HomeSpot known yet) must not be held by it: once its handshakes are
 //! given up, the network is used as the plain network it is.
 //!
@@ -93,8 +94,35 @@ fn an_advert_forged_from_the_routers_address_is_never_pinned() {
         .run(&["ip", "link", "set", "eth2", "up"])
         .expect("eth2 up");
     bed.dhcp("eth2").expect("lease from the AP");
-    // Discovery, then the handshakes that go unanswered.
-    std::thread::sleep(Duration::from_secs(3));
+    // The laptop is associated with its own HomeSpot: the forged one is refused as another
+    // HomeSpot, and the café's network used as a plain one, with its WPAD (it was DIRECT).
+    let refused = events.wait(mark, Duration::from_secs(10), |e| {
+        e["event"] == "homespot_refused"
+            && e["identity"] == fp.as_str()
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("is in use"))
+    });
+    if let Err(e) = refused {
+        panic!(
+            "the forged HomeSpot was not refused: {e}\n{}",
+            bed.agent_log()
+        );
+    }
+    bed.wait_current("eth2", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", bed.agent_log()));
+    let s = bed.request(r#"{"cmd":"status"}"#).expect("status");
+    let eth2 = s["links"]
+        .as_array()
+        .and_then(|v| v.iter().find(|l| l["name"] == "eth2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (eth2["state"].as_str(), eth2["info"]["wpad"].as_str()),
+        (Some("plain"), Some("http://10.88.1.1/wpad.dat")),
+        "the café's network with its WPAD: {s}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
     let log = bed.stop_agent().expect("stop agent");
     stop.store(true, Ordering::Relaxed);
     let n = answered.load(Ordering::Relaxed);

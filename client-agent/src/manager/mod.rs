@@ -373,11 +373,13 @@ impl Manager {
                 };
                 if let Some(hs) = &self.hs {
                     if hs.identity() != advert.identity {
-                        tracing::warn!(
-                            "{name}: another HomeSpot ({}); used as a plain network",
+                        // Judged before the other was in use (trust.rs): again, as a plain
+                        // network with its own WPAD.
+                        tracing::info!(
+                            "{name}: another HomeSpot ({}) while one is in use; discovering again",
                             crate::state::short_id(&advert.identity)
                         );
-                        self.core.found(now, &name, generation, Disc::direct());
+                        self.discover_again(&name, None);
                         return;
                     }
                 }
@@ -406,8 +408,15 @@ impl Manager {
                            "kind": kind.name(), "took_ms": ms(took)}),
                 );
                 if self.hs.is_none() {
+                    let id = advert.identity;
                     match HomeSpot::start(&self.cfg, self.key, *advert, hs_tx.clone()) {
-                        Ok(h) => self.hs = Some(h),
+                        Ok(h) => {
+                            self.hs = Some(h);
+                            self.trust
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .set_in_use(Some(id));
+                        }
                         Err(e) => {
                             tracing::warn!("P-Handoff client: {e}");
                             return;
@@ -475,6 +484,14 @@ impl Manager {
                     r.from
                 ),
                 Some(fingerprint(&pinned)),
+            ),
+            Verdict::OtherInUse { in_use } => (
+                format!(
+                    "a HomeSpot answered from {} while HomeSpot {} is in use (one at a time): the network is used as a plain one",
+                    r.from,
+                    &fingerprint(&in_use)[..12]
+                ),
+                None,
             ),
             Verdict::Unanswered => (
                 format!(
@@ -750,10 +767,11 @@ impl Manager {
             &crate::trust::fingerprint(&a.identity)[..12],
             crate::trust::UNANSWERED_FOR.as_secs() / 60
         );
-        self.trust
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unanswered(a.identity, Instant::now());
+        {
+            let mut tr = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+            tr.unanswered(a.identity, Instant::now());
+            tr.set_in_use(None);
+        }
         if let Some(mut hs) = self.hs.take() {
             hs.cleanup().await;
         }
