@@ -85,7 +85,7 @@ load() { # name mode connect extra-args... ; pid-to-sample
     local lg=$!
     sleep $((DUR / 2))
     local r="-"
-    [[ "$pid" != "-" ]] && r=$(rss "$pid") && grep -E '^(Rss|Anonymous|Private|Shared)' /proc/$pid/smaps_rollup > "$OUT/smaps-$name.txt" 2>/dev/null
+    [[ "$pid" != "-" ]] && r=$(rss "$pid") && grep -E '^(Rss|Anonymous|Private|Shared)' /proc/$pid/smaps_rollup > "$OUT/smaps-$name.txt" 2>/dev/null && cp /proc/$pid/smaps "$OUT/smaps-full-$name.txt" 2>/dev/null
     wait $lg
     local line; line=$(tail -1 "$OUT/load-$name.txt")
     local req rps p50 p99 err

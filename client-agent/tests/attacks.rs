@@ -45,26 +45,17 @@ fn an_eavesdroppers_replays_and_forgeries_change_nothing() {
     let mut dumps = vec![];
     for i in 0..2 {
         let pcap = bed.dir.join(&format!("eth{i}.pcap")).display().to_string();
-        let mut dump = bed
+        let dump = bed
             .topo
             .client
-            .spawn(
-                &[
-                    "tcpdump",
-                    "-i",
-                    &format!("eth{i}"),
-                    "-n",
-                    "-U",
-                    "--immediate-mode",
-                    "-w",
-                    &pcap,
-                    "udp port 4747",
-                ],
+            .capture(
+                &format!("eth{i}"),
+                &[],
+                "udp port 4747",
+                std::path::Path::new(&pcap),
                 &bed.dir.join(&format!("tcpdump{i}.log")),
             )
             .expect("tcpdump");
-        dump.wait_for_log("listening on", Duration::from_secs(10))
-            .expect("tcpdump ready");
         dumps.push((dump, pcap));
     }
     let ev = bed

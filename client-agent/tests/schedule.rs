@@ -37,25 +37,14 @@ fn a_random_schedule_of_switches_and_losses_keeps_the_download_and_the_figures()
     let mut dump = bed
         .topo
         .client
-        .spawn(
-            &[
-                "tcpdump",
-                "-i",
-                "lo",
-                "-n",
-                "-U",
-                "--immediate-mode",
-                "-s",
-                "128",
-                "-w",
-                &pcap.display().to_string(),
-                "tcp src port 3129",
-            ],
+        .capture(
+            "lo",
+            &["-s", "128"],
+            "tcp src port 3129",
+            &pcap,
             &bed.dir.join("tcpdump.log"),
         )
         .expect("tcpdump");
-    dump.wait_for_log("listening on", Duration::from_secs(10))
-        .expect("tcpdump ready");
     let url = format!("http://{ORIGIN}/bytes/{SIZE}");
     let curl = bed.curl(&["--fail", &url]).expect("curl");
     curl.wait_bytes(3_000_000, Duration::from_secs(20))

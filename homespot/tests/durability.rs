@@ -37,28 +37,17 @@ fn kill9_under_load_loses_no_acknowledged_lease() {
     );
     let mut bed = Bed::launch(topo, dir, &cfg).expect("homespotd");
     let pcap = bed.dir.join("load.pcap");
-    let pcap_s = pcap.display().to_string();
     let mut dump = bed
         .topo
         .client
-        .spawn(
-            &[
-                "tcpdump",
-                "-i",
-                &link.client_if,
-                "-n",
-                "-U",
-                "-B",
-                "65536",
-                "-w",
-                &pcap_s,
-                "udp port 67 or udp port 68",
-            ],
+        .capture(
+            &link.client_if,
+            &["-B", "65536"],
+            "udp port 67 or udp port 68",
+            &pcap,
             &bed.dir.join("tcpdump.log"),
         )
         .expect("tcpdump");
-    dump.wait_for_log("listening on", Duration::from_secs(10))
-        .expect("tcpdump ready");
 
     // 20,000 simulated clients at 2,000 DORA/s for 8 s; perfdhcp repeats clients, which must
     // get their own address back.

@@ -126,6 +126,27 @@ impl Netns {
         })
     }
 
+    /// Starts tcpdump on `iface` in the namespace, writing packets that match `filter` to
+    /// `pcap` as they come (`-U --immediate-mode`: a capture stopped at once keeps its tail),
+    /// and waits until it listens. `options`: more tcpdump options (`-s 128`, `-B 65536`).
+    pub fn capture(
+        &self,
+        iface: &str,
+        options: &[&str],
+        filter: &str,
+        pcap: &Path,
+        log: &Path,
+    ) -> Result<Proc> {
+        let pcap = pcap.display().to_string();
+        let mut args = vec!["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode"];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&["-w", &pcap, filter]);
+        let mut p = self.spawn(&args, log)?;
+        p.wait_for_log("listening on", Duration::from_secs(10))
+            .context("tcpdump ready")?;
+        Ok(p)
+    }
+
     /// Runs `f` on a new thread that has entered this namespace, and returns its result.
     /// Sockets `f` creates belong to the namespace.
     pub fn in_thread<T, F>(&self, f: F) -> Result<T>
