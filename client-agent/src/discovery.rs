@@ -162,36 +162,54 @@ fn judge(
     Some(v)
 }
 
-/// Late answers: the Query keeps running to its end after a trusted HomeSpot was chosen, so
-/// that a rogue answering after the real one is reported all the same (to `late`).
-fn report_late(
+/// The adverts still coming in a Query's window, each (identity, source) judged once and at
+/// most [`MAX_ADVERTS`] of them.
+struct Answers {
     t: Target,
-    mut arx: mpsc::Receiver<(Advert, Ipv4Addr)>,
+    arx: mpsc::Receiver<(Advert, Ipv4Addr)>,
     trust: Arc<Mutex<Trust>>,
-    used: [u8; 32],
-    mut reported: Vec<([u8; 32], Ipv4Addr)>,
-    late: mpsc::Sender<(String, Refused)>,
-) {
-    tokio::spawn(async move {
-        while let Some((a, src)) = arx.recv().await {
-            if a.identity == used
-                || reported.contains(&(a.identity, src))
-                || reported.len() >= MAX_ADVERTS
+    /// The link's router and DHCP server, as its DHCP answer named them.
+    vouched: Vec<Ipv4Addr>,
+    reported: Vec<([u8; 32], Ipv4Addr)>,
+}
+
+impl Answers {
+    /// The next advert not seen before, other than `used`'s, with its verdict; `None` once the
+    /// window is over.
+    async fn next(
+        &mut self,
+        used: Option<[u8; 32]>,
+    ) -> Option<(Advert, Ipv4Addr, Option<Verdict>)> {
+        loop {
+            let (a, src) = self.arx.recv().await?;
+            if used == Some(a.identity)
+                || self.reported.contains(&(a.identity, src))
+                || self.reported.len() >= MAX_ADVERTS
             {
                 continue;
             }
-            reported.push((a.identity, src));
+            self.reported.push((a.identity, src));
             let v = {
-                let mut tr = trust.lock().unwrap_or_else(|p| p.into_inner());
-                judge(&mut tr, &t, &a, src, Some(&[]))
+                let mut tr = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+                judge(&mut tr, &self.t, &a, src, Some(&self.vouched))
             };
+            return Some((a, src, v));
+        }
+    }
+}
+
+/// Late answers: the Query keeps running to its end after a trusted HomeSpot (`used`) was
+/// chosen, so that a rogue answering after the real one is reported all the same (to `late`).
+fn report_late(mut answers: Answers, used: [u8; 32], late: mpsc::Sender<(String, Refused)>) {
+    tokio::spawn(async move {
+        while let Some((a, src, v)) = answers.next(Some(used)).await {
             if let Some(verdict) = v.filter(|v| !matches!(v, Verdict::Use | Verdict::PinAndUse)) {
                 let r = Refused {
                     identity: a.identity,
                     from: src,
                     verdict,
                 };
-                if late.send((t.ifname.clone(), r)).await.is_err() {
+                if late.send((answers.t.ifname.clone(), r)).await.is_err() {
                     return;
                 }
             }
@@ -208,12 +226,8 @@ const GRACE_MIN: Duration = Duration::from_millis(5);
 /// is used as a plain network at once, and a trusted HomeSpot that answers in the rest of the
 /// window still makes it a HomeSpot link ([`Pending::upgrade`]).
 pub struct Pending {
-    t: Target,
-    arx: mpsc::Receiver<(Advert, Ipv4Addr)>,
+    answers: Answers,
     q: tokio::task::JoinHandle<()>,
-    vouched: Vec<Ipv4Addr>,
-    reported: Vec<([u8; 32], Ipv4Addr)>,
-    trust: Arc<Mutex<Trust>>,
     late: mpsc::Sender<(String, Refused)>,
 }
 
@@ -223,15 +237,7 @@ impl Pending {
     /// HomeSpots refused meanwhile go to `late`.
     pub async fn upgrade(mut self) -> Option<Found> {
         let mut refused = vec![];
-        while let Some((a, src)) = self.arx.recv().await {
-            if self.reported.contains(&(a.identity, src)) || self.reported.len() >= MAX_ADVERTS {
-                continue;
-            }
-            self.reported.push((a.identity, src));
-            let v = {
-                let mut tr = self.trust.lock().unwrap_or_else(|p| p.into_inner());
-                judge(&mut tr, &self.t, &a, src, Some(&self.vouched))
-            };
+        while let Some((a, src, v)) = self.answers.next(None).await {
             match v {
                 None | Some(Verdict::Undecided) => {}
                 Some(Verdict::Use) | Some(Verdict::PinAndUse) => {
@@ -251,7 +257,12 @@ impl Pending {
             }
         }
         for r in refused {
-            if self.late.send((self.t.ifname.clone(), r)).await.is_err() {
+            if self
+                .late
+                .send((self.answers.t.ifname.clone(), r))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -341,14 +352,14 @@ async fn homespot_or_inform(
         if let Some((a, first_use)) = chosen {
             let reported = seen.iter().map(|(x, f)| (x.identity, *f)).collect();
             refused.retain(|r| r.identity != a.identity);
-            report_late(
-                t.clone(),
+            let answers = Answers {
+                t: t.clone(),
                 arx,
-                trust.clone(),
-                a.identity,
+                trust: trust.clone(),
+                vouched: vec![],
                 reported,
-                late.clone(),
-            );
+            };
+            report_late(answers, a.identity, late.clone());
             return Decision {
                 advert: Some((a, first_use)),
                 refused,
@@ -372,12 +383,14 @@ async fn homespot_or_inform(
                 refused,
                 inform: inform_result,
                 pending: Some(Pending {
-                    t: t.clone(),
-                    arx,
+                    answers: Answers {
+                        t: t.clone(),
+                        arx,
+                        trust: trust.clone(),
+                        vouched,
+                        reported,
+                    },
                     q,
-                    vouched,
-                    reported,
-                    trust: trust.clone(),
                     late: late.clone(),
                 }),
             };

@@ -347,22 +347,18 @@ impl Client {
             l.quiet_since = now;
             l.data_at = Some(now);
             l.checked = false;
-            if self.contrast.as_ref().is_some_and(|c| c.suspect == link) {
-                self.contrast = None;
-            }
             if !l.alive {
                 l.alive = true;
                 self.events.push_back(ClientEvent::LinkAlive { link });
             }
+            self.end_contrast_of(link);
         }
     }
 
     /// Our interface on `link` is gone.
     pub fn link_down(&mut self, link: u8) {
         self.links.remove(&link);
-        if self.contrast.as_ref().is_some_and(|c| c.suspect == link) {
-            self.contrast = None;
-        }
+        self.end_contrast_of(link);
     }
 
     fn homespot_on(&self, link: u8) -> Option<SocketAddrV4> {
@@ -600,9 +596,7 @@ impl Client {
         if let Some(l) = self.links.get_mut(&link) {
             l.alive = false;
         }
-        if self.contrast.as_ref().is_some_and(|c| c.suspect == link) {
-            self.contrast = None;
-        }
+        self.end_contrast_of(link);
         // A Switch over a dead link cannot be answered: it fails now, not after its last
         // retry, so the caller can move elsewhere at once.
         if self.switch.as_ref().is_some_and(|p| p.link == link) {
@@ -614,6 +608,14 @@ impl Client {
 
     /// `suspect` went silent: every other live link is probed now (see
     /// [`ClientConfig::suspect_misses`]).
+    /// A check of `link` against the others, if one runs, is over (the link answered, went
+    /// down or was declared dead).
+    fn end_contrast_of(&mut self, link: u8) {
+        if self.contrast.as_ref().is_some_and(|c| c.suspect == link) {
+            self.contrast = None;
+        }
+    }
+
     fn contrast_with_others(&mut self, now: Instant, suspect: u8) {
         let others: alloc::vec::Vec<u8> = self
             .links
