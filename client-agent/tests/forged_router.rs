@@ -52,7 +52,8 @@ fn forger(stop: Arc<AtomicBool>, answered: Arc<AtomicU64>) -> [u8; 32] {
         signature: [0; 64],
     };
     id.sign_advert(&mut a);
-    testkit::forger::answer_queries(Message::Advert(a).emit(), stop, answered).expect("forger");
+    testkit::forger::answer_queries(Message::Advert(a).emit(), Duration::ZERO, stop, answered)
+        .expect("forger");
     id.public()
 }
 

@@ -10,10 +10,11 @@ use anyhow::Result;
 use phandoff::wire::Message;
 
 /// Binds the P-Handoff port in the calling thread's network namespace and answers every Query
-/// with `advert` (an emitted message) from a thread of its own, counting answers in
-/// `answered`, until `stop`.
+/// with `advert` (an emitted message), `delay` after it came, from a thread of its own,
+/// counting answers in `answered`, until `stop`.
 pub fn answer_queries(
     advert: Vec<u8>,
+    delay: Duration,
     stop: Arc<AtomicBool>,
     answered: Arc<AtomicU64>,
 ) -> Result<()> {
@@ -24,6 +25,7 @@ pub fn answer_queries(
         while !stop.load(Ordering::Relaxed) {
             if let Ok((n, SocketAddr::V4(from))) = s.recv_from(&mut buf) {
                 if matches!(Message::parse(&buf[..n]), Ok(Message::Query(_))) {
+                    std::thread::sleep(delay);
                     let _ = s.send_to(&advert, from);
                     answered.fetch_add(1, Ordering::Relaxed);
                 }
