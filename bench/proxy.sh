@@ -13,6 +13,11 @@ BIN=$PWD/target/release/homespotd
 # `bluetooth` feature (image/build's default); measure that too.
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q -p homespot --no-default-features --target x86_64-unknown-linux-gnu
 STATIC=$PWD/target/x86_64-unknown-linux-gnu/release/homespotd
+# What image/build ships: static musl (measured too; the target's figure stays the static glibc
+# build's, as in every earlier run).
+rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1
+cargo build --release -q -p homespot --no-default-features --target x86_64-unknown-linux-musl
+MUSL=$PWD/target/x86_64-unknown-linux-musl/release/homespotd
 LG=$PWD/target/release/loadgen
 DUR=${DURATION:-10}
 OUT=$PWD/bench/out/proxy-$(date +%Y%m%d-%H%M%S)
@@ -122,6 +127,10 @@ ip netns exec $S "$STATIC" --config "$OUT/homespotd.toml" --log warn > "$OUT/hom
 sleep 1
 ORIGIN=10.89.0.2:8080
 load homespotd-static proxy 10.89.1.1:3128 $HS
+kill $HS; wait $HS 2>/dev/null || true
+ip netns exec $S "$MUSL" --config "$OUT/homespotd.toml" --log warn > "$OUT/homespotd-musl.log" 2>&1 & HS=$!; PIDS+=($HS)
+sleep 1
+load homespotd-musl proxy 10.89.1.1:3128 $HS
 
 # 1,000 idle keep-alive client connections on a fresh homespotd, each build.
 idle() {
@@ -139,7 +148,8 @@ idle() {
 }
 idle homespotd "$BIN"
 idle homespotd-static "$STATIC"
-echo "stripped sizes: homespotd $(( $(stat -c %s "$BIN") / 1024 )) KiB, static $(( $(stat -c %s "$STATIC") / 1024 )) KiB" | tee -a "$summary"
+idle homespotd-musl "$MUSL"
+echo "stripped sizes: homespotd $(( $(stat -c %s "$BIN") / 1024 )) KiB, static $(( $(stat -c %s "$STATIC") / 1024 )) KiB, musl $(( $(stat -c %s "$MUSL") / 1024 )) KiB" | tee -a "$summary"
 d=$(median "${RPS[direct]}"); h=$(median "${RPS[homespotd]}")
 echo "median keep-alive req/s: direct $d, homespotd $h, ratio $(awk -v a="$h" -v b="$d" 'BEGIN {printf "%.2f", a/b}')" | tee -a "$summary"
 # For bench/check.
@@ -147,4 +157,6 @@ awk -v a="$h" -v b="$d" 'BEGIN { printf "FIGURE proxy_keepalive_vs_direct %.3f\n
 t=$(median "${RPS[homespotd-tls]}"); q=$(median "${RPS[squid-tls]}")
 awk -v a="$t" -v b="$q" 'BEGIN { printf "FIGURE proxy_connect_tls_vs_squid %.3f\n", a/b }'
 echo "FIGURE proxy_static_rss_mb $(sed 's/[^0-9.]//g' <<<"${RSSV[homespotd-static]}")"
+# The musl build image/build ships, under the same load (listed by bench/check, no target).
+echo "FIGURE proxy_musl_rss_mb $(sed 's/[^0-9.]//g' <<<"${RSSV[homespotd-musl]}")"
 echo "results in $OUT"
