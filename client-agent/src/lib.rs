@@ -18,7 +18,9 @@
 //! client connection is closed, never a spliced body. Library errors are typed ([`error`]).
 //!
 //! What it does not do: run DHCP for the link addresses (the OS's DHCP client does), DNS-based
-//! WPAD (off: a known attack vector), IPv6, more than one HomeSpot association at a time,
+//! WPAD (off: a known attack vector), IPv6, more than one HomeSpot association at a time
+//! (another HomeSpot's network is used as a plain one, as is a first-met one that never
+//! completes a handshake),
 //! HTTPS interception (CONNECT tunnels are relayed, and closed when the network changes
 //! outside a HomeSpot), or resend request bodies above `proxy.resend_body_limit` (refused with 413).
 
