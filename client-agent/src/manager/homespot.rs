@@ -6,6 +6,7 @@
 use crate::error::AgentError;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use phandoff::client::{Client, ClientConfig, ClientEvent};
@@ -43,26 +44,32 @@ pub struct HomeSpot {
     fast: std::time::Duration,
     standby: std::time::Duration,
     busy: bool,
+    /// `busy`, for the traffic watcher.
+    traffic: Arc<AtomicBool>,
 }
 
-/// Every `period`, tells the P-Handoff client which links delivered data (the interface
-/// received at least [`HEARD_BYTES`] since the last look), so data queued on a busy slow link
-/// counts as liveness. The threshold keeps stray small frames (IPv6 neighbour discovery, say)
-/// from reviving a lost link.
+/// Every `fast` while `busy` (requests in flight), else every `standby`, tells the P-Handoff
+/// client which links delivered data (the interface received at least [`HEARD_BYTES`] per
+/// 20 ms since the last look), so data queued on a busy slow link counts as liveness. The
+/// threshold keeps stray small frames (IPv6 neighbour discovery, say) from reviving a lost
+/// link. An idle laptop reads the counters at the standby period, not 100 times a second.
 /// It ends with the association (a weak sender: the P-Handoff client stops once the
 /// association's own sender is dropped).
 fn watch_traffic(
     watched: Arc<Mutex<Vec<(u8, String)>>>,
     cmd: mpsc::WeakSender<Command>,
-    period: std::time::Duration,
+    (fast, standby): (std::time::Duration, std::time::Duration),
+    busy: Arc<AtomicBool>,
 ) {
     tokio::spawn(async move {
-        let mut last: BTreeMap<u8, u64> = BTreeMap::new();
-        // HEARD_BYTES is per 20 ms: a 2 Mbit/s link delivers 5,000 bytes in that time.
-        let threshold = (HEARD_BYTES * period.as_millis() as u64 / 20).max(HEARD_BYTES / 4);
-        let mut tick = tokio::time::interval(period);
+        let mut last: BTreeMap<u8, (u64, std::time::Instant)> = BTreeMap::new();
         loop {
-            tick.tick().await;
+            let period = if busy.load(Ordering::Relaxed) {
+                fast
+            } else {
+                standby
+            };
+            tokio::time::sleep(period).await;
             if cmd.strong_count() == 0 {
                 return;
             }
@@ -75,9 +82,12 @@ fn watch_traffic(
                 else {
                     continue;
                 };
-                let heard = last
-                    .insert(link, rx)
-                    .is_some_and(|old| rx >= old + threshold);
+                let now = std::time::Instant::now();
+                let heard = last.insert(link, (rx, now)).is_some_and(|(old, at)| {
+                    // HEARD_BYTES is per 20 ms: a 2 Mbit/s link delivers 5,000 bytes then.
+                    let ms = now.duration_since(at).as_millis().max(1) as u64;
+                    rx >= old + (HEARD_BYTES * ms / 20).max(HEARD_BYTES / 4)
+                });
                 if !heard {
                     continue;
                 }
@@ -119,7 +129,13 @@ impl HomeSpot {
         let (cmd, rx) = mpsc::channel(32);
         tokio::spawn(run_client(c, Vec::new(), rx, events));
         let watched = Arc::new(Mutex::new(Vec::new()));
-        watch_traffic(watched.clone(), cmd.downgrade(), cfg.probe_interval);
+        let traffic = Arc::new(AtomicBool::new(false));
+        watch_traffic(
+            watched.clone(),
+            cmd.downgrade(),
+            (cfg.probe_interval, cfg.standby_probe_interval),
+            traffic.clone(),
+        );
         Ok(HomeSpot {
             advert,
             cmd,
@@ -134,6 +150,7 @@ impl HomeSpot {
             fast: cfg.probe_interval,
             standby: cfg.standby_probe_interval,
             busy: false,
+            traffic,
             watched,
             rcvbuf: cfg.proxy.homespot_rcvbuf,
         })
@@ -285,6 +302,7 @@ impl HomeSpot {
     pub async fn set_busy(&mut self, busy: bool) {
         if self.busy != busy {
             self.busy = busy;
+            self.traffic.store(busy, Ordering::Relaxed);
             self.probe_schedule().await;
         }
     }
