@@ -125,7 +125,8 @@ run_server() {
         if [[ "$ok" == 1 ]]; then BEST[$name]="$got DORA/s (asked $rate), ACK ${ra} ms, RSS $rss"; BESTN[$name]=$got; fi
         local bad
         bad=$(awk -v a="$dd" -v b="$rd" 'BEGIN { print (a+0 > 5 || b+0 > 5) ? 1 : 0 }')
-        [[ "$bad" == 1 ]] && break
+        # (An `&&` here ended the script under set -e when the last rate was not bad.)
+        if [[ "$bad" == 1 ]]; then break; fi
     done
 }
 
