@@ -105,7 +105,7 @@ perf() {
         END { printf "%s %s %s %s %s\n", rate, d[1], d[2], a[1], a[2] }' "$log"
 }
 
-declare -A BEST BESTN
+declare -A BEST BESTN FAILED
 summary="$OUT/summary.md"
 printf '| server | asked/s | got DORA/s | drops DO %% | drops RA %% | OFFER ms | ACK ms | server RSS |\n|---|---|---|---|---|---|---|---|\n' > "$summary"
 
@@ -122,7 +122,10 @@ run_server() {
         printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$rate" "$got" "$dd" "$rd" "$da" "$ra" "$rss" | tee -a "$summary"
         local ok
         ok=$(awk -v a="$dd" -v b="$rd" 'BEGIN { print (a+0 < 1 && b+0 < 1) ? 1 : 0 }')
-        if [[ "$ok" == 1 ]]; then BEST[$name]="$got DORA/s (asked $rate), ACK ${ra} ms, RSS $rss"; BESTN[$name]=$got; fi
+        # The best rate is the last one before the first that dropped 1 % or more (a lucky
+        # higher step after a failed one does not count).
+        if [[ "$ok" == 1 && -z "${FAILED[$name]:-}" ]]; then BEST[$name]="$got DORA/s (asked $rate), ACK ${ra} ms, RSS $rss"; BESTN[$name]=$got; fi
+        if [[ "$ok" != 1 ]]; then FAILED[$name]=1; fi
         local bad
         bad=$(awk -v a="$dd" -v b="$rd" 'BEGIN { print (a+0 > 5 || b+0 > 5) ? 1 : 0 }')
         # (An `&&` here ended the script under set -e when the last rate was not bad.)
