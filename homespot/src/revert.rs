@@ -62,11 +62,19 @@ fn setopt(fd: RawFd, name: libc::c_int, v: libc::c_int) -> bool {
     }
 }
 
-/// The oldest unacknowledged sequence number of TCP socket `fd`.
+/// Bytes in TCP socket `fd`'s send queue, sent or not (`SIOCOUTQ`).
+fn outq(fd: RawFd) -> Option<libc::c_int> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one c_int.
+    (unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } == 0).then_some(n)
+}
+
+/// The oldest unacknowledged sequence number of TCP socket `fd`. A socket with an empty send
+/// queue (most of a client's connections at any moment) is not put in repair mode at all.
 fn snd_una(fd: RawFd) -> Option<u32> {
     const TCP_REPAIR_OFF_NO_WP: libc::c_int = -1;
     const TCP_SEND_QUEUE: libc::c_int = 2;
-    if !setopt(fd, libc::TCP_REPAIR, 1) {
+    if outq(fd)? <= 0 || !setopt(fd, libc::TCP_REPAIR, 1) {
         return None;
     }
     let mut write_seq: u32 = 0;
@@ -83,11 +91,11 @@ fn snd_una(fd: RawFd) -> Option<u32> {
             ) == 0
         }
     };
-    let mut outq: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one c_int.
-    let ok = ok && unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut outq) } == 0;
+    let queued = if ok { outq(fd) } else { None };
     setopt(fd, libc::TCP_REPAIR, TCP_REPAIR_OFF_NO_WP);
-    (ok && outq > 0).then(|| write_seq.wrapping_sub(outq as u32))
+    queued
+        .filter(|n| *n > 0)
+        .map(|n| write_seq.wrapping_sub(n as u32))
 }
 
 /// The ICMP "host unreachable" message about a segment from `local` to `peer` with `seq`.
