@@ -63,15 +63,10 @@ fn rogue(
     id.public()
 }
 
-/// The tests share the HomeSpot's address space: one bed at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-#[test]
-fn a_rogue_homespot_is_never_used() {
-    assert!(testkit::can_run(), "needs root (network namespaces)");
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let agent = env!("CARGO_BIN_EXE_homespot-agent");
-    let mut bed =
+/// The journey bed, the real HomeSpot's fingerprint, and a neighbour on its Wi-Fi at the
+/// rogue's address.
+fn bed_with_rogue() -> (JourneyBed, String, testkit::Netns) {
+    let bed =
         JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
     let seed: [u8; 32] = std::fs::read(bed.dir.join("identity.key"))
         .expect("identity")
@@ -81,6 +76,18 @@ fn a_rogue_homespot_is_never_used() {
     let evil = bed
         .neighbour("rogue", 0, &ROGUE.to_string())
         .expect("rogue");
+    (bed, real, evil)
+}
+
+/// The tests share the HomeSpot's address space: one bed at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn a_rogue_homespot_is_never_used() {
+    assert!(testkit::can_run(), "needs root (network namespaces)");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let agent = env!("CARGO_BIN_EXE_homespot-agent");
+    let (mut bed, real, evil) = bed_with_rogue();
     let trust_file = bed.dir.join("agent-state/trust");
     let extra = "[policy]\nthroughput_rule = false\n";
     let mut runs = vec![];
@@ -146,16 +153,7 @@ fn a_rogue_homespot_is_never_used() {
 fn a_rogue_answering_late_on_a_first_visit_is_reported_and_never_used() {
     assert!(testkit::can_run(), "needs root (network namespaces)");
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let mut bed =
-        JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
-    let seed: [u8; 32] = std::fs::read(bed.dir.join("identity.key"))
-        .expect("identity")
-        .try_into()
-        .expect("32 bytes");
-    let real = fingerprint(&Identity::from_seed(seed).public());
-    let evil = bed
-        .neighbour("rogue", 0, &ROGUE.to_string())
-        .expect("rogue");
+    let (mut bed, real, evil) = bed_with_rogue();
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let (s2, a2) = (stop.clone(), answered.clone());
