@@ -155,7 +155,7 @@ fn judge(
         .iter()
         .find(|l| crate::links::same_subnet(l.subnet, t.addr, l.prefix))?;
     let v = tr.judge(a, ours, src, vouched);
-    let v = tr.check_now(v, &a.identity, std::time::Instant::now());
+    let v = tr.check_now(v, &a.identity, ours.router, std::time::Instant::now());
     if let Verdict::Mismatch { pinned } = v {
         tr.conflict(a, pinned);
     }
@@ -398,8 +398,10 @@ async fn homespot_or_inform(
         // A network whose PAC file we fetched a short while ago was a plain network then:
         // unless a HomeSpot answered already, the rest of the Query's window is not waited for
         // (a HomeSpot that appeared there since is found at the next discovery, once the
-        // cached PAC has aged out).
+        // cached PAC has aged out). Not on a network a HomeSpot is pinned to: one resting
+        // there (`trust::rest`) is tried again by a discovery that must hear it.
         if let (Some(Ok(r)), true) = (&inform_result, seen.is_empty()) {
+            let pinned = pinned_network(trust, r);
             let key = network_key(r, t);
             let known = cache
                 .lock()
@@ -408,7 +410,7 @@ async fn homespot_or_inform(
                 .is_some_and(|(u, _, at)| {
                     Some(u) == r.wpad.as_ref() && at.elapsed() < s.pac_max_age
                 });
-            if known {
+            if known && !pinned {
                 q.abort();
                 return Decision {
                     advert: None,

@@ -19,8 +19,9 @@
 //!
 //! What it does not do: run DHCP for the link addresses (the OS's DHCP client does), DNS-based
 //! WPAD (off: a known attack vector), IPv6, more than one HomeSpot association at a time
-//! (another HomeSpot's network is used as a plain one, as is a first-met one that never
-//! completes a handshake),
+//! (another HomeSpot's network is used as a plain one, as is, for a while, one where the
+//! HomeSpot never answers: a first-met one whose handshakes fail, or a replay of the pinned
+//! one's advert on another network),
 //! HTTPS interception (CONNECT tunnels are relayed, and closed when the network changes
 //! outside a HomeSpot), or resend request bodies above `proxy.resend_body_limit` (refused with 413).
 

@@ -29,7 +29,21 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Answers every Query on the AP's network with the forged advert until `stop`; returns the
 /// forger's identity.
 fn forger(stop: Arc<AtomicBool>, answered: Arc<AtomicU64>) -> [u8; 32] {
-    let id = Identity::from_seed([0x5f; 32]);
+    replayer([0x5f; 32], b"cafe", stop, answered)
+}
+
+/// Answers every Query on the AP's network with an advert signed by the identity of `seed`
+/// for that network (Wi-Fi `l2_id`, the AP's router address) until `stop`; returns the
+/// identity. With a HomeSpot's own key this is what a replay of its advert from a network with
+/// the same router address looks like (the bed's HomeSpot links have other addresses than
+/// the AP, so its recorded adverts cannot be replayed here as they are).
+fn replayer(
+    seed: [u8; 32],
+    l2_id: &[u8],
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+) -> [u8; 32] {
+    let id = Identity::from_seed(seed);
     let mut a = Advert {
         identity: [0; 32],
         noise_key: [0; 32],
@@ -41,7 +55,7 @@ fn forger(stop: Arc<AtomicBool>, answered: Arc<AtomicU64>) -> [u8; 32] {
         links: vec![LinkInfo {
             index: 0,
             kind: LinkKind::Wifi,
-            l2_id: b"cafe".to_vec(),
+            l2_id: l2_id.to_vec(),
             subnet: Ipv4Addr::new(10, 88, 1, 0),
             prefix: 24,
             router: Ipv4Addr::new(10, 88, 1, 1),
@@ -55,6 +69,16 @@ fn forger(stop: Arc<AtomicBool>, answered: Arc<AtomicU64>) -> [u8; 32] {
     testkit::forger::answer_queries(Message::Advert(a).emit(), Duration::ZERO, stop, answered)
         .expect("forger");
     id.public()
+}
+
+/// The bed's HomeSpot's identity key (a replayer holding a recorded advert signed with it).
+fn homespot_seed(bed: &JourneyBed) -> [u8; 32] {
+    let b = std::fs::read(bed.dir.join("identity.key")).expect("identity key");
+    b.try_into().expect("32 bytes")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -74,7 +98,7 @@ fn an_advert_forged_from_the_routers_address_is_never_pinned() {
     let answered = Arc::new(AtomicU64::new(0));
     let (s2, a2) = (stop.clone(), answered.clone());
     let forged = bed.ap.in_thread(move || forger(s2, a2)).expect("forger");
-    let fp: String = forged.iter().map(|b| format!("{b:02x}")).collect();
+    let fp = hex(&forged);
     // To the AP: both HomeSpot radios lost, its link up with a lease.
     bed.topo
         .client
@@ -161,7 +185,7 @@ fn a_forged_homespot_met_first_is_given_up_for_the_plain_network() {
     let answered = Arc::new(AtomicU64::new(0));
     let (s2, a2) = (stop.clone(), answered.clone());
     let forged = bed.ap.in_thread(move || forger(s2, a2)).expect("forger");
-    let fp: String = forged.iter().map(|b| format!("{b:02x}")).collect();
+    let fp = hex(&forged);
     bed.dhcp("eth2").expect("lease from the AP");
     let events = bed
         .launch_agent(
@@ -206,4 +230,190 @@ fn a_forged_homespot_met_first_is_given_up_for_the_plain_network() {
         "the forged identity was pinned:\n{pins}\n{log}"
     );
     assert!(answered.load(Ordering::Relaxed) > 0, "the forger answered");
+}
+
+/// A replay of the pinned HomeSpot's advert on another network with the same router address
+/// (192.168.1.1 at home and at the café, say), met before the laptop has associated in this
+/// run: the handshakes go unanswered; after three rounds the HomeSpot rests on that network
+/// (refused, with the reason), which is used as a plain one; after 15 s it is tried again
+/// (the real HomeSpot, restarting, would answer then), and rests twice as long. Before, the
+/// laptop retried the handshake there once a second for good, and the café was never used.
+#[test]
+fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
+    assert!(testkit::can_run(), "needs root (network namespaces)");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bed = JourneyBed::start_bare(&testkit::journey::homespotd_bin().expect("homespotd"))
+        .expect("bed");
+    for l in ["eth0", "eth1"] {
+        bed.topo
+            .client
+            .run(&["ip", "link", "set", l, "down"])
+            .expect("HomeSpot radios off");
+    }
+    let seed = homespot_seed(&bed);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let (s2, a2) = (stop.clone(), answered.clone());
+    let id = bed
+        .ap
+        .in_thread(move || replayer(seed, b"home", s2, a2))
+        .expect("replayer");
+    let fp = hex(&id);
+    // Pinned at home, whose router has the café's router address.
+    let state = bed.dir.join("agent-state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    std::fs::write(
+        state.join("trust"),
+        format!("{fp} 1 {} 10.88.1.1\n", hex(b"home")),
+    )
+    .expect("pin");
+    bed.dhcp("eth2").expect("lease from the AP");
+    let events = bed
+        .launch_agent(
+            env!("CARGO_BIN_EXE_homespot-agent"),
+            "[policy]\nthroughput_rule = false\n",
+        )
+        .expect("agent");
+    let rested = |e: &serde_json::Value| {
+        e["event"] == "homespot_refused"
+            && e["identity"] == fp.as_str()
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("never answered a handshake or probe"))
+    };
+    let (i, first) = events
+        .wait(0, Duration::from_secs(15), rested)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the replayed HomeSpot was not rested: {e}\n{}",
+                bed.agent_log()
+            )
+        });
+    let first_at = std::time::Instant::now();
+    println!("refused: {}", first["reason"]);
+    bed.wait_current("eth2", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", bed.agent_log()));
+    let s = bed.request(r#"{"cmd":"status"}"#).expect("status");
+    let eth2 = s["links"]
+        .as_array()
+        .and_then(|v| v.iter().find(|l| l["name"] == "eth2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (eth2["state"].as_str(), eth2["info"]["wpad"].as_str()),
+        (Some("plain"), Some("http://10.88.1.1/wpad.dat")),
+        "the café's network with its WPAD: {s}"
+    );
+    let c = bed
+        .curl(&["--fail", &format!("http://{ORIGIN}/bytes/2000000")])
+        .expect("curl");
+    let (st, err, dl) = c.finish(Duration::from_secs(20)).expect("curl ends");
+    assert!(
+        st.success(),
+        "curl through the café's network: {err}\n{}",
+        bed.agent_log()
+    );
+    assert_eq!((dl.bytes, dl.mismatch), (2_000_000, None), "byte-exact");
+    // Tried again once the rest is over, and rested again.
+    let again = events.wait(i + 1, Duration::from_secs(30), rested);
+    let again_after = first_at.elapsed();
+    if let Err(e) = again {
+        panic!("not tried again after the rest: {e}\n{}", bed.agent_log());
+    }
+    println!("tried again and rested again {again_after:?} after the first rest");
+    let log = bed.stop_agent().expect("stop agent");
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        again_after >= Duration::from_secs(15),
+        "the rest lasted 15 s: {again_after:?}\n{log}"
+    );
+    assert!(
+        log.contains("for 30s"),
+        "the second rest is twice as long\n{log}"
+    );
+}
+
+/// The laptop, associated with its HomeSpot, walks to a café whose router has the address of
+/// the HomeSpot's Wi-Fi router, and a device there replays the HomeSpot's advert: the link is
+/// attached to the association, but the HomeSpot never answers on it; the agent rests the
+/// HomeSpot on that network and uses it as the plain network it is (WPAD, and a byte-exact
+/// download). Before, the link stayed a dead HomeSpot link and the laptop had no path.
+#[test]
+fn a_replay_of_the_homespot_in_use_at_a_cafe_leaves_the_cafe_plain() {
+    assert!(testkit::can_run(), "needs root (network namespaces)");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bed =
+        JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
+    let events = bed
+        .start_agent(
+            env!("CARGO_BIN_EXE_homespot-agent"),
+            "[policy]\nthroughput_rule = false\n",
+        )
+        .expect("agent");
+    events.handoff_to(0, "eth0").expect("at the HomeSpot");
+    // The home Wi-Fi's name, as pinned.
+    let pins = std::fs::read_to_string(bed.dir.join("agent-state/trust")).expect("pins");
+    let wifi = pins
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 4 && w[1] == "1").then(|| (w[0].to_string(), w[2].to_string()))
+        })
+        .next()
+        .unwrap_or_else(|| panic!("a Wi-Fi pin: {pins}"));
+    let l2: Vec<u8> = (0..wifi.1.len() / 2)
+        .map(|i| u8::from_str_radix(&wifi.1[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    let seed = homespot_seed(&bed);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let (s2, a2) = (stop.clone(), answered.clone());
+    let id = bed
+        .ap
+        .in_thread(move || replayer(seed, &l2, s2, a2))
+        .expect("replayer");
+    let fp = hex(&id);
+    assert_eq!(fp, wifi.0, "the replayer holds the HomeSpot's key");
+    let mark = events.len();
+    let t = std::time::Instant::now();
+    let (_, h) = bed
+        .leave_for_ap(&events, true)
+        .unwrap_or_else(|e| panic!("{e}\n{}", bed.agent_log()));
+    println!("handoff to the café {:?} after leaving: {h}", t.elapsed());
+    let refused = events.wait(mark, Duration::from_secs(1), |e| {
+        e["event"] == "homespot_refused"
+            && e["identity"] == fp.as_str()
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("never answered a handshake or probe"))
+    });
+    if let Err(e) = refused {
+        panic!("the replay was not reported: {e}\n{}", bed.agent_log());
+    }
+    let s = bed.request(r#"{"cmd":"status"}"#).expect("status");
+    let eth2 = s["links"]
+        .as_array()
+        .and_then(|v| v.iter().find(|l| l["name"] == "eth2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (eth2["state"].as_str(), eth2["info"]["wpad"].as_str()),
+        (Some("plain"), Some("http://10.88.1.1/wpad.dat")),
+        "the café's network with its WPAD: {s}"
+    );
+    let c = bed
+        .curl(&["--fail", &format!("http://{ORIGIN}/bytes/2000000")])
+        .expect("curl");
+    let (st, err, dl) = c.finish(Duration::from_secs(20)).expect("curl ends");
+    let log = bed.stop_agent().expect("stop agent");
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        st.success(),
+        "curl through the café's network: {err}\n{log}"
+    );
+    assert_eq!((dl.bytes, dl.mismatch), (2_000_000, None), "byte-exact");
+    assert!(
+        answered.load(Ordering::Relaxed) > 0,
+        "the replayer answered"
+    );
 }

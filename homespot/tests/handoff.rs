@@ -72,9 +72,11 @@ fn session(bed: &Bed, secret: [u8; 32], switch_to: Option<u8>) -> Session {
                 let driver = tokio::spawn(run_client(c, socks, cmd_rx, ev_tx));
                 let mut next = async || loop {
                     match tokio::time::timeout(Duration::from_secs(5), ev.recv()).await {
-                        Ok(Some(ClientEvent::LinkDead { .. } | ClientEvent::LinkAlive { .. })) => {
-                            continue
-                        }
+                        Ok(Some(
+                            ClientEvent::LinkDead { .. }
+                            | ClientEvent::LinkAlive { .. }
+                            | ClientEvent::LinkConfirmed { .. },
+                        )) => continue,
                         Ok(Some(e)) => return e,
                         other => panic!("no event: {other:?}"),
                     }
@@ -612,7 +614,11 @@ async fn next_event(
     loop {
         match tokio::time::timeout(Duration::from_secs(5), ev.recv()).await {
             Ok(Some(ClientEvent::LinkDead { link })) => dead.push((link, Instant::now())),
-            Ok(Some(ClientEvent::LinkAlive { .. } | ClientEvent::Discovered { .. })) => continue,
+            Ok(Some(
+                ClientEvent::LinkAlive { .. }
+                | ClientEvent::LinkConfirmed { .. }
+                | ClientEvent::Discovered { .. },
+            )) => continue,
             Ok(Some(e)) => return e,
             other => panic!("no event: {other:?}"),
         }

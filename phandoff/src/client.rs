@@ -118,6 +118,14 @@ pub enum ClientEvent {
         /// The link.
         link: u8,
     },
+    /// The HomeSpot answered on `link` for the first time since the link came up (a
+    /// ProbeAck, a SwitchAck or a signed UnknownSession notice about our session): the
+    /// network behind it is the HomeSpot's. Traffic
+    /// seen on the interface ([`Client::heard`]) does not count.
+    LinkConfirmed {
+        /// The link.
+        link: u8,
+    },
 }
 
 /// What the client refused or saw, for logs and tests.
@@ -156,6 +164,8 @@ struct LinkState {
     /// Checked against the other links since it was last heard (or not to be checked before
     /// it is heard again).
     checked: bool,
+    /// The HomeSpot has answered on it since it came up ([`ClientEvent::LinkConfirmed`]).
+    confirmed: bool,
 }
 
 /// Probes per link remembered for round-trip samples.
@@ -308,6 +318,7 @@ impl Client {
                 sent: VecDeque::new(),
                 rtt: Duration::ZERO,
                 checked: false,
+                confirmed: false,
             },
         );
     }
@@ -352,6 +363,14 @@ impl Client {
                 self.events.push_back(ClientEvent::LinkAlive { link });
             }
             self.end_contrast_of(link);
+        }
+    }
+
+    /// The HomeSpot answered on `link`: the first time since it came up, an event.
+    fn confirm(&mut self, link: u8) {
+        if let Some(st) = self.links.get_mut(&link).filter(|st| !st.confirmed) {
+            st.confirmed = true;
+            self.events.push_back(ClientEvent::LinkConfirmed { link });
         }
     }
 
@@ -829,6 +848,7 @@ impl Client {
         }
         match body {
             Body::SwitchAck { link: l } => {
+                self.confirm(l);
                 if let Some(p) = self.switch.as_ref().filter(|p| p.link == l) {
                     let took = now.since(p.started);
                     self.switch = None;
@@ -837,6 +857,7 @@ impl Client {
                 }
             }
             Body::ProbeAck { link: l, probe_seq } => {
+                self.confirm(l);
                 if let Some(st) = self.links.get_mut(&l) {
                     st.unanswered = 0;
                     st.quiet_since = now;
@@ -886,6 +907,8 @@ impl Client {
             return;
         }
         self.counters.unknown_session += 1;
+        // Signed by the HomeSpot for this session: it is on this link.
+        self.confirm(link);
         if self.handshake.is_some() {
             return;
         }

@@ -55,7 +55,11 @@ async fn next(ev: &mut mpsc::Receiver<ClientEvent>) -> ClientEvent {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match tokio::time::timeout_at(deadline, ev.recv()).await {
-            Ok(Some(ClientEvent::LinkDead { .. } | ClientEvent::LinkAlive { .. })) => continue,
+            Ok(Some(
+                ClientEvent::LinkDead { .. }
+                | ClientEvent::LinkAlive { .. }
+                | ClientEvent::LinkConfirmed { .. },
+            )) => continue,
             Ok(Some(e)) => return e,
             other => panic!("no event: {other:?}"),
         }

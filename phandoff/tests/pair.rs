@@ -396,3 +396,31 @@ fn a_new_period_is_not_checked_before_an_answer() {
     let found = until_dead(&mut b, 1, Duration::from_millis(300)).expect("link 1 dead");
     assert!(found >= Duration::from_millis(70), "found after {found:?}");
 }
+
+/// A link the HomeSpot never answers on (a replayed advert on another network looks like
+/// this) is never confirmed; each link it answers on is confirmed once, and again after the
+/// link came up anew.
+#[test]
+fn a_link_is_confirmed_by_the_homespots_first_answer_only() {
+    let mut b = Bed::new(responder(vec![]));
+    b.up[1] = false;
+    b.associate();
+    let later = b.after(Duration::from_millis(500));
+    b.run_until(later);
+    let confirmed = |b: &Bed, link: u8| {
+        b.cl_events
+            .iter()
+            .filter(|e| **e == ClientEvent::LinkConfirmed { link })
+            .count()
+    };
+    assert_eq!(confirmed(&b, 0), 1, "{:?}", b.cl_events);
+    assert_eq!(confirmed(&b, 1), 0, "never answered there");
+    assert!(b.cl_events.contains(&ClientEvent::LinkDead { link: 1 }));
+    // The link comes up anew: confirmed again by the first answer on it.
+    let at = b.now;
+    b.cl.link_down(0);
+    b.cl.link_up(at, 0, client_addr(0));
+    let later = b.after(Duration::from_millis(200));
+    b.run_until(later);
+    assert_eq!(confirmed(&b, 0), 2, "{:?}", b.cl_events);
+}

@@ -306,6 +306,8 @@ impl Control<'_> {
                     self.client.switch(now, link);
                 }
             }
+            // The device's radios are its own HomeSpot's by configuration.
+            ClientEvent::LinkConfirmed { .. } => {}
         }
     }
 

@@ -23,7 +23,13 @@ use crate::path::Upstream;
 
 struct Mine {
     ifname: String,
+    /// Our address on it.
+    addr: Ipv4Addr,
+    /// The router address of the network, as the advert met on it gave it.
+    router: Ipv4Addr,
     alive: bool,
+    /// The HomeSpot has answered on it since it was attached (`ClientEvent::LinkConfirmed`).
+    confirmed: bool,
     rp_filter: Option<String>,
 }
 
@@ -34,6 +40,9 @@ pub struct HomeSpot {
     nl: Netlink,
     global: Option<Ipv4Addr>,
     links: BTreeMap<u8, Mine>,
+    /// An interface of ours that was on a link until another was attached to it (an advert
+    /// for the same link met on another network): back if the HomeSpot never answers there.
+    displaced: BTreeMap<u8, Mine>,
     current: Option<u8>,
     switching: Option<u8>,
     associating: bool,
@@ -142,6 +151,7 @@ impl HomeSpot {
             nl: Netlink::new().map_err(|e| AgentError::Netlink(e.to_string()))?,
             global: None,
             links: BTreeMap::new(),
+            displaced: BTreeMap::new(),
             current: None,
             switching: None,
             associating: false,
@@ -170,38 +180,75 @@ impl HomeSpot {
         self.advert.identity
     }
 
-    /// Our interface `ifname` (address `addr`) is on the HomeSpot's `link`.
-    pub async fn attach(&mut self, ifname: &str, _iface: &Iface, link: u8, addr: Ipv4Addr) {
-        let sock = match LinkSocket::bind(link, ifname, PORT) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("{ifname}: P-Handoff socket: {e}");
-                return;
-            }
-        };
+    /// Our interface `ifname` (address `addr`) is on the HomeSpot's `link`, whose router
+    /// address on that network is `router`.
+    pub async fn attach(
+        &mut self,
+        ifname: &str,
+        _iface: &Iface,
+        link: u8,
+        addr: Ipv4Addr,
+        router: Ipv4Addr,
+    ) {
         let rp = phandoff::routes::rp_filter_loose(ifname).ok();
-        let old = self.links.insert(
-            link,
-            Mine {
-                ifname: ifname.to_string(),
-                alive: true,
-                rp_filter: rp,
-            },
-        );
-        if let Some(o) = old.and_then(|o| o.rp_filter) {
-            if let Some(m) = self.links.get_mut(&link) {
-                m.rp_filter.get_or_insert(o);
-            }
-        }
-        if let Ok(mut w) = self.watched.lock() {
-            w.retain(|(l, _)| *l != link);
-            w.push((link, ifname.to_string()));
-        }
-        let _ = self.cmd.send(Command::Attach(sock)).await;
-        let _ = self.cmd.send(Command::LinkUp(link, addr)).await;
+        let mine = Mine {
+            ifname: ifname.to_string(),
+            addr,
+            router,
+            alive: true,
+            confirmed: false,
+            rp_filter: rp,
+        };
+        self.put(link, mine).await;
         if self.global.is_none() && !self.associating {
             self.associating = true;
             let _ = self.cmd.send(Command::Associate(link)).await;
+        }
+    }
+
+    /// `mine` is on `link` now: its socket goes to the client, the link (re)starts there.
+    async fn put(&mut self, link: u8, mut mine: Mine) {
+        let sock = match LinkSocket::bind(link, &mine.ifname, PORT) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{}: P-Handoff socket: {e}", mine.ifname);
+                return;
+            }
+        };
+        let ifname = mine.ifname.clone();
+        let addr = mine.addr;
+        if let Some(mut old) = self.links.remove(&link) {
+            if old.ifname == mine.ifname {
+                if let Some(o) = old.rp_filter.take() {
+                    mine.rp_filter = Some(o);
+                }
+            } else {
+                tracing::info!(
+                    "HomeSpot link {link}: {} instead of {} (an advert for it met there)",
+                    mine.ifname,
+                    old.ifname
+                );
+                if let Some(d) = self.displaced.insert(link, old) {
+                    restore(d);
+                }
+            }
+        }
+        self.links.insert(link, mine);
+        if let Ok(mut w) = self.watched.lock() {
+            w.retain(|(l, _)| *l != link);
+            w.push((link, ifname));
+        }
+        let _ = self.cmd.send(Command::Attach(sock)).await;
+        let _ = self.cmd.send(Command::LinkUp(link, addr)).await;
+    }
+
+    /// The interface that was on `link` before the one detached now comes back to it, as it
+    /// was (alive again for the client, which starts the link afresh).
+    pub async fn restore_displaced(&mut self, link: u8) {
+        if let Some(mut d) = self.displaced.remove(&link) {
+            tracing::info!("HomeSpot link {link}: {} again", d.ifname);
+            d.alive = true;
+            self.put(link, d).await;
         }
     }
 
@@ -236,12 +283,23 @@ impl HomeSpot {
         Some((l, self.links.get(&l)?.ifname.clone()))
     }
 
-    /// Our interface on `link` lost its address.
-    pub fn link_gone(&mut self, link: u8) {
-        if let Some(m) = self.links.remove(&link) {
-            if let Some(old) = m.rp_filter {
-                let _ = phandoff::routes::restore_rp_filter(&m.ifname, &old);
+    /// Our interface `ifname` on `link` lost its address (or is detached from it).
+    pub fn link_gone(&mut self, link: u8, ifname: &str) {
+        if self
+            .displaced
+            .get(&link)
+            .is_some_and(|d| d.ifname == ifname)
+        {
+            if let Some(d) = self.displaced.remove(&link) {
+                restore(d);
             }
+            return;
+        }
+        if self.links.get(&link).is_some_and(|m| m.ifname != ifname) {
+            return;
+        }
+        if let Some(m) = self.links.remove(&link) {
+            restore(m);
         }
         if let Ok(mut w) = self.watched.lock() {
             w.retain(|(l, _)| *l != link);
@@ -381,6 +439,33 @@ impl HomeSpot {
         Some(m.ifname.clone())
     }
 
+    /// The HomeSpot answered on `link` for the first time since it was attached; returns the
+    /// router address of the network there (for [`crate::trust`]).
+    pub fn confirmed(&mut self, link: u8) -> Option<Ipv4Addr> {
+        let m = self.links.get_mut(&link)?;
+        m.confirmed = true;
+        Some(m.router)
+    }
+
+    /// `link`'s interface and its network's router address if the HomeSpot has never
+    /// answered on it since it was attached: an advert met there that the HomeSpot does not
+    /// stand behind (a replay on another network with the same router address) looks just
+    /// like this.
+    pub fn unconfirmed(&self, link: u8) -> Option<(String, Ipv4Addr)> {
+        let m = self.links.get(&link).filter(|m| !m.confirmed)?;
+        Some((m.ifname.clone(), m.router))
+    }
+
+    /// Whether `link` has an interface of ours.
+    pub fn attached(&self, link: u8) -> bool {
+        self.links.contains_key(&link)
+    }
+
+    /// The router addresses of the networks we met the HomeSpot's links on.
+    pub fn attached_routers(&self) -> Vec<Ipv4Addr> {
+        self.links.values().map(|m| m.router).collect()
+    }
+
     /// `link` answers again; returns the interface.
     pub fn alive(&mut self, link: u8) -> Option<String> {
         let m = self.links.get_mut(&link)?;
@@ -413,10 +498,18 @@ impl HomeSpot {
         if self.route {
             let _ = self.nl.remove(self.advert.global_addr, None).await;
         }
-        for m in self.links.values() {
-            if let Some(old) = &m.rp_filter {
-                let _ = phandoff::routes::restore_rp_filter(&m.ifname, old);
-            }
-        }
+        let links = std::mem::take(&mut self.links);
+        let displaced = std::mem::take(&mut self.displaced);
+        links
+            .into_values()
+            .chain(displaced.into_values())
+            .for_each(restore);
+    }
+}
+
+/// Gives `m`'s interface its `rp_filter` back.
+fn restore(m: Mine) {
+    if let Some(old) = m.rp_filter {
+        let _ = phandoff::routes::restore_rp_filter(&m.ifname, &old);
     }
 }

@@ -8,6 +8,7 @@ mod core;
 #[cfg(test)]
 mod core_tests;
 mod homespot;
+mod unanswered;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -72,8 +73,10 @@ pub struct Manager {
     trust: Arc<std::sync::Mutex<crate::trust::Trust>>,
     /// A first-use HomeSpot's advert, pinned once a handshake with it completes.
     pin_on_handshake: Option<Box<phandoff::wire::Advert>>,
-    /// Handshakes given up with that HomeSpot so far.
-    first_use_failures: u32,
+    /// Handshakes given up with the HomeSpot so far, none having completed.
+    handshake_failures: u32,
+    /// When the first rest of a HomeSpot that never answered ends (`unanswered.rs`).
+    rested_until: Option<Instant>,
     /// Warnings for the status (the latest [`MAX_WARNINGS`]).
     warnings: std::collections::VecDeque<Value>,
     /// HomeSpots refused after discovery had decided (late answers).
@@ -91,9 +94,6 @@ pub struct Manager {
 
 /// How many warnings the status keeps.
 const MAX_WARNINGS: usize = 8;
-/// A first-use HomeSpot is given up after this many handshakes given up (each is
-/// `ClientConfig::tries` attempts; a second apart).
-const FIRST_USE_TRIES: u32 = 3;
 
 impl Manager {
     /// A manager publishing on `path`, measuring with `meter`, reporting on `events`.
@@ -133,7 +133,8 @@ impl Manager {
             clamp,
             trust,
             pin_on_handshake: None,
-            first_use_failures: 0,
+            handshake_failures: 0,
+            rested_until: None,
             warnings: Default::default(),
             late_tx,
             late_rx: Some(late_rx),
@@ -195,6 +196,7 @@ impl Manager {
                     self.bluetooth_tick().await;
                     self.expire_handoffs();
                     self.refresh_expired();
+                    self.retry_rested(Instant::now());
                 }
             }
         }
@@ -227,7 +229,7 @@ impl Manager {
                 json!({"link": name, "reason": "address or carrier gone"}),
             );
             if let (Some(link), Some(hs)) = (hs_link, self.hs.as_mut()) {
-                hs.link_gone(link);
+                hs.link_gone(link, &name);
             }
         }
         for (name, generation) in changes.up {
@@ -424,7 +426,8 @@ impl Manager {
                     }
                 }
                 if let Some(hs) = self.hs.as_mut() {
-                    hs.attach(&name, &iface, info.index, addr).await;
+                    hs.attach(&name, &iface, info.index, addr, info.router)
+                        .await;
                 }
             }
             Found::Plain {
@@ -493,13 +496,21 @@ impl Manager {
                 ),
                 None,
             ),
-            Verdict::Unanswered => (
+            Verdict::Unanswered { pinned: false } => (
                 format!(
                     "a HomeSpot first met here from {} never completed a handshake: not used for {} minutes (a forged advert, or a HomeSpot in trouble); the network is used as a plain one",
                     r.from,
                     crate::trust::UNANSWERED_FOR.as_secs() / 60
                 ),
                 None,
+            ),
+            Verdict::Unanswered { pinned: true } => (
+                format!(
+                    "the HomeSpot pinned here, met from {}, never answered a handshake or probe on this network (a replay of its advert, or the HomeSpot in trouble): the network is used as a plain one; tried again after {} s at first, twice as long each time",
+                    r.from,
+                    crate::trust::FIRST_REST.as_secs()
+                ),
+                Some(fp.clone()),
             ),
             _ => (
                 format!(
@@ -753,40 +764,6 @@ impl Manager {
                "proxy": self.cfg.proxy.listen.to_string()})
     }
 
-    /// A first-use HomeSpot never completed a handshake ([`FIRST_USE_TRIES`] given up): a
-    /// device writing the router's address into its adverts looks just like it. It is not
-    /// used for a while (`trust::UNANSWERED_FOR`), and its links are discovered again: plain
-    /// networks now, with their own DHCP and WPAD.
-    async fn give_up_first_use(&mut self) {
-        self.first_use_failures = 0;
-        let Some(a) = self.pin_on_handshake.take() else {
-            return;
-        };
-        tracing::warn!(
-            "HomeSpot {} (first met on this network) never completed a handshake: not used for {} minutes; its links are used as plain networks",
-            &crate::trust::fingerprint(&a.identity)[..12],
-            crate::trust::UNANSWERED_FOR.as_secs() / 60
-        );
-        {
-            let mut tr = self.trust.lock().unwrap_or_else(|p| p.into_inner());
-            tr.unanswered(a.identity, Instant::now());
-            tr.set_in_use(None);
-        }
-        if let Some(mut hs) = self.hs.take() {
-            hs.cleanup().await;
-        }
-        let names: Vec<String> = self
-            .core
-            .links
-            .iter()
-            .filter(|(_, l)| matches!(l.disc, Disc::HomeSpot { .. }))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in names {
-            self.discover_again(&name, None);
-        }
-    }
-
     async fn on_homespot(&mut self, e: phandoff::client::ClientEvent) {
         use phandoff::client::ClientEvent as E;
         let Some(hs) = self.hs.as_mut() else { return };
@@ -804,7 +781,7 @@ impl Manager {
                 }
                 // A first-use HomeSpot answered the handshake sent to the router's address
                 // with the key its advert signed: now it is pinned (discovery.rs).
-                self.first_use_failures = 0;
+                self.handshake_failures = 0;
                 if let Some(a) = self.pin_on_handshake.take() {
                     if a.identity == hs.identity() {
                         let mut tr = self.trust.lock().unwrap_or_else(|p| p.into_inner());
@@ -847,15 +824,11 @@ impl Manager {
                 );
             }
             E::AssociateFailed => {
-                let first_use = hs.global().is_none()
-                    && self
-                        .pin_on_handshake
-                        .as_ref()
-                        .is_some_and(|a| a.identity == hs.identity());
-                if first_use {
-                    self.first_use_failures += 1;
-                    if self.first_use_failures >= FIRST_USE_TRIES {
-                        self.give_up_first_use().await;
+                // Never associated in this run: a forged or replayed advert looks like this.
+                if hs.global().is_none() {
+                    self.handshake_failures += 1;
+                    if self.handshake_failures >= unanswered::HANDSHAKE_TRIES {
+                        self.give_up_handshakes().await;
                         return;
                     }
                 }
@@ -892,10 +865,24 @@ impl Manager {
                 self.clamp.apply(None);
                 tracing::warn!("switch to HomeSpot link {link} failed");
                 hs.switch_failed(link);
+                let unconfirmed = hs.unconfirmed(link);
                 self.events
                     .emit("switch_failed", json!({"homespot_link": link}));
+                if let Some((name, router)) = unconfirmed {
+                    self.not_answered_on(link, &name, router).await;
+                    self.evaluate(None).await;
+                }
             }
             E::LinkDead { link } => {
+                if !hs.attached(link) {
+                    // Detached meanwhile (`unanswered.rs`): stale.
+                    return;
+                }
+                if let Some((name, router)) = hs.unconfirmed(link) {
+                    self.not_answered_on(link, &name, router).await;
+                    self.evaluate(None).await;
+                    return;
+                }
                 let name = hs.dead(link);
                 self.events.emit("link_down", json!({"link": name, "homespot_link": link, "reason": "probes unanswered (silent loss)"}));
                 let draining = self.core.draining.clone();
@@ -934,6 +921,7 @@ impl Manager {
                 );
                 self.evaluate(None).await;
             }
+            E::LinkConfirmed { link } => self.answered_on(link),
             E::Discovered { .. } | E::IdentityMismatch { .. } => {}
         }
     }

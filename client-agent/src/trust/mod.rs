@@ -11,12 +11,13 @@
 //! links with the same signature). On a network
 //! pinned to one identity, another identity is never used: [`Verdict::Mismatch`] is reported
 //! (event, warning, status) and the link is treated as a plain network until the user runs
-//! `homespot-agent trust <fingerprint>`; `forget` drops an identity's pins. A first-use
-//! identity whose handshake is given up is [`Verdict::Unanswered`] for
-//! [`UNANSWERED_FOR`] ([`Trust::unanswered`]): the network is used as a plain one meanwhile
-//! (an advert forged from the router's address would otherwise hold the link for good). While
-//! the agent is associated with one HomeSpot, another is [`Verdict::OtherInUse`]: that network
-//! too is a plain one.
+//! `homespot-agent trust <fingerprint>`; `forget` drops an identity's pins. An identity that
+//! never answered is [`Verdict::Unanswered`] for a while ([`rest`]): a first-use one whose
+//! handshake was given up, everywhere; a pinned one, on the network where its handshake or
+//! probes went unanswered (a replay of its advert on another network with the same router
+//! address). The network is used as a plain one meanwhile: a forged or replayed advert would
+//! otherwise hold the link for good. While the agent is associated with one HomeSpot, another
+//! is [`Verdict::OtherInUse`]: that network too is a plain one.
 //!
 //! What it does not do: defend a never-seen network against a device that also answers DHCP
 //! or takes over the router's address (trust on first use cannot; one that only writes it
@@ -28,6 +29,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use phandoff::wire::{Advert, LinkInfo};
+
+pub mod rest;
+
+pub use rest::{FIRST_REST, UNANSWERED_FOR};
 
 /// One network an identity was met on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +77,12 @@ pub enum Verdict {
     NotRouter,
     /// A never-seen network whose DHCP answer has not come yet: wait for it.
     Undecided,
-    /// From the router of a never-seen network, but a handshake with it was given up lately:
-    /// not used (a forgery from the router's address, or a HomeSpot in trouble).
-    Unanswered,
+    /// From the network's router, but the identity never answered lately (see [`rest`]): not
+    /// used (a forged or replayed advert, or a HomeSpot in trouble).
+    Unanswered {
+        /// The identity is pinned here (it rests on this network only, for a shorter time).
+        pinned: bool,
+    },
     /// Trusted here, but the agent is associated with another HomeSpot (one at a time): the
     /// network is used as a plain one.
     OtherInUse {
@@ -100,16 +108,11 @@ pub struct Trust {
     path: PathBuf,
     pins: Vec<([u8; 32], Network)>,
     conflicts: Vec<Conflict>,
-    /// First-use identities whose handshake was given up, until when they are not used.
-    unanswered: Vec<([u8; 32], Instant)>,
+    /// Identities that never answered, not used for a while.
+    rests: rest::Rests,
     /// The HomeSpot the agent is associated with (or trying to be).
     in_use: Option<[u8; 32]>,
 }
-
-/// A first-use identity whose handshake was given up is not used for this long.
-pub const UNANSWERED_FOR: Duration = Duration::from_secs(600);
-/// At most this many such identities are remembered (the oldest goes first).
-pub const MAX_UNANSWERED: usize = 16;
 
 /// At most this many refused identities are kept for `trust`.
 pub const MAX_CONFLICTS: usize = 16;
@@ -159,7 +162,7 @@ impl Trust {
             path,
             pins,
             conflicts: vec![],
-            unanswered: vec![],
+            rests: Default::default(),
             in_use: None,
         }
     }
@@ -180,12 +183,28 @@ impl Trust {
     /// A first-use identity's handshake was given up at `now`: it is not used on a never-seen
     /// network for [`UNANSWERED_FOR`] (see [`Trust::check_now`]).
     pub fn unanswered(&mut self, id: [u8; 32], now: Instant) {
-        self.unanswered
-            .retain(|(i, until)| *i != id && *until > now);
-        if self.unanswered.len() >= MAX_UNANSWERED {
-            self.unanswered.remove(0);
-        }
-        self.unanswered.push((id, now + UNANSWERED_FOR));
+        self.rests.first_use(id, now);
+    }
+
+    /// A pinned identity never answered on the network whose router is `router`: not used
+    /// there for a while; returns how long ([`rest::Rests::on_network`]).
+    pub fn unanswered_on(&mut self, id: [u8; 32], router: Ipv4Addr, now: Instant) -> Duration {
+        self.rests.on_network(id, router, now)
+    }
+
+    /// `id` answered on the network whose router is `router` (its rest there ends).
+    pub fn answered_on(&mut self, id: [u8; 32], router: Ipv4Addr) {
+        self.rests.answered(id, router);
+    }
+
+    /// When the next rest of a pinned identity on a network ends (after `now`).
+    pub fn next_rest_end(&self, now: Instant) -> Option<Instant> {
+        self.rests.next_end(now)
+    }
+
+    /// Whether `id` is pinned to any network.
+    pub fn is_pinned(&self, id: &[u8; 32]) -> bool {
+        self.pins.iter().any(|(i, _)| i == id)
     }
 
     /// The agent is now associated with `id` (or trying to be), or with none.
@@ -193,17 +212,16 @@ impl Trust {
         self.in_use = id;
     }
 
-    /// `v`, a verdict on `id`, as it stands at `now`: [`Verdict::PinAndUse`] becomes
-    /// [`Verdict::Unanswered`] while a handshake with `id` given up is recent (pinned
-    /// identities are not affected), and a usable identity other than the one in use becomes
+    /// `v`, a verdict on `id` met on the network whose router is `router`, as it stands at
+    /// `now`: [`Verdict::PinAndUse`] and [`Verdict::Use`] become [`Verdict::Unanswered`] while
+    /// `id` rests there, and a usable identity other than the one in use becomes
     /// [`Verdict::OtherInUse`].
-    pub fn check_now(&self, v: Verdict, id: &[u8; 32], now: Instant) -> Verdict {
-        let recent = self
-            .unanswered
-            .iter()
-            .any(|(i, until)| i == id && *until > now);
-        if v == Verdict::PinAndUse && recent {
-            return Verdict::Unanswered;
+    pub fn check_now(&self, v: Verdict, id: &[u8; 32], router: Ipv4Addr, now: Instant) -> Verdict {
+        let usable = matches!(v, Verdict::Use | Verdict::PinAndUse);
+        if usable && self.rests.resting(id, router, now) {
+            return Verdict::Unanswered {
+                pinned: v == Verdict::Use,
+            };
         }
         match self.in_use {
             Some(in_use) if in_use != *id && matches!(v, Verdict::Use | Verdict::PinAndUse) => {
@@ -428,9 +446,10 @@ mod tests {
     }
 
     /// With a virtual clock: a first-use identity whose handshake was given up is not used for
-    /// ten minutes; a pinned one is never affected; the list is bounded.
+    /// ten minutes, anywhere; a pinned one that did not answer on a network rests there only
+    /// (rest.rs has the schedules); another HomeSpot in use makes a usable one OtherInUse.
     #[test]
-    fn an_unanswered_first_use_identity_rests() {
+    fn unanswered_identities_rest() {
         let dir = tempfile::tempdir().expect("dir");
         let mut t = Trust::load(dir.path());
         let t0 = Instant::now();
@@ -440,49 +459,63 @@ mod tests {
         assert_eq!(v, Verdict::PinAndUse);
         t.unanswered(forged.identity, t0);
         let later = t0 + UNANSWERED_FOR - Duration::from_secs(1);
+        let unanswered = Verdict::Unanswered { pinned: false };
         assert_eq!(
-            t.check_now(v.clone(), &forged.identity, later),
-            Verdict::Unanswered
+            t.check_now(v.clone(), &forged.identity, ROUTER, later),
+            unanswered
         );
         assert_eq!(
-            t.check_now(v.clone(), &forged.identity, t0 + UNANSWERED_FOR),
+            t.check_now(v.clone(), &forged.identity, ROUTER, t0 + UNANSWERED_FOR),
             Verdict::PinAndUse,
             "tried again once the time is over"
         );
         // Other identities, other verdicts: unchanged.
         let other = advert(4, b"Cafe");
         assert_eq!(
-            t.check_now(v.clone(), &other.identity, t0),
+            t.check_now(v.clone(), &other.identity, ROUTER, t0),
             Verdict::PinAndUse
         );
         assert_eq!(
-            t.check_now(Verdict::Use, &forged.identity, t0),
+            t.check_now(Verdict::NotRouter, &forged.identity, ROUTER, t0),
+            Verdict::NotRouter
+        );
+        // A pinned identity silent on one network (a replay of its advert there): not used
+        // there for a while, still used on its other networks; an answer there ends it.
+        let home = advert(5, b"Home");
+        t.pin(&home).expect("pin");
+        let bt = home.links[1].router;
+        assert_eq!(t.unanswered_on(home.identity, ROUTER, t0), FIRST_REST);
+        assert_eq!(
+            t.check_now(Verdict::Use, &home.identity, ROUTER, t0),
+            Verdict::Unanswered { pinned: true }
+        );
+        assert_eq!(
+            t.check_now(Verdict::Use, &home.identity, bt, t0),
             Verdict::Use
         );
-        // Bounded: the oldest goes first.
-        for i in 0..MAX_UNANSWERED as u8 {
-            t.unanswered([i + 100; 32], t0 + Duration::from_secs(1));
-        }
-        assert_eq!(t.unanswered.len(), MAX_UNANSWERED);
         assert_eq!(
-            t.check_now(v.clone(), &forged.identity, t0 + Duration::from_secs(2)),
-            Verdict::PinAndUse
+            t.check_now(Verdict::Use, &home.identity, ROUTER, t0 + FIRST_REST),
+            Verdict::Use
+        );
+        t.answered_on(home.identity, ROUTER);
+        assert_eq!(
+            t.check_now(Verdict::Use, &home.identity, ROUTER, t0),
+            Verdict::Use
         );
         // While another HomeSpot is in use, a trusted one is not used either.
         t.set_in_use(Some(other.identity));
         let in_use = other.identity;
         assert_eq!(
-            t.check_now(v.clone(), &forged.identity, t0),
+            t.check_now(Verdict::PinAndUse, &home.identity, ROUTER, t0),
             Verdict::OtherInUse { in_use }
         );
         assert_eq!(
-            t.check_now(Verdict::Use, &forged.identity, t0),
+            t.check_now(Verdict::Use, &home.identity, ROUTER, t0),
             Verdict::OtherInUse { in_use }
         );
-        assert_eq!(t.check_now(v, &other.identity, t0), Verdict::PinAndUse);
         assert_eq!(
-            t.check_now(Verdict::NotRouter, &forged.identity, t0),
-            Verdict::NotRouter
+            t.check_now(v, &other.identity, ROUTER, t0),
+            Verdict::PinAndUse
         );
     }
 
