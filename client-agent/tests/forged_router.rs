@@ -26,10 +26,38 @@ use testkit::journey::{JourneyBed, ORIGIN};
 /// The tests share the AP's address and port: one bed at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Answers every Query on the AP's network with the forged advert until `stop`; returns the
-/// forger's identity.
-fn forger(stop: Arc<AtomicBool>, answered: Arc<AtomicU64>) -> [u8; 32] {
-    replayer([0x5f; 32], b"cafe", stop, answered)
+/// A stranger's key.
+const FORGER: [u8; 32] = [0x5f; 32];
+
+/// Runs [`replayer`] in the AP's namespace; returns the fingerprint of its identity, the flag
+/// that stops it and the count of Queries it answered.
+fn in_the_ap(
+    bed: &JourneyBed,
+    seed: [u8; 32],
+    l2_id: &[u8],
+) -> (String, Arc<AtomicBool>, Arc<AtomicU64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let (s2, a2, l2) = (stop.clone(), answered.clone(), l2_id.to_vec());
+    let id = bed
+        .ap
+        .in_thread(move || replayer(seed, &l2, s2, a2))
+        .expect("replayer");
+    (hex(&id), stop, answered)
+}
+
+/// The journey bed with the HomeSpot's radios down on the laptop: no DHCP client runs, the
+/// agent is not started.
+fn at_the_cafe_first() -> JourneyBed {
+    let bed = JourneyBed::start_bare(&testkit::journey::homespotd_bin().expect("homespotd"))
+        .expect("bed");
+    for l in ["eth0", "eth1"] {
+        bed.topo
+            .client
+            .run(&["ip", "link", "set", l, "down"])
+            .expect("HomeSpot radios off");
+    }
+    bed
 }
 
 /// Answers every Query on the AP's network with an advert signed by the identity of `seed`
@@ -81,10 +109,23 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[test]
-fn an_advert_forged_from_the_routers_address_is_never_pinned() {
-    assert!(testkit::can_run(), "needs root (network namespaces)");
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+/// The AP's network is a plain one in the agent's status, with the AP's WPAD.
+fn assert_plain_with_wpad(bed: &JourneyBed) {
+    let s = bed.request(r#"{"cmd":"status"}"#).expect("status");
+    let eth2 = s["links"]
+        .as_array()
+        .and_then(|v| v.iter().find(|l| l["name"] == "eth2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (eth2["state"].as_str(), eth2["info"]["wpad"].as_str()),
+        (Some("plain"), Some("http://10.88.1.1/wpad.dat")),
+        "the café's network with its WPAD: {s}"
+    );
+}
+
+/// The journey bed with the agent on the HomeSpot's Wi-Fi.
+fn at_home() -> (JourneyBed, testkit::journey::EventLog) {
     let mut bed =
         JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
     let events = bed
@@ -94,11 +135,36 @@ fn an_advert_forged_from_the_routers_address_is_never_pinned() {
         )
         .expect("agent");
     events.handoff_to(0, "eth0").expect("at the HomeSpot");
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicU64::new(0));
-    let (s2, a2) = (stop.clone(), answered.clone());
-    let forged = bed.ap.in_thread(move || forger(s2, a2)).expect("forger");
-    let fp = hex(&forged);
+    (bed, events)
+}
+
+/// Whether `e` is a `homespot_refused` event about `fp` whose reason says `why`.
+fn refusal(e: &serde_json::Value, fp: &str, why: &str) -> bool {
+    e["event"] == "homespot_refused"
+        && e["identity"] == fp
+        && e["reason"].as_str().is_some_and(|r| r.contains(why))
+}
+
+/// A 2 MB download through the agent, byte-exact.
+fn download_through_the_cafe(bed: &JourneyBed) {
+    let c = bed
+        .curl(&["--fail", &format!("http://{ORIGIN}/bytes/2000000")])
+        .expect("curl");
+    let (st, err, dl) = c.finish(Duration::from_secs(20)).expect("curl ends");
+    assert!(
+        st.success(),
+        "curl through the café's network: {err}\n{}",
+        bed.agent_log()
+    );
+    assert_eq!((dl.bytes, dl.mismatch), (2_000_000, None), "byte-exact");
+}
+
+#[test]
+fn an_advert_forged_from_the_routers_address_is_never_pinned() {
+    assert!(testkit::can_run(), "needs root (network namespaces)");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut bed, events) = at_home();
+    let (fp, stop, answered) = in_the_ap(&bed, FORGER, b"cafe");
     // To the AP: both HomeSpot radios lost, its link up with a lease.
     bed.topo
         .client
@@ -122,11 +188,7 @@ fn an_advert_forged_from_the_routers_address_is_never_pinned() {
     // The laptop is associated with its own HomeSpot: the forged one is refused as another
     // HomeSpot, and the café's network used as a plain one, with its WPAD (it was DIRECT).
     let refused = events.wait(mark, Duration::from_secs(10), |e| {
-        e["event"] == "homespot_refused"
-            && e["identity"] == fp.as_str()
-            && e["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("is in use"))
+        refusal(e, &fp, "is in use")
     });
     if let Err(e) = refused {
         panic!(
@@ -136,17 +198,7 @@ fn an_advert_forged_from_the_routers_address_is_never_pinned() {
     }
     bed.wait_current("eth2", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", bed.agent_log()));
-    let s = bed.request(r#"{"cmd":"status"}"#).expect("status");
-    let eth2 = s["links"]
-        .as_array()
-        .and_then(|v| v.iter().find(|l| l["name"] == "eth2"))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(
-        (eth2["state"].as_str(), eth2["info"]["wpad"].as_str()),
-        (Some("plain"), Some("http://10.88.1.1/wpad.dat")),
-        "the café's network with its WPAD: {s}"
-    );
+    assert_plain_with_wpad(&bed);
     std::thread::sleep(Duration::from_secs(1));
     let log = bed.stop_agent().expect("stop agent");
     stop.store(true, Ordering::Relaxed);
@@ -173,19 +225,8 @@ fn an_advert_forged_from_the_routers_address_is_never_pinned() {
 fn a_forged_homespot_met_first_is_given_up_for_the_plain_network() {
     assert!(testkit::can_run(), "needs root (network namespaces)");
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let mut bed = JourneyBed::start_bare(&testkit::journey::homespotd_bin().expect("homespotd"))
-        .expect("bed");
-    for l in ["eth0", "eth1"] {
-        bed.topo
-            .client
-            .run(&["ip", "link", "set", l, "down"])
-            .expect("HomeSpot radios off");
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicU64::new(0));
-    let (s2, a2) = (stop.clone(), answered.clone());
-    let forged = bed.ap.in_thread(move || forger(s2, a2)).expect("forger");
-    let fp = hex(&forged);
+    let mut bed = at_the_cafe_first();
+    let (fp, stop, answered) = in_the_ap(&bed, FORGER, b"cafe");
     bed.dhcp("eth2").expect("lease from the AP");
     let events = bed
         .launch_agent(
@@ -194,11 +235,7 @@ fn a_forged_homespot_met_first_is_given_up_for_the_plain_network() {
         )
         .expect("agent");
     let refused = events.wait(0, Duration::from_secs(15), |e| {
-        e["event"] == "homespot_refused"
-            && e["identity"] == fp.as_str()
-            && e["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("never completed a handshake"))
+        refusal(e, &fp, "never completed a handshake")
     });
     let refused = match refused {
         Ok((_, e)) => e,
@@ -210,16 +247,7 @@ fn a_forged_homespot_met_first_is_given_up_for_the_plain_network() {
     println!("refused: {}", refused["reason"]);
     bed.wait_current("eth2", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", bed.agent_log()));
-    let c = bed
-        .curl(&["--fail", &format!("http://{ORIGIN}/bytes/2000000")])
-        .expect("curl");
-    let (st, err, dl) = c.finish(Duration::from_secs(20)).expect("curl ends");
-    assert!(
-        st.success(),
-        "curl through the café's network: {err}\n{}",
-        bed.agent_log()
-    );
-    assert_eq!((dl.bytes, dl.mismatch), (2_000_000, None), "byte-exact");
+    download_through_the_cafe(&bed);
     let s = bed.request(r#"{"cmd":"status"}"#).expect("status");
     println!("status: {s}");
     let log = bed.stop_agent().expect("stop agent");
@@ -242,23 +270,8 @@ fn a_forged_homespot_met_first_is_given_up_for_the_plain_network() {
 fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
     assert!(testkit::can_run(), "needs root (network namespaces)");
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let mut bed = JourneyBed::start_bare(&testkit::journey::homespotd_bin().expect("homespotd"))
-        .expect("bed");
-    for l in ["eth0", "eth1"] {
-        bed.topo
-            .client
-            .run(&["ip", "link", "set", l, "down"])
-            .expect("HomeSpot radios off");
-    }
-    let seed = homespot_seed(&bed);
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicU64::new(0));
-    let (s2, a2) = (stop.clone(), answered.clone());
-    let id = bed
-        .ap
-        .in_thread(move || replayer(seed, b"home", s2, a2))
-        .expect("replayer");
-    let fp = hex(&id);
+    let mut bed = at_the_cafe_first();
+    let (fp, stop, answered) = in_the_ap(&bed, homespot_seed(&bed), b"home");
     // Pinned at home, whose router has the café's router address.
     let state = bed.dir.join("agent-state");
     std::fs::create_dir_all(&state).expect("state dir");
@@ -274,13 +287,7 @@ fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
             "[policy]\nthroughput_rule = false\n",
         )
         .expect("agent");
-    let rested = |e: &serde_json::Value| {
-        e["event"] == "homespot_refused"
-            && e["identity"] == fp.as_str()
-            && e["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("never answered a handshake or probe"))
-    };
+    let rested = |e: &serde_json::Value| refusal(e, &fp, "never answered a handshake or probe");
     let (i, first) = events
         .wait(0, Duration::from_secs(15), rested)
         .unwrap_or_else(|e| {
@@ -293,27 +300,8 @@ fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
     println!("refused: {}", first["reason"]);
     bed.wait_current("eth2", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", bed.agent_log()));
-    let s = bed.request(r#"{"cmd":"status"}"#).expect("status");
-    let eth2 = s["links"]
-        .as_array()
-        .and_then(|v| v.iter().find(|l| l["name"] == "eth2"))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(
-        (eth2["state"].as_str(), eth2["info"]["wpad"].as_str()),
-        (Some("plain"), Some("http://10.88.1.1/wpad.dat")),
-        "the café's network with its WPAD: {s}"
-    );
-    let c = bed
-        .curl(&["--fail", &format!("http://{ORIGIN}/bytes/2000000")])
-        .expect("curl");
-    let (st, err, dl) = c.finish(Duration::from_secs(20)).expect("curl ends");
-    assert!(
-        st.success(),
-        "curl through the café's network: {err}\n{}",
-        bed.agent_log()
-    );
-    assert_eq!((dl.bytes, dl.mismatch), (2_000_000, None), "byte-exact");
+    assert_plain_with_wpad(&bed);
+    download_through_the_cafe(&bed);
     // Tried again once the rest is over, and rested again.
     let again = events.wait(i + 1, Duration::from_secs(30), rested);
     let again_after = first_at.elapsed();
@@ -331,6 +319,10 @@ fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
         log.contains("for 30s"),
         "the second rest is twice as long\n{log}"
     );
+    assert!(
+        answered.load(Ordering::Relaxed) > 1,
+        "the replayer answered twice"
+    );
 }
 
 /// The laptop, associated with its HomeSpot, walks to a café whose router has the address of
@@ -342,15 +334,7 @@ fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
 fn a_replay_of_the_homespot_in_use_at_a_cafe_leaves_the_cafe_plain() {
     assert!(testkit::can_run(), "needs root (network namespaces)");
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let mut bed =
-        JourneyBed::start(&testkit::journey::homespotd_bin().expect("homespotd")).expect("bed");
-    let events = bed
-        .start_agent(
-            env!("CARGO_BIN_EXE_homespot-agent"),
-            "[policy]\nthroughput_rule = false\n",
-        )
-        .expect("agent");
-    events.handoff_to(0, "eth0").expect("at the HomeSpot");
+    let (mut bed, events) = at_home();
     // The home Wi-Fi's name, as pinned.
     let pins = std::fs::read_to_string(bed.dir.join("agent-state/trust")).expect("pins");
     let wifi = pins
@@ -364,15 +348,7 @@ fn a_replay_of_the_homespot_in_use_at_a_cafe_leaves_the_cafe_plain() {
     let l2: Vec<u8> = (0..wifi.1.len() / 2)
         .map(|i| u8::from_str_radix(&wifi.1[2 * i..2 * i + 2], 16).expect("hex"))
         .collect();
-    let seed = homespot_seed(&bed);
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicU64::new(0));
-    let (s2, a2) = (stop.clone(), answered.clone());
-    let id = bed
-        .ap
-        .in_thread(move || replayer(seed, &l2, s2, a2))
-        .expect("replayer");
-    let fp = hex(&id);
+    let (fp, stop, answered) = in_the_ap(&bed, homespot_seed(&bed), &l2);
     assert_eq!(fp, wifi.0, "the replayer holds the HomeSpot's key");
     let mark = events.len();
     let t = std::time::Instant::now();
@@ -381,37 +357,15 @@ fn a_replay_of_the_homespot_in_use_at_a_cafe_leaves_the_cafe_plain() {
         .unwrap_or_else(|e| panic!("{e}\n{}", bed.agent_log()));
     println!("handoff to the café {:?} after leaving: {h}", t.elapsed());
     let refused = events.wait(mark, Duration::from_secs(1), |e| {
-        e["event"] == "homespot_refused"
-            && e["identity"] == fp.as_str()
-            && e["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("never answered a handshake or probe"))
+        refusal(e, &fp, "never answered a handshake or probe")
     });
     if let Err(e) = refused {
         panic!("the replay was not reported: {e}\n{}", bed.agent_log());
     }
-    let s = bed.request(r#"{"cmd":"status"}"#).expect("status");
-    let eth2 = s["links"]
-        .as_array()
-        .and_then(|v| v.iter().find(|l| l["name"] == "eth2"))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(
-        (eth2["state"].as_str(), eth2["info"]["wpad"].as_str()),
-        (Some("plain"), Some("http://10.88.1.1/wpad.dat")),
-        "the café's network with its WPAD: {s}"
-    );
-    let c = bed
-        .curl(&["--fail", &format!("http://{ORIGIN}/bytes/2000000")])
-        .expect("curl");
-    let (st, err, dl) = c.finish(Duration::from_secs(20)).expect("curl ends");
-    let log = bed.stop_agent().expect("stop agent");
+    assert_plain_with_wpad(&bed);
+    download_through_the_cafe(&bed);
+    bed.stop_agent().expect("stop agent");
     stop.store(true, Ordering::Relaxed);
-    assert!(
-        st.success(),
-        "curl through the café's network: {err}\n{log}"
-    );
-    assert_eq!((dl.bytes, dl.mismatch), (2_000_000, None), "byte-exact");
     assert!(
         answered.load(Ordering::Relaxed) > 0,
         "the replayer answered"

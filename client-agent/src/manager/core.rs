@@ -263,6 +263,15 @@ impl Core {
         Some(l.generation)
     }
 
+    /// The links whose discovery result is `which`.
+    pub fn names(&self, which: impl Fn(&Disc) -> bool) -> Vec<String> {
+        self.links
+            .iter()
+            .filter(|(_, l)| which(&l.disc))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Plain links whose discovery is older than `max` (their PAC is re-fetched).
     pub fn stale_plain(&self, now: Instant, max: Duration) -> Vec<String> {
         self.links

@@ -52,14 +52,7 @@ impl Manager {
         }
         self.pin_on_handshake = None;
         hs.cleanup().await;
-        let names: Vec<String> = self
-            .core
-            .links
-            .iter()
-            .filter(|(_, l)| matches!(l.disc, Disc::HomeSpot { .. }))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in names {
+        for name in self.core.names(|d| matches!(d, Disc::HomeSpot { .. })) {
             self.discover_again(&name, None);
         }
     }
@@ -119,14 +112,7 @@ impl Manager {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .next_rest_end(now);
-        let names: Vec<String> = self
-            .core
-            .links
-            .iter()
-            .filter(|(_, l)| matches!(l.disc, Disc::Plain { .. }))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in names {
+        for name in self.core.names(|d| matches!(d, Disc::Plain { .. })) {
             tracing::info!("{name}: a HomeSpot's rest is over; discovering again");
             self.discover_again(&name, Some(now));
         }
