@@ -212,6 +212,7 @@ impl HomeSpot {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("{}: P-Handoff socket: {e}", mine.ifname);
+                restore(mine);
                 return;
             }
         };
