@@ -207,14 +207,37 @@ pub fn status_text(v: &Value) -> String {
             );
         }
     }
+    let resting = v["resting"].as_array().cloned().unwrap_or_default();
+    if !resting.is_empty() {
+        o += "\nHomeSpots not used for now (they never answered)\n";
+        for r in resting {
+            let id = s(&r, "identity");
+            let id = id.get(..12).unwrap_or(&id);
+            let left = r["left_s"].as_u64().unwrap_or(0);
+            o += &match r["router"].as_str() {
+                Some(router) => {
+                    format!("   {id}  on the network of router {router}: tried again in {left} s\n")
+                }
+                None => format!("   {id}  met first here, anywhere: for another {left} s\n"),
+            };
+        }
+    }
     let warnings = v["warnings"].as_array().cloned().unwrap_or_default();
     if !warnings.is_empty() {
         o += "\nWarnings\n";
         for w in warnings {
-            o += &format!(
-                "   {}\n",
-                w.as_str().map_or_else(|| w.to_string(), str::to_string)
-            );
+            o += &match (w.as_str(), w["reason"].as_str()) {
+                (Some(t), _) => format!("   {t}\n"),
+                (None, Some(reason)) => {
+                    let id = s(&w, "identity");
+                    format!(
+                        "   {}: HomeSpot {}: {reason}\n",
+                        s(&w, "link"),
+                        id.get(..12).unwrap_or(&id)
+                    )
+                }
+                _ => format!("   {w}\n"),
+            };
         }
     }
     o
@@ -229,7 +252,9 @@ mod tests {
     fn status_and_events_read_as_text() {
         let v = json!({"ok": true, "current": "wlan0", "hibernating": false, "proxy": "127.0.0.1:3129",
             "bytes": 1234, "pinned": [{"identity": "a66c1be41213", "kind": "wifi", "l2_id": "home", "router": "10.77.1.1"}],
-            "warnings": [], "homespot": {"identity": "a66c1be41213", "global": "10.200.0.2", "homespot_global": "10.200.0.1"},
+            "warnings": [{"link": "wlan0", "identity": "b77d2cf5232400ff", "from": "10.88.1.1", "reason": "never answered a handshake or probe on this network"}],
+            "resting": [{"identity": "b77d2cf5232400ff", "router": "10.88.1.1", "left_s": 14}],
+            "homespot": {"identity": "a66c1be41213", "global": "10.200.0.2", "homespot_global": "10.200.0.1"},
             "links": [{"name": "wlan0", "address": "10.77.1.100/24", "state": "homespot", "info": {"homespot_link": 0, "kind": "wifi"}},
                       {"name": "eth9", "address": null, "state": "plain", "info": {"wpad": null}}]});
         let t = status_text(&v);
@@ -243,6 +268,15 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("homespot_link"), "no raw fields: {t}");
+        assert!(
+            t.contains("wlan0: HomeSpot b77d2cf52324: never answered a handshake"),
+            "{t}"
+        );
+        assert!(
+            t.contains("b77d2cf52324  on the network of router 10.88.1.1: tried again in 14 s"),
+            "{t}"
+        );
+        assert!(!t.contains("\"reason\""), "no raw JSON: {t}");
         let e = json!({"event": "handoff", "from": "wlan0", "to": "bnep0", "kind": "p-handoff",
             "reason": "user", "interruption_ms": 7.4, "time_ms": 1_796_474_000_000u64});
         let line = event_line(&e);

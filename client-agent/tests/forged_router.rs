@@ -145,6 +145,18 @@ fn refusal(e: &serde_json::Value, fp: &str, why: &str) -> bool {
         && e["reason"].as_str().is_some_and(|r| r.contains(why))
 }
 
+/// The agent's status lists `fp` as resting on the AP's network.
+fn assert_resting(bed: &JourneyBed, fp: &str) {
+    let s = bed.request(r#"{"cmd":"status"}"#).expect("status");
+    let resting = s["resting"].as_array().cloned().unwrap_or_default();
+    assert!(
+        resting
+            .iter()
+            .any(|r| r["identity"] == fp && r["router"] == "10.88.1.1"),
+        "resting on the AP's network: {s}"
+    );
+}
+
 /// A 2 MB download through the agent, byte-exact.
 fn download_through_the_cafe(bed: &JourneyBed) {
     let c = bed
@@ -301,6 +313,7 @@ fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
     bed.wait_current("eth2", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", bed.agent_log()));
     assert_plain_with_wpad(&bed);
+    assert_resting(&bed, &fp);
     download_through_the_cafe(&bed);
     // Tried again once the rest is over, and rested again.
     let again = events.wait(i + 1, Duration::from_secs(30), rested);
@@ -363,6 +376,7 @@ fn a_replay_of_the_homespot_in_use_at_a_cafe_leaves_the_cafe_plain() {
         panic!("the replay was not reported: {e}\n{}", bed.agent_log());
     }
     assert_plain_with_wpad(&bed);
+    assert_resting(&bed, &fp);
     download_through_the_cafe(&bed);
     bed.stop_agent().expect("stop agent");
     stop.store(true, Ordering::Relaxed);

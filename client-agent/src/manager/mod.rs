@@ -744,8 +744,16 @@ impl Manager {
                 json!({"name": n, "address": l.iface.addr.map(|(a, p)| format!("{a}/{p}")), "state": state, "info": extra})
             })
             .collect();
+        let t = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+        let resting: Vec<Value> = t
+            .resting(Instant::now())
+            .iter()
+            .map(|(id, router, left)| {
+                json!({"identity": crate::trust::fingerprint(id),
+                       "router": router.map(|r| r.to_string()), "left_s": left.as_secs()})
+            })
+            .collect();
         let pins: Vec<Value> = {
-            let t = self.trust.lock().unwrap_or_else(|p| p.into_inner());
             t.pins()
                 .iter()
                 .map(|(id, n)| {
@@ -757,7 +765,7 @@ impl Manager {
                 .collect()
         };
         json!({"ok": true, "current": self.core.current, "epoch": p.epoch, "hibernating": p.upstream.is_none(),
-               "pinned": pins, "warnings": self.warnings.iter().collect::<Vec<_>>(),
+               "pinned": pins, "resting": resting, "warnings": self.warnings.iter().collect::<Vec<_>>(),
                "homespot": self.hs.as_ref().map(|h| h.status()), "links": links,
                "bluetooth": {"pan": self.bt.iface(), "connecting": self.bt.connecting(),
                              "homespot_address": self.hs.as_ref().and_then(|h| h.bluetooth_address())}, "bytes": self.core.bytes(),

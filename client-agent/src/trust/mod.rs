@@ -197,6 +197,11 @@ impl Trust {
         self.rests.answered(id, router);
     }
 
+    /// The identities resting at `now` ([`rest::Rests::list`]).
+    pub fn resting(&self, now: Instant) -> Vec<([u8; 32], Option<Ipv4Addr>, Duration)> {
+        self.rests.list(now)
+    }
+
     /// When the next rest of a pinned identity on a network ends (after `now`).
     pub fn next_rest_end(&self, now: Instant) -> Option<Instant> {
         self.rests.next_end(now)

@@ -75,6 +75,15 @@ impl Rests {
             .any(|r| r.id == *id && r.until > now && r.router.is_none_or(|x| x == router))
     }
 
+    /// The rests at `now`: identity, network's router (`None`: every network), time left.
+    pub fn list(&self, now: Instant) -> Vec<([u8; 32], Option<Ipv4Addr>, Duration)> {
+        self.rests
+            .iter()
+            .filter(|r| r.until > now)
+            .map(|r| (r.id, r.router, r.until - now))
+            .collect()
+    }
+
     /// When the next rest of a pinned identity on a network ends, after `now`.
     pub fn next_end(&self, now: Instant) -> Option<Instant> {
         self.rests
@@ -136,6 +145,7 @@ mod tests {
         assert!(!r.resting(&id, HOME, t0), "only on that network");
         assert_eq!(r.next_end(t0), Some(t0 + FIRST_REST));
         assert_eq!(r.next_end(t0 + FIRST_REST), None);
+        assert_eq!(r.list(t0), [(id, Some(CAFE), FIRST_REST)]);
         assert!(!r.resting(&[8; 32], CAFE, t0), "only that identity");
         let mut t = t0 + FIRST_REST;
         let mut rests = vec![];
