@@ -212,7 +212,7 @@ pub fn status_text(v: &Value) -> String {
         o += "\nHomeSpots not used for now (they never answered)\n";
         for r in resting {
             let id = s(&r, "identity");
-            let id = id.get(..12).unwrap_or(&id);
+            let id = id.get(..12).unwrap_or(id);
             let left = r["left_s"].as_u64().unwrap_or(0);
             o += &match r["router"].as_str() {
                 Some(router) => {
@@ -233,7 +233,7 @@ pub fn status_text(v: &Value) -> String {
                     format!(
                         "   {}: HomeSpot {}: {reason}\n",
                         s(&w, "link"),
-                        id.get(..12).unwrap_or(&id)
+                        id.get(..12).unwrap_or(id)
                     )
                 }
                 _ => format!("   {w}\n"),
