@@ -414,6 +414,7 @@ impl Manager {
                     match HomeSpot::start(&self.cfg, self.key, *advert, hs_tx.clone()) {
                         Ok(h) => {
                             self.hs = Some(h);
+                            self.handshake_failures = 0;
                             self.trust
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
