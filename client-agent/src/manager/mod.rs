@@ -75,7 +75,8 @@ pub struct Manager {
     pin_on_handshake: Option<Box<phandoff::wire::Advert>>,
     /// Handshakes given up with the HomeSpot so far, none having completed.
     handshake_failures: u32,
-    /// When the first rest of a HomeSpot that never answered ends (`unanswered.rs`).
+    /// When the next rest of a pinned HomeSpot on a network ends (`unanswered.rs`): its plain
+    /// links are discovered again then.
     rested_until: Option<Instant>,
     /// Warnings for the status (the latest [`MAX_WARNINGS`]).
     warnings: std::collections::VecDeque<Value>,
