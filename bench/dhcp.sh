@@ -13,6 +13,11 @@ BIN=$PWD/target/release/homespotd
 DUR=${SECONDS_PER_RATE:-10}
 OUT=$PWD/bench/out/dhcp-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
+# perfdhcp's sockets get 4 MiB receive buffers (bench/rcvbuf.c says why); every step also
+# records where datagrams were dropped: the server's socket or perfdhcp's.
+gcc -shared -fPIC -O2 -o "$OUT/rcvbuf.so" bench/rcvbuf.c -ldl
+PERFDHCP_ENV=(LD_PRELOAD="$OUT/rcvbuf.so" RCVBUF_BYTES=$((4 << 20)))
+if [[ -n "${PERFDHCP_STOCK_BUFFER:-}" ]]; then PERFDHCP_ENV=(); fi
 S=hsbench$$s
 C=hsbench$$c
 SERVER_PID=""
@@ -94,20 +99,28 @@ stop_server() {
     sleep 0.5
 }
 
-# perfdhcp at RATE; prints "rate do_drop% ra_drop% do_ms ra_ms"
+# The UDP receive-buffer drops in namespace $1 so far (absolute: nstat's history file is per
+# user, not per namespace).
+rcvbuf_drops() { ip netns exec "$1" nstat -asz UdpRcvbufErrors 2>/dev/null | awk '/^UdpRcvbufErrors/ { n=$2 } END { print n+0 }'; }
+
+# perfdhcp at RATE; prints "rate do_drop% ra_drop% do_ms ra_ms server_drops perfdhcp_drops"
 perf() {
     local rate=$1 log="$OUT/perfdhcp-$2-$1.txt"
-    ip netns exec $C timeout $((DUR + 20)) perfdhcp -4 -r "$rate" -R 50000 -p "$DUR" -l eth0 > "$log" 2>&1 || true
-    awk '
+    local s0 c0
+    s0=$(rcvbuf_drops $S); c0=$(rcvbuf_drops $C)
+    ip netns exec $C env "${PERFDHCP_ENV[@]}" timeout $((DUR + 20)) perfdhcp -4 -r "$rate" -R 50000 -p "$DUR" -l eth0 > "$log" 2>&1 || true
+    local sd cd
+    sd=$(($(rcvbuf_drops $S) - s0)); cd=$(($(rcvbuf_drops $C) - c0))
+    awk -v sd="$sd" -v cd="$cd" '
         /^Rate:/ { rate=$2 }
         /drops ratio:/ { d[++nd]=$3 }
         /^avg delay: [0-9.]+ ms/ { a[++na]=$3 }
-        END { printf "%s %s %s %s %s\n", rate, d[1], d[2], a[1], a[2] }' "$log"
+        END { printf "%s %s %s %s %s %s %s\n", rate, d[1], d[2], a[1], a[2], sd, cd }' "$log"
 }
 
 declare -A BEST BESTN FAILED
 summary="$OUT/summary.md"
-printf '| server | asked/s | got DORA/s | drops DO %% | drops RA %% | OFFER ms | ACK ms | server RSS |\n|---|---|---|---|---|---|---|---|\n' > "$summary"
+printf '| server | asked/s | got DORA/s | drops DO %% | drops RA %% | OFFER ms | ACK ms | server RSS | dropped at the server / perfdhcp socket |\n|---|---|---|---|---|---|---|---|---|\n' > "$summary"
 
 run_server() {
     local name=$1; shift
@@ -115,11 +128,11 @@ run_server() {
         "start_$name"
         local pid=$SERVER_PID
         # kea/dnsmasq are started through ip netns exec, which execs: $pid is the server.
-        read -r got dd rd da ra < <(perf "$rate" "$name")
+        read -r got dd rd da ra sd cd < <(perf "$rate" "$name")
         local rss
         rss=$(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$pid/status 2>/dev/null || echo "?")
         stop_server
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$rate" "$got" "$dd" "$rd" "$da" "$ra" "$rss" | tee -a "$summary"
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s |\n' "$name" "$rate" "$got" "$dd" "$rd" "$da" "$ra" "$rss" "$sd" "$cd" | tee -a "$summary"
         local ok
         ok=$(awk -v a="$dd" -v b="$rd" 'BEGIN { print (a+0 < 1 && b+0 < 1) ? 1 : 0 }')
         # The best rate is the last one before the first that dropped 1 % or more (a lucky
@@ -134,7 +147,7 @@ run_server() {
 }
 
 echo "perfdhcp, ${DUR} s per rate, 50,000 simulated clients; results in $OUT"
-run_server homespotd 2000 4000 6000 8000 10000 12000 14000 16000
+run_server homespotd 2000 4000 6000 8000 10000 12000 14000 16000 20000
 run_server kea 2000 4000 5000 6000 7000 8000 10000
 run_server dnsmasq 100 200 300 400 500 600 800
 
