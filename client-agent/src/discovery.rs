@@ -82,6 +82,9 @@ pub struct Target {
     pub prefix: u8,
     /// The link's DHCP server, when an earlier answer named it (the INFORM goes to it unicast).
     pub server: Option<Ipv4Addr>,
+    /// When the link came up (this connection of it): a HomeSpot resting on its network since
+    /// before then is tried here ([`crate::trust::rest`]).
+    pub up_at: std::time::Instant,
 }
 
 /// At most this many distinct adverts are considered per discovery.
@@ -155,7 +158,13 @@ fn judge(
         .iter()
         .find(|l| crate::links::same_subnet(l.subnet, t.addr, l.prefix))?;
     let v = tr.judge(a, ours, src, vouched);
-    let v = tr.check_now(v, &a.identity, ours.router, std::time::Instant::now());
+    let v = tr.check_now(
+        v,
+        &a.identity,
+        ours.router,
+        std::time::Instant::now(),
+        t.up_at,
+    );
     if let Verdict::Mismatch { pinned } = v {
         tr.conflict(a, pinned);
     }

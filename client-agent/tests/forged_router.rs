@@ -278,10 +278,25 @@ fn a_forged_homespot_met_first_is_given_up_for_the_plain_network() {
 /// (refused, with the reason), which is used as a plain one; after 15 s it is tried again
 /// (the real HomeSpot, restarting, would answer then), and rests twice as long. Before, the
 /// laptop retried the handshake there once a second for good, and the café was never used.
-#[test]
-fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
-    assert!(testkit::can_run(), "needs root (network namespaces)");
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+/// The café replaying the adverts of the laptop's HomeSpot, pinned at home whose router has
+/// the café's router address; no association yet: the bed, the replayer's fingerprint, its
+/// stop flag and count of answers, the agent's events, and the index and moment of the first
+/// rest there.
+struct Replayed {
+    bed: JourneyBed,
+    fp: String,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+    events: testkit::journey::EventLog,
+    first: usize,
+    first_at: std::time::Instant,
+}
+
+fn rested(fp: &str) -> impl Fn(&serde_json::Value) -> bool + '_ {
+    move |e| refusal(e, fp, "never answered a handshake or probe")
+}
+
+fn pinned_replay_at_the_cafe() -> Replayed {
     let mut bed = at_the_cafe_first();
     let (fp, stop, answered) = in_the_ap(&bed, homespot_seed(&bed), b"home");
     // Pinned at home, whose router has the café's router address.
@@ -299,9 +314,8 @@ fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
             "[policy]\nthroughput_rule = false\n",
         )
         .expect("agent");
-    let rested = |e: &serde_json::Value| refusal(e, &fp, "never answered a handshake or probe");
-    let (i, first) = events
-        .wait(0, Duration::from_secs(15), rested)
+    let (first, e) = events
+        .wait(0, Duration::from_secs(15), rested(&fp))
         .unwrap_or_else(|e| {
             panic!(
                 "the replayed HomeSpot was not rested: {e}\n{}",
@@ -309,14 +323,38 @@ fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
             )
         });
     let first_at = std::time::Instant::now();
-    println!("refused: {}", first["reason"]);
+    println!("refused: {}", e["reason"]);
     bed.wait_current("eth2", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", bed.agent_log()));
+    Replayed {
+        bed,
+        fp,
+        stop,
+        answered,
+        events,
+        first,
+        first_at,
+    }
+}
+
+#[test]
+fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
+    assert!(testkit::can_run(), "needs root (network namespaces)");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Replayed {
+        mut bed,
+        fp,
+        stop,
+        answered,
+        events,
+        first,
+        first_at,
+    } = pinned_replay_at_the_cafe();
     assert_plain_with_wpad(&bed);
     assert_resting(&bed, &fp);
     download_through_the_cafe(&bed);
     // Tried again once the rest is over, and rested again.
-    let again = events.wait(i + 1, Duration::from_secs(30), rested);
+    let again = events.wait(first + 1, Duration::from_secs(30), rested(&fp));
     let again_after = first_at.elapsed();
     if let Err(e) = again {
         panic!("not tried again after the rest: {e}\n{}", bed.agent_log());
@@ -338,11 +376,61 @@ fn a_replayed_advert_of_the_pinned_homespot_leaves_the_network_plain() {
     );
 }
 
-/// The laptop, associated with its HomeSpot, walks to a café whose router has the address of
-/// the HomeSpot's Wi-Fi router, and a device there replays the HomeSpot's advert: the link is
-/// attached to the association, but the HomeSpot never answers on it; the agent rests the
-/// HomeSpot on that network and uses it as the plain network it is (WPAD, and a byte-exact
-/// download). Before, the link stayed a dead HomeSpot link and the laptop had no path.
+/// A rest holds for the link the HomeSpot did not answer on; a link that comes up during it
+/// is tried at once. What this is for: a laptop that rested its HomeSpot at a café replaying
+/// its adverts, whose router has the address of the home router, comes home and uses its
+/// HomeSpot there without waiting for the rest to end (up to ten minutes). The bed's HomeSpot
+/// links have other addresses than the AP, so this test brings the café's own link back (its
+/// carrier drops and returns): the agent must try there again within the first rest, and rest
+/// again, twice as long, when the replay does not answer.
+#[test]
+fn a_link_that_comes_up_during_a_rest_is_tried_at_once() {
+    assert!(testkit::can_run(), "needs root (network namespaces)");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Replayed {
+        mut bed,
+        fp,
+        stop,
+        events,
+        first,
+        first_at,
+        ..
+    } = pinned_replay_at_the_cafe();
+    assert_resting(&bed, &fp);
+    bed.ap
+        .run(&["ip", "link", "set", "lan", "down"])
+        .expect("café radio off");
+    events
+        .wait(first + 1, Duration::from_secs(5), |e| {
+            e["event"] == "link_down" && e["link"] == "eth2"
+        })
+        .unwrap_or_else(|e| panic!("eth2 not down: {e}\n{}", bed.agent_log()));
+    bed.ap
+        .run(&["ip", "link", "set", "lan", "up"])
+        .expect("café radio on");
+    let up_at = std::time::Instant::now();
+    // The link is tried (three handshakes, unanswered) and the next rest, twice as long,
+    // begins: the agent says so in its log.
+    let deadline = up_at + Duration::from_secs(12);
+    while !bed.agent_log().contains("for 30s") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (after_up, after_first) = (up_at.elapsed(), first_at.elapsed());
+    let log = bed.stop_agent().expect("stop agent");
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        log.contains("for 30s"),
+        "the link that came back was not tried (no second rest {after_up:?} after it came up)\n{log}"
+    );
+    println!(
+        "tried on the link that came back and rested again {after_up:?} after it came up ({after_first:?} after the first rest began)"
+    );
+    assert!(
+        after_first < Duration::from_secs(15),
+        "tried within the first rest (15 s), not after it: {after_first:?}\n{log}"
+    );
+}
+
 #[test]
 fn a_replay_of_the_homespot_in_use_at_a_cafe_leaves_the_cafe_plain() {
     assert!(testkit::can_run(), "needs root (network namespaces)");

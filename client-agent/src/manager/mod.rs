@@ -65,6 +65,8 @@ pub struct Manager {
     handle: rtnetlink::Handle,
     cache: PacCache,
     servers: std::collections::HashMap<String, Ipv4Addr>,
+    /// When each link came up, for discovery ([`Target::up_at`]).
+    up_at: std::collections::HashMap<String, Instant>,
     key: [u8; 32],
     disc_tx: mpsc::Sender<(String, u64, Found)>,
     disc_rx: Option<mpsc::Receiver<(String, u64, Found)>>,
@@ -128,6 +130,7 @@ impl Manager {
             handle,
             cache: PacCache::default(),
             servers: Default::default(),
+            up_at: Default::default(),
             key,
             disc_tx,
             disc_rx: Some(disc_rx),
@@ -225,6 +228,7 @@ impl Manager {
         );
         let went = !changes.down.is_empty();
         for (name, hs_link) in changes.down {
+            self.up_at.remove(&name);
             self.events.emit(
                 "link_down",
                 json!({"link": name, "reason": "address or carrier gone"}),
@@ -245,6 +249,7 @@ impl Manager {
                 json!({"link": name, "address": addr.to_string(), "prefix": prefix}),
             );
             self.bluetooth_lease(&name, addr);
+            self.up_at.insert(name.clone(), Instant::now());
             self.spawn_discovery(name, generation, iface, addr, prefix);
         }
         went
@@ -266,6 +271,7 @@ impl Manager {
             addr,
             prefix,
             server: self.servers.get(&name).copied(),
+            up_at: self.up_at.get(&name).copied().unwrap_or_else(Instant::now),
         };
         {
             let (settings, cache, tx, handle, trust, late) = (

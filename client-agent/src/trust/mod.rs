@@ -217,13 +217,20 @@ impl Trust {
         self.in_use = id;
     }
 
-    /// `v`, a verdict on `id` met on the network whose router is `router`, as it stands at
-    /// `now`: [`Verdict::PinAndUse`] and [`Verdict::Use`] become [`Verdict::Unanswered`] while
-    /// `id` rests there, and a usable identity other than the one in use becomes
-    /// [`Verdict::OtherInUse`].
-    pub fn check_now(&self, v: Verdict, id: &[u8; 32], router: Ipv4Addr, now: Instant) -> Verdict {
+    /// `v`, a verdict on `id` met on the network whose router is `router`, on a link that came
+    /// up at `link_up`, as it stands at `now`: [`Verdict::PinAndUse`] and [`Verdict::Use`]
+    /// become [`Verdict::Unanswered`] while `id` rests there ([`rest::Rests::resting`]), and a
+    /// usable identity other than the one in use becomes [`Verdict::OtherInUse`].
+    pub fn check_now(
+        &self,
+        v: Verdict,
+        id: &[u8; 32],
+        router: Ipv4Addr,
+        now: Instant,
+        link_up: Instant,
+    ) -> Verdict {
         let usable = matches!(v, Verdict::Use | Verdict::PinAndUse);
-        if usable && self.rests.resting(id, router, now) {
+        if usable && self.rests.resting(id, router, now, link_up) {
             return Verdict::Unanswered {
                 pinned: v == Verdict::Use,
             };
@@ -466,22 +473,22 @@ mod tests {
         let later = t0 + UNANSWERED_FOR - Duration::from_secs(1);
         let unanswered = Verdict::Unanswered { pinned: false };
         assert_eq!(
-            t.check_now(v.clone(), &forged.identity, ROUTER, later),
+            t.check_now(v.clone(), &forged.identity, ROUTER, later, t0),
             unanswered
         );
         assert_eq!(
-            t.check_now(v.clone(), &forged.identity, ROUTER, t0 + UNANSWERED_FOR),
+            t.check_now(v.clone(), &forged.identity, ROUTER, t0 + UNANSWERED_FOR, t0),
             Verdict::PinAndUse,
             "tried again once the time is over"
         );
         // Other identities, other verdicts: unchanged.
         let other = advert(4, b"Cafe");
         assert_eq!(
-            t.check_now(v.clone(), &other.identity, ROUTER, t0),
+            t.check_now(v.clone(), &other.identity, ROUTER, t0, t0),
             Verdict::PinAndUse
         );
         assert_eq!(
-            t.check_now(Verdict::NotRouter, &forged.identity, ROUTER, t0),
+            t.check_now(Verdict::NotRouter, &forged.identity, ROUTER, t0, t0),
             Verdict::NotRouter
         );
         // A pinned identity silent on one network (a replay of its advert there): not used
@@ -491,35 +498,47 @@ mod tests {
         let bt = home.links[1].router;
         assert_eq!(t.unanswered_on(home.identity, ROUTER, t0), FIRST_REST);
         assert_eq!(
-            t.check_now(Verdict::Use, &home.identity, ROUTER, t0),
+            t.check_now(Verdict::Use, &home.identity, ROUTER, t0, t0),
             Verdict::Unanswered { pinned: true }
         );
         assert_eq!(
-            t.check_now(Verdict::Use, &home.identity, bt, t0),
+            t.check_now(Verdict::Use, &home.identity, bt, t0, t0),
             Verdict::Use
         );
         assert_eq!(
-            t.check_now(Verdict::Use, &home.identity, ROUTER, t0 + FIRST_REST),
+            t.check_now(Verdict::Use, &home.identity, ROUTER, t0 + FIRST_REST, t0),
+            Verdict::Use
+        );
+        // A link that came up after the rest began (the laptop came home, its router at the
+        // same address) is tried.
+        assert_eq!(
+            t.check_now(
+                Verdict::Use,
+                &home.identity,
+                ROUTER,
+                t0 + Duration::from_secs(1),
+                t0 + Duration::from_millis(500)
+            ),
             Verdict::Use
         );
         t.answered_on(home.identity, ROUTER);
         assert_eq!(
-            t.check_now(Verdict::Use, &home.identity, ROUTER, t0),
+            t.check_now(Verdict::Use, &home.identity, ROUTER, t0, t0),
             Verdict::Use
         );
         // While another HomeSpot is in use, a trusted one is not used either.
         t.set_in_use(Some(other.identity));
         let in_use = other.identity;
         assert_eq!(
-            t.check_now(Verdict::PinAndUse, &home.identity, ROUTER, t0),
+            t.check_now(Verdict::PinAndUse, &home.identity, ROUTER, t0, t0),
             Verdict::OtherInUse { in_use }
         );
         assert_eq!(
-            t.check_now(Verdict::Use, &home.identity, ROUTER, t0),
+            t.check_now(Verdict::Use, &home.identity, ROUTER, t0, t0),
             Verdict::OtherInUse { in_use }
         );
         assert_eq!(
-            t.check_now(v, &other.identity, ROUTER, t0),
+            t.check_now(v, &other.identity, ROUTER, t0, t0),
             Verdict::PinAndUse
         );
     }

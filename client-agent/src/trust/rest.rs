@@ -10,7 +10,9 @@
 //!   rests on that network only, for [`FIRST_REST`], doubling with each rest in a row up to
 //!   [`UNANSWERED_FOR`]: the real HomeSpot, restarting or in trouble, is tried again soon; a
 //!   replay costs the laptop a few seconds per rest. An answer there ends it
-//!   ([`Rests::answered`]).
+//!   ([`Rests::answered`]). It holds only for links that were up when it began: a link that
+//!   comes up later (the laptop came home, whose router has the same address as the café's
+//!   where the replay was) is tried at once, and rests anew if it is not answered there either.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -28,6 +30,8 @@ struct Rest {
     id: [u8; 32],
     /// The network's router address; `None`: every network (a first-use identity).
     router: Option<Ipv4Addr>,
+    /// When it began: a pinned identity's rest holds for links up by then.
+    since: Instant,
     until: Instant,
     /// Rests in a row on this network (the next one is twice as long).
     count: u32,
@@ -68,11 +72,17 @@ impl Rests {
             .retain(|r| !(r.id == id && r.router == Some(router)));
     }
 
-    /// Whether `id` rests at `now` on the network whose router is `router`.
-    pub fn resting(&self, id: &[u8; 32], router: Ipv4Addr, now: Instant) -> bool {
-        self.rests
-            .iter()
-            .any(|r| r.id == *id && r.until > now && r.router.is_none_or(|x| x == router))
+    /// Whether `id` rests at `now` on the network whose router is `router`, for a link that
+    /// came up at `link_up`: a pinned identity's rest holds for a link up before it began.
+    pub fn resting(&self, id: &[u8; 32], router: Ipv4Addr, now: Instant, link_up: Instant) -> bool {
+        self.rests.iter().any(|r| {
+            r.id == *id
+                && r.until > now
+                && match r.router {
+                    None => true,
+                    Some(x) => x == router && link_up <= r.since,
+                }
+        })
     }
 
     /// The rests at `now`: identity, network's router (`None`: every network), time left.
@@ -114,6 +124,7 @@ impl Rests {
         self.rests.push(Rest {
             id,
             router,
+            since: now,
             until: now + rest,
             count,
         });
@@ -140,13 +151,13 @@ mod tests {
         let mut r = Rests::default();
         let (id, t0) = ([7; 32], Instant::now());
         assert_eq!(r.on_network(id, CAFE, t0), FIRST_REST);
-        assert!(r.resting(&id, CAFE, t0 + FIRST_REST - Duration::from_millis(1)));
-        assert!(!r.resting(&id, CAFE, t0 + FIRST_REST));
-        assert!(!r.resting(&id, HOME, t0), "only on that network");
+        assert!(r.resting(&id, CAFE, t0 + FIRST_REST - Duration::from_millis(1), t0));
+        assert!(!r.resting(&id, CAFE, t0 + FIRST_REST, t0));
+        assert!(!r.resting(&id, HOME, t0, t0), "only on that network");
         assert_eq!(r.next_end(t0), Some(t0 + FIRST_REST));
         assert_eq!(r.next_end(t0 + FIRST_REST), None);
         assert_eq!(r.list(t0), [(id, Some(CAFE), FIRST_REST)]);
-        assert!(!r.resting(&[8; 32], CAFE, t0), "only that identity");
+        assert!(!r.resting(&[8; 32], CAFE, t0, t0), "only that identity");
         let mut t = t0 + FIRST_REST;
         let mut rests = vec![];
         for _ in 0..8 {
@@ -156,7 +167,7 @@ mod tests {
         }
         assert_eq!(rests, [30, 60, 120, 240, 480, 600, 600, 600]);
         r.answered(id, CAFE);
-        assert!(!r.resting(&id, CAFE, t0));
+        assert!(!r.resting(&id, CAFE, t0, t0));
         assert_eq!(r.on_network(id, CAFE, t), FIRST_REST, "short again");
         // Long after its end, the count is forgotten.
         let much_later = t + FIRST_REST + UNANSWERED_FOR;
@@ -167,20 +178,52 @@ mod tests {
         );
     }
 
+    /// A pinned identity's rest holds for the links that were up when it began; a link that
+    /// comes up later is tried (its failure there starts the next, longer rest); a first-use
+    /// identity's rest holds for every link.
+    #[test]
+    fn a_link_that_comes_up_after_a_rest_began_is_tried() {
+        let mut r = Rests::default();
+        let (id, t0) = ([7; 32], Instant::now());
+        let rest_at = t0 + Duration::from_secs(4);
+        r.on_network(id, CAFE, rest_at);
+        let during = rest_at + Duration::from_secs(5);
+        assert!(
+            r.resting(&id, CAFE, during, t0),
+            "the café's link, up before"
+        );
+        assert!(
+            r.resting(&id, CAFE, during, rest_at),
+            "up at the same moment"
+        );
+        let home_up = rest_at + Duration::from_secs(3);
+        assert!(!r.resting(&id, CAFE, during, home_up), "a link up since");
+        // Not answered there either: it rests anew, twice as long, for that link too.
+        let d = r.on_network(id, CAFE, during);
+        assert_eq!(d, FIRST_REST * 2);
+        assert!(r.resting(&id, CAFE, during + Duration::from_secs(1), home_up));
+        let other = [9; 32];
+        r.first_use(other, rest_at);
+        assert!(
+            r.resting(&other, HOME, during, home_up),
+            "first use: every link"
+        );
+    }
+
     #[test]
     fn a_first_use_identity_rests_everywhere_and_the_list_is_bounded() {
         let mut r = Rests::default();
         let (id, t0) = ([3; 32], Instant::now());
         r.first_use(id, t0);
-        assert!(r.resting(&id, CAFE, t0 + UNANSWERED_FOR - Duration::from_secs(1)));
-        assert!(r.resting(&id, HOME, t0));
-        assert!(!r.resting(&id, HOME, t0 + UNANSWERED_FOR));
+        assert!(r.resting(&id, CAFE, t0 + UNANSWERED_FOR - Duration::from_secs(1), t0));
+        assert!(r.resting(&id, HOME, t0, t0));
+        assert!(!r.resting(&id, HOME, t0 + UNANSWERED_FOR, t0));
         for i in 0..MAX_RESTS as u8 {
             r.on_network([i + 100; 32], CAFE, t0 + Duration::from_secs(1));
         }
         assert_eq!(r.len(), MAX_RESTS);
         assert!(
-            !r.resting(&id, CAFE, t0 + Duration::from_secs(2)),
+            !r.resting(&id, CAFE, t0 + Duration::from_secs(2), t0),
             "the oldest went"
         );
     }
