@@ -369,10 +369,15 @@ impl JourneyBed {
                 self.dir.join("agent-state").display()
             ),
         )?;
+        // `HOMESPOT_TEST_AGENT_LOG=debug` for a closer look at a failing test.
+        let level = format!(
+            "HOMESPOT_LOG={}",
+            std::env::var("HOMESPOT_TEST_AGENT_LOG").unwrap_or_else(|_| "info".into())
+        );
         let mut p = self.topo.client.spawn(
             &[
                 "env",
-                "HOMESPOT_LOG=info",
+                &level,
                 agent,
                 "--config",
                 &conf.display().to_string(),

@@ -5,6 +5,10 @@
 //!   `Range` requests answered with 206 (`bytes=a-b`, `a-`, `-n`).
 //! - `GET /chunked/N`: the same bytes with no length (chunked transfer coding).
 //! - `POST|PUT /echo`: the request body streamed back.
+//! - `POST|PUT /echo-whole`: the request body sent back once all of it has arrived. tinyproxy
+//!   pulls a request body to its end before it relays any of the response, so a streamed echo
+//!   of a body larger than the buffers between them stalls in it for good (as it would for any
+//!   client): tests that PUT through the foreign AP's tinyproxy use this one.
 //! - `GET /conns`: how many TCP connections the origin has accepted.
 //! - `GET|HEAD /norange/N`: N pattern bytes, always 200 (no Range support).
 //! - `GET /changing/N`: N pattern bytes with an ETag that changes on every request.
@@ -133,6 +137,17 @@ async fn serve(
                             StatusCode::OK,
                             "ok\n".into(),
                         ));
+                    }
+                    if req.uri().path() == "/echo-whole"
+                        && matches!(*req.method(), Method::POST | Method::PUT)
+                    {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        return Ok(Response::new(PatternBody::from_bytes(body).boxed()));
                     }
                     Ok::<_, std::convert::Infallible>(route(req, &c))
                 }
