@@ -188,17 +188,7 @@ fn the_journey_keeps_a_200_mb_download_intact() {
         .map(|w| w[1].0 - w[0].0)
         .collect();
     let p99_pre = quantile(pre, 0.99);
-    let moves: Vec<(Instant, String)> = all
-        .iter()
-        .filter(|e| e["event"] == "route_changed")
-        .map(|e| {
-            (
-                event_instant(e, anchor),
-                e["to"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    d.dump_if_asked(anchor.0, &moves);
+    d.dump_if_asked(anchor.0, &testkit::journey::route_changes(&all, anchor));
     // The same stream's own p99 on Bluetooth, in its steady stretch there (away from both
     // switches and the drain before the second): what one segment at Bluetooth's rate takes.
     let route_at = |e: &Value| {

@@ -118,16 +118,7 @@ fn ten_silent_losses_and_six_arrivals_at_the_foreign_ap() {
     assert!(d.bytes > 50_000_000, "{} bytes", d.bytes);
 
     // Route changes: which link carried each stretch.
-    let moves: Vec<(Instant, String)> = all
-        .iter()
-        .filter(|e| e["event"] == "route_changed")
-        .map(|e| {
-            (
-                event_instant(e, anchor),
-                e["to"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
+    let moves = testkit::journey::route_changes(&all, anchor);
     let settled = |t: Instant| {
         moves
             .iter()

@@ -38,6 +38,23 @@ pub fn event_instant(e: &Value, anchor: (Instant, std::time::SystemTime)) -> Ins
     instant_of(e["time_ms"].as_u64().unwrap_or(0), anchor)
 }
 
+/// The route changes among the agent's `events`: when (by `anchor`) and to which link.
+pub fn route_changes(
+    events: &[Value],
+    anchor: (Instant, std::time::SystemTime),
+) -> Vec<(Instant, String)> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "route_changed")
+        .map(|e| {
+            (
+                event_instant(e, anchor),
+                e["to"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The `Instant` of a wall-clock stamp `ms` (Unix milliseconds, as the agent's events carry),
 /// given an `anchor` taken at one moment on both clocks.
 pub fn instant_of(ms: u64, anchor: (Instant, std::time::SystemTime)) -> Instant {
