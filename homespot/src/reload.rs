@@ -95,6 +95,7 @@ fn reload(path: &std::path::Path, running: &Config, live: &Live) -> (Option<Conf
     next.proxy.enabled = running.proxy.enabled;
     next.proxy.port = running.proxy.port;
     next.proxy.pac_port = running.proxy.pac_port;
+    next.proxy.congestion_control = running.proxy.congestion_control.clone();
     next.handoff = running.handoff.clone();
     next.admin = running.admin.clone();
     for (n, r) in next.links.iter_mut().zip(&running.links) {

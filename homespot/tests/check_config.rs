@@ -75,6 +75,18 @@ fn check_config_checks_the_system() {
     assert!(!ok);
     assert!(text.contains("check.toml:12: proxy.parent"), "{text}");
 
+    // A congestion control name the kernel could not have: refused at its line.
+    let (ok, text) = check(
+        &topo,
+        &dir,
+        &format!("{base}\n[proxy]\ncongestion_control = \"BBR v3\"\n"),
+    );
+    assert!(!ok);
+    assert!(
+        text.contains("check.toml:12: proxy.congestion_control"),
+        "{text}"
+    );
+
     // A parent proxy whose name does not resolve (asked the way the proxy asks, of the
     // configured servers, where nothing answers): warned; an address is taken as it is.
     let (ok, text) = check(

@@ -201,6 +201,18 @@ impl JourneyBed {
         let topo = Topology::with_air(2)?;
         let dir = Scratch::new("journey")?;
         let ap = Netns::new("ap")?;
+        // HOMESPOT_JOURNEY_CC=reno gives every namespace of the bed another default congestion
+        // control than the machine's (a namespace may choose among
+        // net.ipv4.tcp_allowed_congestion_control): homespotd asks for its own.
+        if let Ok(cc) = std::env::var("HOMESPOT_JOURNEY_CC") {
+            for ns in [&topo.homespot, &topo.client, &ap, &topo.net] {
+                ns.run(&[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv4.tcp_congestion_control={cc}"),
+                ])?;
+            }
+        }
         let origin = Origin::start(&topo.net, ORIGIN.parse::<SocketAddr>()?)?;
         // HomeSpot.
         // Kinds and the rates the radios below are shaped to (`rate_mbps`: the HomeSpot knows

@@ -111,6 +111,10 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         ("proxy.enabled", p.enabled != q.enabled),
         ("proxy.port", p.port != q.port),
         ("proxy.pac_port", p.pac_port != q.pac_port),
+        (
+            "proxy.congestion_control",
+            p.congestion_control != q.congestion_control,
+        ),
     ] {
         if changed {
             d.restart.push(key.into());
@@ -120,6 +124,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     p2.enabled = q.enabled;
     p2.port = q.port;
     p2.pac_port = q.pac_port;
+    p2.congestion_control = q.congestion_control.clone();
     if differs(&p2, q) {
         d.applied
             .push("proxy (limits, timeouts, destinations, parent, DNS)".into());

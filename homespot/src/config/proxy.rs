@@ -28,6 +28,7 @@ pub(super) struct RawProxy {
     max_header_bytes: Option<usize>,
     allow_destinations: Option<Vec<String>>,
     block_wan_subnet: Option<bool>,
+    congestion_control: Option<String>,
 }
 
 /// The validated `[proxy]` section.
@@ -73,6 +74,9 @@ pub struct ProxyConfig {
     pub allow_destinations: Vec<ipnet::Ipv4Net>,
     /// Refuse destinations on the HomeSpot's WAN-side subnets (default true).
     pub block_wan_subnet: bool,
+    /// The TCP congestion control of the proxy's client connections (`None`: the kernel's
+    /// default).
+    pub congestion_control: Option<String>,
 }
 
 pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
@@ -121,7 +125,15 @@ pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
             })?;
         allow_destinations.push(net.trunc());
     }
+    let congestion_control = match raw.congestion_control.as_deref() {
+        None => Some("bbr".to_string()),
+        Some("system") => None,
+        Some(name) => {
+            Some(congestion_name(name).map_err(|r| ("congestion_control".to_string(), r))?)
+        }
+    };
     Ok(ProxyConfig {
+        congestion_control,
         allow_destinations,
         block_wan_subnet: raw.block_wan_subnet.unwrap_or(true),
         enabled: raw.enabled.unwrap_or(true),
@@ -153,6 +165,21 @@ pub(super) fn validate(raw: RawProxy) -> Result<ProxyConfig, (String, String)> {
             "max_header_bytes",
         )?,
     })
+}
+
+/// A congestion control's name as the kernel spells it (`bbr`, `cubic`; at most 15 bytes).
+fn congestion_name(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        return Err(format!(
+            "{name:?} is not a congestion control name like \"bbr\" or \"cubic\" (or \"system\" for the kernel's default)"
+        ));
+    }
+    Ok(name.to_string())
 }
 
 /// `host:port`, or `http://host:port` (a trailing `/` allowed), with a host that is an IPv4

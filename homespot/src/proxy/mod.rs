@@ -7,6 +7,7 @@
 //! answer with a proper status and a one-line reason.
 
 mod access;
+mod congestion;
 mod conn;
 mod connector;
 pub mod dest;
@@ -53,6 +54,7 @@ impl Listeners {
     /// Binds the proxy port and the page port on every link address. Needs a tokio runtime.
     pub fn bind(cfg: &Config) -> io::Result<Listeners> {
         let mut list = Vec::new();
+        let mut sockets = Vec::new();
         if !cfg.proxy.enabled {
             return Ok(Listeners { list });
         }
@@ -73,8 +75,15 @@ impl Listeners {
                 s.bind(&addr.into())
                     .map_err(|e| io::Error::new(e.kind(), format!("proxy: bind {addr}: {e}")))?;
                 s.listen(1024)?;
-                list.push((TcpListener::from_std(s.into())?, pages_only));
+                sockets.push((s, pages_only));
             }
+        }
+        congestion::apply(
+            sockets.iter().map(|(s, _)| s),
+            cfg.proxy.congestion_control.as_deref(),
+        );
+        for (s, pages_only) in sockets {
+            list.push((TcpListener::from_std(s.into())?, pages_only));
         }
         Ok(Listeners { list })
     }
