@@ -4,6 +4,7 @@
 //! plain link they are closed when the path changes (TLS state cannot be restarted).
 
 pub mod clamp;
+mod headers;
 mod relay;
 mod restart;
 mod tunnel;
@@ -24,7 +25,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-pub use restart::{strip_hop_by_hop, Shared};
+pub use headers::strip_hop_by_hop;
+pub use restart::Shared;
 
 /// The proxy's response body: frames from the request's task, or a fixed text.
 pub enum ProxyBody {

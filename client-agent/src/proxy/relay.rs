@@ -152,7 +152,7 @@ async fn first(
             rest: None,
         }))
     };
-    restart::strip_hop_by_hop(&mut headers);
+    super::headers::strip_hop_by_hop(&mut headers);
     let mut r = Response::new(out);
     *r.status_mut() = parts.status;
     *r.headers_mut() = headers;

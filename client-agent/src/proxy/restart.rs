@@ -22,6 +22,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::headers::strip_hop_by_hop;
 use super::upstream::{hops, Hop, Pool, Sender};
 use crate::config::ProxySettings;
 use crate::path::{Meter, Path, Upstream};
@@ -113,37 +114,6 @@ async fn usable(rx: &mut watch::Receiver<Path>, bound: Duration) -> Option<(u64,
             Ok(Ok(())) => {}
             _ => return None,
         }
-    }
-}
-
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-
-/// Removes hop-by-hop headers (RFC 9110 section 7.6.1), including those `Connection` names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<String> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect();
-    for n in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(named.iter().map(String::as_str))
-    {
-        h.remove(n);
     }
 }
 
