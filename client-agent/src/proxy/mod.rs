@@ -4,7 +4,6 @@
 //! plain link they are closed when the path changes (TLS state cannot be restarted).
 
 pub mod clamp;
-mod headers;
 mod relay;
 mod restart;
 mod tunnel;
@@ -25,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-pub use headers::strip_hop_by_hop;
+pub use hop_by_hop::strip as strip_hop_by_hop;
 pub use restart::Shared;
 
 /// The proxy's response body: frames from the request's task, or a fixed text.

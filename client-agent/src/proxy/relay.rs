@@ -152,7 +152,7 @@ async fn first(
             rest: None,
         }))
     };
-    super::headers::strip_hop_by_hop(&mut headers);
+    hop_by_hop::strip(&mut headers);
     let mut r = Response::new(out);
     *r.status_mut() = parts.status;
     *r.headers_mut() = headers;

@@ -22,10 +22,10 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::headers::strip_hop_by_hop;
 use super::upstream::{hops, Hop, Pool, Sender};
 use crate::config::ProxySettings;
 use crate::path::{Meter, Path, Upstream};
+use hop_by_hop::strip as strip_hop_by_hop;
 
 /// A request, ready to be sent as often as needed.
 pub struct Job {
