@@ -11,8 +11,6 @@ use common::*;
 use testkit::origin::Origin;
 use testkit::Topology;
 
-const CLIENT: &str = "10.77.1.50";
-
 /// A bed whose HomeSpot namespace defaults to Reno, homespotd with `proxy` in its `[proxy]`.
 fn bed(proxy: &str) -> (Bed, Origin) {
     let topo = Topology::new(1).expect("topology");
@@ -20,22 +18,7 @@ fn bed(proxy: &str) -> (Bed, Origin) {
     topo.homespot
         .run(&["sysctl", "-qw", "net.ipv4.tcp_congestion_control=reno"])
         .expect("reno as the namespace's default");
-    let bed = Bed::start_on(topo, "", &format!("[proxy]\n{proxy}")).expect("test bed");
-    let link = &bed.topo.links[0];
-    bed.topo
-        .client
-        .run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{CLIENT}/24"),
-            "dev",
-            &link.client_if,
-        ])
-        .expect("client address");
-    let origin =
-        Origin::start(&bed.topo.net, "10.77.0.2:8080".parse().expect("addr")).expect("origin");
-    (bed, origin)
+    proxy_bed(topo, &format!("[proxy]\n{proxy}"))
 }
 
 /// The congestion control of the proxy's connection from the client, read while a slow

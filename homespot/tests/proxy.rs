@@ -11,27 +11,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use testkit::origin::{pattern, Origin};
 
-const CLIENT: &str = "10.77.1.50";
 const PROXY: &str = "http://10.77.1.1:3128";
 
 /// A bed with one link, the client at 10.77.1.50 and an origin at 10.77.0.2:8080.
 fn bed(proxy_cfg: &str) -> (Bed, Origin) {
-    let bed = Bed::start_with(1, "", proxy_cfg).expect("test bed");
-    let link = &bed.topo.links[0];
-    bed.topo
-        .client
-        .run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{CLIENT}/24"),
-            "dev",
-            &link.client_if,
-        ])
-        .expect("client address");
-    let origin =
-        Origin::start(&bed.topo.net, "10.77.0.2:8080".parse().expect("addr")).expect("origin");
-    (bed, origin)
+    proxy_bed(testkit::Topology::new(1).expect("topology"), proxy_cfg)
 }
 
 /// curl through the proxy; returns (HTTP status, body file).

@@ -12,6 +12,21 @@ use testkit::{Proc, Scratch, Topology};
 
 pub mod pcap;
 
+/// The proxy tests' bed: homespotd on `topo`'s first link with `global` before the links,
+/// a client at 10.77.1.50 and an origin at 10.77.0.2:8080.
+pub fn proxy_bed(topo: Topology, global: &str) -> (Bed, testkit::origin::Origin) {
+    let bed = Bed::start_on(topo, "", global).expect("test bed");
+    let link = &bed.topo.links[0];
+    bed.topo
+        .client
+        .run(&["ip", "addr", "add", "10.77.1.50/24", "dev", &link.client_if])
+        .expect("client address");
+    let origin =
+        testkit::origin::Origin::start(&bed.topo.net, "10.77.0.2:8080".parse().expect("addr"))
+            .expect("origin");
+    (bed, origin)
+}
+
 pub const HOMESPOTD: &str = env!("CARGO_BIN_EXE_homespotd");
 
 /// Skips the test (with a line saying so) unless the machine can build a test bed.
