@@ -209,3 +209,22 @@ fn the_admin_panel_defaults_beside_the_lease_database_and_off_the_proxy_ports() 
         "differ",
     );
 }
+
+#[test]
+fn congestion_control_defaults_to_bbr_and_changes_at_restart() {
+    let cfg = parse(GOOD).expect("valid");
+    assert_eq!(cfg.proxy.congestion_control.as_deref(), Some("bbr"));
+    let system =
+        parse(&format!("[proxy]\ncongestion_control = \"system\"\n{GOOD}")).expect("valid");
+    assert_eq!(system.proxy.congestion_control, None);
+    let cubic = parse(&format!("[proxy]\ncongestion_control = \"cubic\"\n{GOOD}")).expect("valid");
+    assert_eq!(cubic.proxy.congestion_control.as_deref(), Some("cubic"));
+    refused(
+        &format!("[proxy]\ncongestion_control = \"../bbr\"\n{GOOD}"),
+        "proxy.congestion_control",
+        "not a congestion control name",
+    );
+    let d = diff::diff(&cfg, &cubic);
+    assert_eq!(d.restart, ["proxy.congestion_control"], "{d:?}");
+    assert!(d.applied.is_empty(), "{d:?}");
+}
