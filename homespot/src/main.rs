@@ -223,6 +223,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         if let Some(p) = &handoff {
             live.set_identity(p.fingerprint());
         }
+        if let Some(c) = listeners.congestion() {
+            live.set_proxy_congestion(c.to_string());
+        }
         let watched = homespot::linkwatch::watched(&cfg);
         let present = homespot::linkwatch::present_now(&watched);
         for (i, l) in cfg.links.iter().enumerate() {

@@ -78,15 +78,25 @@ fn proxy_side_congestion(bed: &Bed, origin: &Origin) -> String {
     seen
 }
 
+/// The status for people, as `homespotd status` prints it.
+fn status(bed: &Bed) -> String {
+    let o = std::process::Command::new(HOMESPOTD)
+        .args(["status", "--socket"])
+        .arg(bed.dir.join("status.sock"))
+        .output()
+        .expect("status");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 #[test]
 fn bbr_by_default_whatever_the_kernels_default() {
     need_root!();
     let (bed, origin) = bed("");
     assert_eq!(proxy_side_congestion(&bed, &origin), "bbr", "{}", bed.log());
+    let s = status(&bed);
     assert!(
-        bed.log().contains("client connections use bbr"),
-        "{}",
-        bed.log()
+        s.contains("proxy: client connections use TCP congestion control bbr\n"),
+        "{s}"
     );
 }
 
@@ -99,6 +109,11 @@ fn system_leaves_the_kernels_default() {
         "reno",
         "{}",
         bed.log()
+    );
+    let s = status(&bed);
+    assert!(
+        s.contains("congestion control reno (the kernel's default)"),
+        "{s}"
     );
 }
 
@@ -118,4 +133,9 @@ fn one_the_kernel_lacks_is_a_warning_and_the_proxy_serves() {
         "{log}"
     );
     assert!(log.contains("default=reno"), "{log}");
+    let s = status(&bed);
+    assert!(
+        s.contains("congestion control reno (the kernel's default; nosuchcc refused:"),
+        "{s}"
+    );
 }

@@ -11,13 +11,14 @@
 use socket2::Socket;
 use tracing::{info, warn};
 
-/// Asks for `name` on each of `listeners`; `None` leaves the kernel's default.
-pub fn apply<'a>(listeners: impl IntoIterator<Item = &'a Socket>, name: Option<&str>) {
-    let Some(name) = name else {
-        return;
-    };
-    let mut warned = false;
-    let mut set = 0;
+/// Asks for `name` on each of `listeners`; `None` leaves the kernel's default. Returns what
+/// the client connections use, for the status ("bbr", or "cubic (the kernel's default)"); `None`
+/// when there are no listeners.
+pub fn apply<'a>(
+    listeners: impl IntoIterator<Item = &'a Socket>,
+    name: Option<&str>,
+) -> Option<String> {
+    let mut what = None;
     for s in listeners {
         let default = s
             .tcp_congestion()
@@ -27,26 +28,33 @@ pub fn apply<'a>(listeners: impl IntoIterator<Item = &'a Socket>, name: Option<&
                     .to_string()
             })
             .unwrap_or_else(|_| "?".into());
+        let Some(name) = name else {
+            what.get_or_insert_with(|| format!("{default} (the kernel's default)"));
+            continue;
+        };
         match s.set_tcp_congestion(name.as_bytes()) {
-            Ok(()) => set += 1,
-            Err(e) if !warned => {
-                warned = true;
-                warn!(
-                    congestion_control = name,
-                    error = %e,
-                    default = %default,
-                    "proxy: the kernel refused this congestion control (on OpenWrt: install \
-                     kmod-tcp-bbr); client connections use the kernel's default, and a move \
-                     between radios may pause downloads longer"
-                );
+            Ok(()) => {
+                what.get_or_insert_with(|| name.to_string());
             }
-            Err(_) => {}
+            Err(e) => {
+                if what.is_none() {
+                    warn!(
+                        congestion_control = name,
+                        error = %e,
+                        default = %default,
+                        "proxy: the kernel refused this congestion control (on OpenWrt: install \
+                         kmod-tcp-bbr); client connections use the kernel's default, and a move \
+                         between radios may pause downloads longer"
+                    );
+                }
+                what = Some(format!(
+                    "{default} (the kernel's default; {name} refused: {e})"
+                ));
+            }
         }
     }
-    if set > 0 {
-        info!(
-            congestion_control = name,
-            "proxy: client connections use {name}"
-        );
+    if let Some(w) = &what {
+        info!("proxy: client connections use TCP congestion control {w}");
     }
+    what
 }

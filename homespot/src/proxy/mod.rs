@@ -48,6 +48,8 @@ use reply::{error, full, Body};
 pub struct Listeners {
     /// (listener, serves only the HomeSpot's own pages)
     list: Vec<(TcpListener, bool)>,
+    /// What the client connections use as TCP congestion control (for the status).
+    congestion: Option<String>,
 }
 
 impl Listeners {
@@ -56,7 +58,10 @@ impl Listeners {
         let mut list = Vec::new();
         let mut sockets = Vec::new();
         if !cfg.proxy.enabled {
-            return Ok(Listeners { list });
+            return Ok(Listeners {
+                list,
+                congestion: None,
+            });
         }
         let mut addrs: Vec<Ipv4Addr> = cfg.links.iter().map(|l| l.address).collect();
         // Associated clients reach the proxy at the HomeSpot's global address.
@@ -78,14 +83,19 @@ impl Listeners {
                 sockets.push((s, pages_only));
             }
         }
-        congestion::apply(
+        let congestion = congestion::apply(
             sockets.iter().map(|(s, _)| s),
             cfg.proxy.congestion_control.as_deref(),
         );
         for (s, pages_only) in sockets {
             list.push((TcpListener::from_std(s.into())?, pages_only));
         }
-        Ok(Listeners { list })
+        Ok(Listeners { list, congestion })
+    }
+
+    /// What the client connections use as TCP congestion control, as the status says it.
+    pub fn congestion(&self) -> Option<&str> {
+        self.congestion.as_deref()
     }
 }
 

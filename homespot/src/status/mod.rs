@@ -122,6 +122,9 @@ pub struct Snapshot {
     /// The P-Handoff identity laptops pin (hex), when P-Handoff runs.
     #[serde(default)]
     pub identity: Option<String>,
+    /// What the proxy's client connections use as TCP congestion control, when it runs.
+    #[serde(default)]
+    pub proxy_congestion: Option<String>,
     /// The links.
     pub links: Vec<LinkView>,
     /// The devices with a lease record.
@@ -254,6 +257,7 @@ pub struct Live {
     events: broadcast::Sender<Stamped>,
     proxy: OnceLock<Arc<dyn CounterSource>>,
     identity: OnceLock<String>,
+    congestion: OnceLock<String>,
     /// `homespotd bluetooth pair` requests (a count; the Bluetooth tasks watch it).
     pair: tokio::sync::watch::Sender<u64>,
     /// Link identities learned at run time (Bluetooth adapters' addresses), for the adverts.
@@ -269,6 +273,7 @@ impl Live {
             events: broadcast::channel(EVENT_BACKLOG).0,
             proxy: OnceLock::new(),
             identity: OnceLock::new(),
+            congestion: OnceLock::new(),
             pair: tokio::sync::watch::channel(0).0,
             l2: tokio::sync::watch::channel(BTreeMap::new()).0,
         });
@@ -472,6 +477,11 @@ impl Live {
     /// The P-Handoff identity (hex) the status shows.
     pub fn set_identity(&self, fingerprint: String) {
         let _ = self.identity.set(fingerprint);
+    }
+
+    /// What the proxy's client connections use as TCP congestion control.
+    pub fn set_proxy_congestion(&self, what: String) {
+        let _ = self.congestion.set(what);
     }
 
     /// Where the proxy's counters come from.
@@ -695,6 +705,7 @@ impl Live {
             now_ms: now,
             config: g.config.clone(),
             identity: self.identity.get().cloned(),
+            proxy_congestion: self.congestion.get().cloned(),
             links,
             devices,
             counters,

@@ -139,11 +139,15 @@ pub fn render(s: &Snapshot) -> String {
     let mut o = String::new();
     let up = Duration::from_secs(s.now_ms.saturating_sub(s.started_ms) / 1000);
     o += &format!(
-        "homespotd {} up {}, config {}\n\nLinks\n",
+        "homespotd {} up {}, config {}\n",
         s.version,
         humantime::format_duration(up),
         s.config
     );
+    if let Some(c) = &s.proxy_congestion {
+        o += &format!("proxy: client connections use TCP congestion control {c}\n");
+    }
+    o += "\nLinks\n";
     for l in &s.links {
         o += &format!(
             "  {:<10} {:<9} {:<10} {:<16} {:<8} pool {}/{} used{}\n",
