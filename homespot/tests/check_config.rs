@@ -87,6 +87,20 @@ fn check_config_checks_the_system() {
         "{text}"
     );
 
+    // A congestion control the kernel lacks: warned, as the proxy would run without it.
+    let (ok, text) = check(
+        &topo,
+        &dir,
+        &format!("{base}\n[proxy]\ncongestion_control = \"nosuchcc\"\n"),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: proxy.congestion_control: the kernel refuses \"nosuchcc\""),
+        "{text}"
+    );
+    let (ok, text) = check(&topo, &dir, &base);
+    assert!(ok && !text.contains("congestion"), "{text}");
+
     // A parent proxy whose name does not resolve (asked the way the proxy asks, of the
     // configured servers, where nothing answers): warned; an address is taken as it is.
     let (ok, text) = check(

@@ -1,6 +1,6 @@
 //! Checks of a valid config against the system it runs on: interfaces and their addresses,
-//! ports already taken (and by which program), and DNS promised to clients that nothing
-//! answers. `--check-config` reports them all; at start, only warnings apply (a missing
+//! ports already taken (and by which program), DNS promised to clients that nothing
+//! answers, and a congestion control the kernel lacks. `--check-config` reports them all; at start, only warnings apply (a missing
 //! interface is waited for).
 
 use std::collections::BTreeSet;
@@ -114,6 +114,18 @@ pub fn check(cfg: &Config, ports: bool) -> Vec<Finding> {
                 }
             }
         }
+        // At start the proxy says this itself when it binds.
+        if let (true, Some(cc)) = (cfg.proxy.enabled, &cfg.proxy.congestion_control) {
+            if let Err(e) = congestion_available(cc) {
+                f(
+                    Severity::Warning,
+                    "proxy.congestion_control".into(),
+                    format!(
+                        "the kernel refuses {cc:?} ({e}); the proxy's client connections would use its default (OpenWrt: install kmod-tcp-bbr)"
+                    ),
+                );
+            }
+        }
         if let Some(h) = &cfg.handoff {
             if let Some(who) = holder(Proto::Udp, h.port) {
                 f(
@@ -125,6 +137,12 @@ pub fn check(cfg: &Config, ports: bool) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// Whether a TCP socket may use the congestion control `name` (asking may load its module).
+fn congestion_available(name: &str) -> std::io::Result<()> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.set_tcp_congestion(name.as_bytes())
 }
 
 fn interface_exists(name: &str) -> bool {
