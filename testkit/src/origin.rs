@@ -194,6 +194,12 @@ fn route(req: Request<Incoming>, conns: &AtomicU64) -> Response<OriginBody> {
             }
             r
         }
+        // The names of the headers that reached the origin, sorted, one a line.
+        (Method::GET, "headers", _) => {
+            let mut names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+            names.sort_unstable();
+            text(StatusCode::OK, names.join("\n"))
+        }
         (Method::GET, "conns", _) => {
             text(StatusCode::OK, conns.load(Ordering::Relaxed).to_string())
         }
