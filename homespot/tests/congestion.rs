@@ -21,11 +21,12 @@ fn bed(proxy: &str) -> (Bed, Origin) {
     proxy_bed(topo, &format!("[proxy]\n{proxy}"))
 }
 
-/// The congestion control of the proxy's connection from the client, read while a slow
-/// download holds it open; and whether that download then ended with 200.
+/// The congestion control of the proxy's connection from the client, read while the origin
+/// holds the answer back for four seconds (a rate-limited download was not enough: on a busy
+/// CI machine the whole body could pass before `ss` looked); and whether it then ended with 200.
 fn proxy_side_congestion(bed: &Bed, origin: &Origin) -> String {
     let out = bed.dir.join("slow");
-    let url = origin.url("/bytes/400000");
+    let url = origin.url("/delay/4000");
     let mut curl = bed
         .topo
         .client
@@ -35,8 +36,6 @@ fn proxy_side_congestion(bed: &Bed, origin: &Origin) -> String {
                 "-sS",
                 "--max-time",
                 "20",
-                "--limit-rate",
-                "200k",
                 "-o",
                 &out.display().to_string(),
                 "-w",
