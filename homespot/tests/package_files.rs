@@ -2,7 +2,8 @@
 //! scripts pass `shellcheck -s sh` (busybox ash on OpenWrt); the init script's service
 //! definition runs homespotd on the UCI config with respawn, a reload trigger on `uci commit
 //! homespot` and SIGHUP for `reload`; the command line it gives procd is one homespotd accepts.
-//! The packaged `/etc/config/homespot` is valid (unit test `config::uci`).
+//! The packaged `/etc/config/homespot` is valid (unit test `config::uci`). The x86_64 and
+//! aarch64 binaries `image/build` made were linked with the code homespotd runs first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,6 +36,7 @@ fn package_scripts_pass_shellcheck_as_posix_sh() {
             image().join("build"),
             image().join("boards/fetch"),
             image().join("test-mipsel"),
+            image().join("hot-link/rust-lld"),
         ])
         .output()
         .expect("shellcheck");
@@ -83,4 +85,40 @@ fn the_init_script_gives_procd_a_command_line_homespotd_accepts() {
         .output()
         .expect("homespotd");
     assert!(out.status.success());
+}
+
+/// `image/hot-link/rust-lld` leaves the order it gave the linker beside the binary; it holds
+/// only names the binary has, so a list gone stale (or a link without it) shows as a short one.
+/// Needs `image/build x86_64 aarch64` first (scripts/test runs it), as the board tests do.
+#[test]
+fn the_board_packages_link_hot_code_first() {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    for triple in ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"] {
+        let deps = target.join(triple).join("release/deps");
+        let newest = std::fs::read_dir(&deps)
+            .unwrap_or_else(|e| {
+                panic!("{}: {e} (run `image/build x86_64 aarch64`)", deps.display())
+            })
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("homespotd-") && n.ends_with(".hot-code")
+            })
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no homespotd-*.hot-code in {}: linked without the order",
+                    deps.display()
+                )
+            });
+        let n = std::fs::read_to_string(newest.path())
+            .expect("order")
+            .lines()
+            .count();
+        assert!(
+            n >= 1000,
+            "{triple}: only {n} functions placed first (scripts/hot-code writes the list anew)"
+        );
+    }
 }
