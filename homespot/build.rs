@@ -1,9 +1,10 @@
 //! Release builds of homespotd for x86_64-unknown-linux-gnu place the functions listed in
 //! `hot-code.txt` (written by `scripts/hot-code`) at the start of the code, so the pages a
 //! running homespotd maps hold code it runs (BENCHMARKS.md, "Hot code first"). That target
-//! links with rust-lld since Rust 1.90, which reads the list; with another linker configured,
-//! an older Rust or `HOMESPOT_NO_HOT_CODE` set, nothing is asked of the linker. Names the
-//! build does not have are skipped without a warning: a stale list only makes less difference.
+//! links with rust-lld since Rust 1.90, which reads the list; with another linker chosen (in
+//! the environment, a cargo config file or the flags), an older Rust or `HOMESPOT_NO_HOT_CODE`
+//! set, nothing is asked of the linker. Names the build does not have are skipped without a
+//! warning: a stale list only makes less difference.
 
 use std::env;
 use std::process::Command;
@@ -17,6 +18,8 @@ fn main() {
         || var("PROFILE") != "release"
         || env::var_os("HOMESPOT_NO_HOT_CODE").is_some()
         || env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some()
+        // A linker from a cargo config file (`[target.<triple>] linker`), which cargo names here.
+        || env::var_os("RUSTC_LINKER").is_some()
         || !lld_by_default()
     {
         return;
@@ -29,10 +32,14 @@ fn main() {
 }
 
 /// Whether rustc is 1.90 or later (rust-lld the default linker of x86_64-unknown-linux-gnu)
-/// and no linker choice is in the flags.
+/// and no linker choice is in the flags (`-C linker=`, `-C linker-features=-lld`,
+/// `-C link-self-contained=`, `-C link-arg=-fuse-ld=bfd`: GNU ld refuses the list's flag).
 fn lld_by_default() -> bool {
     let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if flags.contains("linker") {
+    if ["linker", "link-self-contained", "fuse-ld"]
+        .iter()
+        .any(|k| flags.contains(k))
+    {
         return false;
     }
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
