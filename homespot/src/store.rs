@@ -7,9 +7,17 @@
 //! records in one transaction with immediate durability: when it returns `Ok`, the records survive
 //! a crash or `kill -9`. Grouping many clients' leases into one commit is the caller's job
 //! (see `dhcp::server`).
+//!
+//! A write that fails (a full or failing flash) fails every later one in redb until the file
+//! is opened again, so after a failed write the store reopens the file (redb repairs it) before
+//! the next, at most once a second; until then writes fail with [`StoreError::Unavailable`].
+//! Nothing is acknowledged meanwhile, and writes succeed again once the disk has room.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant as Clock};
 
 use phandoff::endpoint::Instant;
 use phandoff::pool::Assignment;
@@ -42,11 +50,23 @@ pub enum StoreError {
     /// The commit did not reach the disk.
     #[error("lease database commit: {0}")]
     Commit(#[from] redb::CommitError),
+    /// A write failed and the file is not open again yet (tried at most once a second).
+    #[error("lease database unavailable since a write failed; opening it again is retried")]
+    Unavailable,
 }
+
+/// How often a store whose write failed tries to open its file again.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 /// The lease database.
 pub struct LeaseStore {
-    db: Database,
+    path: PathBuf,
+    /// `None` after a failed write, until the file is open again.
+    db: RwLock<Option<Database>>,
+    /// When opening the file again was last tried.
+    tried: Mutex<Option<Clock>>,
+    /// Whether the last write failed.
+    failing: AtomicBool,
 }
 
 /// What [`LeaseStore::load`] found.
@@ -61,19 +81,71 @@ impl LeaseStore {
     /// Opens the database at `path`, creating it (and nothing else) if missing, readable by
     /// its owner only (it names every client). After a crash redb repairs the file on open.
     pub fn open(path: &Path) -> Result<LeaseStore, StoreError> {
-        let db = Database::create(path)?;
-        let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600));
-        let txn = db.begin_write()?;
-        txn.open_table(LEASES)?;
-        txn.open_table(GLOBALS_V1)?;
-        txn.open_table(GLOBALS)?;
-        txn.commit()?;
-        Ok(LeaseStore { db })
+        Ok(LeaseStore {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(open_file(path)?)),
+            tried: Mutex::new(None),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs the write `f`; after a failure the file is opened again before the next write.
+    /// An outage is logged twice: its first failure, and the first write that works again.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.reopen_if_closed();
+        let r = {
+            let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some(db) => f(db),
+                None => Err(StoreError::Unavailable),
+            }
+        };
+        match &r {
+            Ok(_) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!(path = %self.path.display(), "lease database writes work again");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+                // Closed before it is opened again (redb holds a lock on the file).
+                *db = None;
+                if self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(error = %e, "lease database write failed again");
+                } else {
+                    tracing::error!(error = %e, "lease database write failed; it is opened again before the next write, at most once a second");
+                }
+            }
+        }
+        r
+    }
+
+    /// Opens the file again if a failed write closed it and the last try is a second old.
+    fn reopen_if_closed(&self) {
+        if self.db.read().is_ok_and(|db| db.is_some()) {
+            return;
+        }
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        let mut tried = self.tried.lock().unwrap_or_else(|e| e.into_inner());
+        if db.is_some() || tried.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+            return;
+        }
+        *tried = Some(Clock::now());
+        match open_file(&self.path) {
+            Ok(d) => *db = Some(d),
+            Err(e) => tracing::debug!(error = %e, "lease database not open again yet"),
+        }
     }
 
     /// Reads every lease.
     pub fn load(&self) -> Result<Loaded, StoreError> {
-        let txn = self.db.begin_read()?;
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let txn = guard
+            .as_ref()
+            .ok_or(StoreError::Unavailable)?
+            .begin_read()?;
         let table = txn.open_table(LEASES)?;
         let mut leases = Vec::new();
         let mut undecodable = 0;
@@ -95,25 +167,31 @@ impl LeaseStore {
         if leases.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(LEASES)?;
-            let mut buf = Vec::with_capacity(64);
-            for l in leases {
-                buf.clear();
-                encode(l, &mut buf);
-                table.insert(u32::from(l.addr), buf.as_slice())?;
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(LEASES)?;
+                let mut buf = Vec::with_capacity(64);
+                for l in leases {
+                    buf.clear();
+                    encode(l, &mut buf);
+                    table.insert(u32::from(l.addr), buf.as_slice())?;
+                }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 }
 
 impl LeaseStore {
     /// Every client key's assignment. `now` stands for "last used" in first-version records.
     pub fn load_globals(&self, now: Instant) -> Result<Vec<([u8; 32], Assignment)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let txn = guard
+            .as_ref()
+            .ok_or(StoreError::Unavailable)?
+            .begin_read()?;
         let table = txn.open_table(GLOBALS)?;
         let mut out = std::collections::BTreeMap::new();
         for row in table.iter()? {
@@ -140,25 +218,42 @@ impl LeaseStore {
         v.extend_from_slice(&a.global.octets());
         v.extend_from_slice(&a.last_used.0.to_be_bytes());
         v.extend_from_slice(&a.timestamp.to_be_bytes());
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(GLOBALS)?;
-            table.insert(key, v.as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(GLOBALS)?;
+                table.insert(key, v.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Forgets `key`'s assignment (expired or evicted).
     pub fn forget_global(&self, key: &[u8; 32]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            txn.open_table(GLOBALS)?.remove(key)?;
-            txn.open_table(GLOBALS_V1)?.remove(key)?;
-        }
-        txn.commit()?;
-        Ok(())
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            {
+                txn.open_table(GLOBALS)?.remove(key)?;
+                txn.open_table(GLOBALS_V1)?.remove(key)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
     }
+}
+
+/// Opens (or creates) the file with its tables, readable by its owner only; redb repairs a
+/// file that was not closed cleanly.
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path)?;
+    let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    let txn = db.begin_write()?;
+    txn.open_table(LEASES)?;
+    txn.open_table(GLOBALS_V1)?;
+    txn.open_table(GLOBALS)?;
+    txn.commit()?;
+    Ok(db)
 }
 
 fn decode_global(v: &[u8]) -> Option<Assignment> {
@@ -292,12 +387,14 @@ mod tests {
             s.save_global(&[8; 32], &a).expect("save");
             s.forget_global(&[8; 32]).expect("forget");
             // A first-version record.
-            let txn = s.db.begin_write().expect("txn");
-            txn.open_table(GLOBALS_V1)
-                .expect("v1")
-                .insert(&[9; 32], u32::from(Ipv4Addr::new(10, 200, 0, 3)))
-                .expect("insert");
-            txn.commit().expect("commit");
+            s.write(|db| {
+                let txn = db.begin_write()?;
+                txn.open_table(GLOBALS_V1)?
+                    .insert(&[9; 32], u32::from(Ipv4Addr::new(10, 200, 0, 3)))?;
+                txn.commit()?;
+                Ok(())
+            })
+            .expect("a first-version record");
         }
         let s = LeaseStore::open(&path).expect("reopen");
         let now = Instant(1_800_000_000_000_000);

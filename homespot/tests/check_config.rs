@@ -139,7 +139,17 @@ fn check_config_checks_the_system() {
             &dir.join("dnsmasq.log"),
         )
         .expect("dnsmasq");
-    std::thread::sleep(Duration::from_millis(500));
+    // Until dnsmasq holds the port (a fixed 500 ms was too short on a busy machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !topo
+        .homespot
+        .run(&["ss", "-Hulpn", "sport", "= :67"])
+        .unwrap_or_default()
+        .contains("dnsmasq")
+    {
+        assert!(std::time::Instant::now() < deadline, "dnsmasq never bound UDP 67");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (ok, text) = check(&topo, &dir, &base);
     let _ = dnsmasq.stop(Duration::from_secs(2));
     assert!(!ok);

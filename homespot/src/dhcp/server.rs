@@ -172,7 +172,7 @@ pub async fn run(
             }
             done = done_rx.recv(), if in_flight.is_some() => {
                 let finished = in_flight.take().unwrap_or_default();
-                finish_batch(&sockets, finished, done).await;
+                finish_batch(&sockets, finished, done, &mut warned).await;
                 if !batch.leases.is_empty() {
                     in_flight = Some(writer.submit(std::mem::take(&mut batch)));
                 }
@@ -196,12 +196,18 @@ pub async fn run(
     // Finish what was acknowledged in memory: commit and answer, so clients are not left waiting.
     if in_flight.is_some() {
         let done = done_rx.recv().await;
-        finish_batch(&sockets, in_flight.take().unwrap_or_default(), done).await;
+        finish_batch(
+            &sockets,
+            in_flight.take().unwrap_or_default(),
+            done,
+            &mut warned,
+        )
+        .await;
     }
     if !batch.leases.is_empty() {
         let last = writer.submit(std::mem::take(&mut batch));
         let done = done_rx.recv().await;
-        finish_batch(&sockets, last, done).await;
+        finish_batch(&sockets, last, done, &mut warned).await;
     }
     Ok(engine.counters().clone())
 }
@@ -286,7 +292,12 @@ async fn handle(
     }
 }
 
-async fn finish_batch(sockets: &Sockets, batch: Batch, done: Option<Result<(), StoreError>>) {
+async fn finish_batch(
+    sockets: &Sockets,
+    batch: Batch,
+    done: Option<Result<(), StoreError>>,
+    warned: &mut Warned,
+) {
     match done {
         Some(Ok(())) => {
             for r in &batch.replies {
@@ -301,11 +312,16 @@ async fn finish_batch(sockets: &Sockets, batch: Batch, done: Option<Result<(), S
                 send(sockets, r).await;
             }
         }
-        Some(Err(e)) => error!(
-            error = %e,
-            dropped_replies = batch.replies.len(),
-            "lease commit failed; no ACK sent for this batch"
-        ),
+        Some(Err(e)) => {
+            if let Some(earlier_suppressed) = warned.unacked.allow() {
+                error!(
+                    error = %e,
+                    dropped_replies = batch.replies.len(),
+                    earlier_suppressed,
+                    "lease commit failed; no ACK sent for this batch"
+                );
+            }
+        }
         None => error!("lease writer stopped; no ACK sent for this batch"),
     }
 }
@@ -408,37 +424,58 @@ fn set_arp(sock: &UdpSocket, ifname: &str, addr: Ipv4Addr, mac: [u8; 6]) -> io::
     }
 }
 
-/// Warnings for the operator, at most [`WARN_BURST`] refused relays per [`WARN_WINDOW`] (a
-/// flood of them must not flood the log; the rest are counted in the next line).
+/// Warnings for the operator: of each kind that can repeat with every packet (refused relays,
+/// batches not acknowledged), at most [`WARN_BURST`] lines per [`WARN_WINDOW`] (a flood of
+/// them must not flood the log; the rest are counted in the next line).
 #[derive(Default)]
 struct Warned {
+    relays: Burst,
+    unacked: Burst,
+}
+
+const WARN_BURST: u32 = 10;
+const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One kind of line, at most [`WARN_BURST`] per [`WARN_WINDOW`].
+#[derive(Default)]
+struct Burst {
     window: Option<Instant>,
     in_window: u32,
     suppressed: u64,
 }
 
-const WARN_BURST: u32 = 10;
-const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+impl Burst {
+    /// `Some(lines suppressed since the last one)` if this line may be logged.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .window
+            .is_none_or(|w| now.duration_since(w) >= WARN_WINDOW)
+        {
+            self.window = Some(now);
+            self.in_window = 0;
+        }
+        if self.in_window >= WARN_BURST {
+            self.suppressed += 1;
+            return None;
+        }
+        self.in_window += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
 
 impl Warned {
     fn notice(&mut self, n: &Notice, sockets: &Sockets) {
         let name = |l: usize| sockets.names.get(l).map(String::as_str).unwrap_or("?");
         match n {
             Notice::RefusedRelay { src, giaddr } => {
-                let now = Instant::now();
-                if self.window.is_none_or(|w| now.duration_since(w) >= WARN_WINDOW) {
-                    self.window = Some(now);
-                    self.in_window = 0;
-                }
-                if self.in_window >= WARN_BURST {
-                    self.suppressed += 1;
+                let Some(earlier_suppressed) = self.relays.allow() else {
                     return;
-                }
-                self.in_window += 1;
+                };
                 warn!(
                     %src,
                     %giaddr,
-                    earlier_suppressed = std::mem::take(&mut self.suppressed),
+                    earlier_suppressed,
                     "refused a relayed DHCP packet: its sender is not in server.relays"
                 );
             }
