@@ -147,7 +147,10 @@ fn check_config_checks_the_system() {
         .unwrap_or_default()
         .contains("dnsmasq")
     {
-        assert!(std::time::Instant::now() < deadline, "dnsmasq never bound UDP 67");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dnsmasq never bound UDP 67"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let (ok, text) = check(&topo, &dir, &base);
