@@ -175,9 +175,7 @@ impl Trust {
             let l2 = if l2.is_empty() { "-".to_string() } else { l2 };
             text += &format!("{} {} {l2} {}\n", fingerprint(id), n.kind, n.router);
         }
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &self.path)
+        crate::state::write_private(&self.path, text.as_bytes())
     }
 
     /// A first-use identity's handshake was given up at `now`: it is not used on a never-seen
