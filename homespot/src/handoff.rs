@@ -15,7 +15,6 @@
 //! (it answers their probes with a signed "unknown session") and re-assert them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
@@ -684,12 +683,10 @@ fn load_identity(path: &Path) -> Result<Identity, HandoffError> {
                 std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
             }
             let seed = random32()?;
-            let mut f = std::fs::OpenOptions::new();
-            std::os::unix::fs::OpenOptionsExt::mode(f.write(true).create_new(true), 0o600);
-            let mut file = f.open(path).map_err(|e| err(e.to_string()))?;
-            file.write_all(&seed)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| err(e.to_string()))?;
+            // Whole or not at all: a torn key (a full disk, a power cut at first start) would
+            // stop every later start until someone deletes it.
+            web_admin::secret_file::write_private(path, seed)
+                .map_err(|e| err(e.source.to_string()))?;
             info!(path = %path.display(), "made a new HomeSpot identity");
             Ok(Identity::from_seed(seed))
         }
@@ -705,6 +702,30 @@ fn hex(b: &[u8]) -> String {
 mod tests {
     use super::*;
     use phandoff::routes::{Recorder, RouteOp};
+
+    #[test]
+    fn the_identity_is_made_whole_and_private_then_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("keys/identity.key");
+        let made = load_identity(&path).expect("made");
+        let mode = std::fs::metadata(&path).expect("meta").permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read(&path).expect("read").len(), 32);
+        assert_eq!(load_identity(&path).expect("kept").public(), made.public());
+        let left: Vec<_> = std::fs::read_dir(path.parent().expect("dir"))
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("identity.key")]);
+        // A torn key is refused with its path, not replaced (agents have it pinned).
+        std::fs::write(&path, [0u8; 7]).expect("torn");
+        let e = load_identity(&path).err().expect("refused").to_string();
+        assert!(e.contains("identity.key") && e.contains("32 bytes"), "{e}");
+    }
 
     fn cfg() -> HandoffConfig {
         HandoffConfig {

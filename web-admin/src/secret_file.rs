@@ -30,8 +30,9 @@ fn err(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
     }
 }
 
-/// Writes `text` to `path` atomically, readable by its owner only.
-pub fn write_private(path: &Path, text: &str) -> Result<(), FileError> {
+/// Writes `data` to `path` atomically, readable by its owner only (homespotd's identity key
+/// is written this way too).
+pub fn write_private(path: &Path, data: impl AsRef<[u8]>) -> Result<(), FileError> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -43,7 +44,7 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), FileError> {
     // An existing temporary file keeps its mode: make sure.
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(err(&tmp))?;
-    f.write_all(text.as_bytes()).map_err(err(&tmp))?;
+    f.write_all(data.as_ref()).map_err(err(&tmp))?;
     f.sync_all().map_err(err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(err(path))?;
     if let Some(dir) = path.parent() {
