@@ -9,15 +9,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use dhcproto::v4::MessageType;
-use homespot::store::LeaseStore;
-use testkit::{Proc, Scratch, Topology};
+use testkit::{Proc, Scratch};
 
 /// Runs `sh -c script` in the mount namespace of `holder`.
 fn in_mounts(holder: &Proc, script: &str) -> std::process::Output {
@@ -30,31 +28,14 @@ fn in_mounts(holder: &Proc, script: &str) -> std::process::Output {
 #[test]
 fn a_full_disk_acknowledges_nothing_it_cannot_keep_and_service_returns_with_room() {
     need_root!();
-    let topo = Topology::new(1).expect("topology");
-    let link = topo.links[0].clone();
-    // perfdhcp speaks as a relay agent from a /16 beside the topology's /24 (as in durability.rs).
-    topo.homespot
-        .run(&["ip", "addr", "add", "10.78.0.1/16", "dev", &link.hs_if])
-        .expect("addr");
-    topo.client
-        .run(&["ip", "addr", "add", "10.78.0.2/16", "dev", &link.client_if])
-        .expect("addr");
     let dir = Scratch::new("diskfull").expect("scratch");
     let db_dir = dir.join("db");
     std::fs::create_dir_all(&db_dir).expect("db dir");
     let db = db_dir.join("leases.redb");
+    let (topo, text) = perfdhcp_bed(&db, &dir.join("status.sock")).expect("topology");
+    let link = topo.links[0].clone();
     let cfg = dir.join("homespotd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nlease_db = \"{}\"\nstatus_socket = \"{}\"\nrate_per_link = 100000\nrelays = [\"10.78.0.2\"]\n[[link]]\nname = \"lan\"\ninterface = \"{}\"\n\
-             address = \"10.78.0.1/16\"\npools = [\"10.78.1.0-10.78.255.254\"]\nlease_time = \"1h\"\n",
-            db.display(),
-            dir.join("status.sock").display(),
-            link.hs_if
-        ),
-    )
-    .expect("config");
+    std::fs::write(&cfg, text).expect("config");
     let holder = topo
         .homespot
         .spawn(
@@ -196,14 +177,7 @@ fn a_full_disk_acknowledges_nothing_it_cannot_keep_and_service_returns_with_room
         })
         .map(|c| (c.msg.chaddr().to_vec(), c.msg.yiaddr()))
         .collect();
-    let store = LeaseStore::open(&copy).expect("open the copy");
-    let leases: HashMap<Ipv4Addr, _> = store
-        .load()
-        .expect("load")
-        .leases
-        .into_iter()
-        .map(|l| (l.addr, l))
-        .collect();
+    let leases = leases_in(&copy).expect("the database");
     let requests = pcap::dhcp_messages(&data)
         .iter()
         .filter(|c| c.msg.opts().msg_type() == Some(MessageType::Request))

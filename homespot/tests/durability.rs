@@ -11,30 +11,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::*;
 use dhcproto::v4::MessageType;
 use homespot::dhcp::lease::LeaseState;
-use homespot::store::LeaseStore;
-use testkit::{Scratch, Topology};
+use testkit::Scratch;
 
 #[test]
 fn kill9_under_load_loses_no_acknowledged_lease() {
     need_root!();
-    let topo = Topology::new(1).expect("topology");
-    let link = topo.links[0].clone();
-    // A /16 beside the /24 of the topology, so the pool holds every perfdhcp client.
-    // perfdhcp speaks as a relay agent (giaddr = its address), so it is a configured relay.
-    topo.homespot
-        .run(&["ip", "addr", "add", "10.78.0.1/16", "dev", &link.hs_if])
-        .expect("addr");
-    topo.client
-        .run(&["ip", "addr", "add", "10.78.0.2/16", "dev", &link.client_if])
-        .expect("addr");
     let dir = Scratch::new("durable").expect("scratch");
-    let cfg = format!(
-        "[server]\nlease_db = \"{}\"\nstatus_socket = \"{}\"\nrate_per_link = 100000\nrelays = [\"10.78.0.2\"]\n[[link]]\nname = \"load\"\ninterface = \"{}\"\n\
-         address = \"10.78.0.1/16\"\npools = [\"10.78.1.0-10.78.255.254\"]\nlease_time = \"1h\"\n",
-        dir.join("leases.redb").display(),
-        dir.join("status.sock").display(),
-        link.hs_if
-    );
+    let (topo, cfg) =
+        perfdhcp_bed(&dir.join("leases.redb"), &dir.join("status.sock")).expect("topology");
+    let link = topo.links[0].clone();
     let mut bed = Bed::launch(topo, dir, &cfg).expect("homespotd");
     let pcap = bed.dir.join("load.pcap");
     let mut dump = bed
@@ -123,14 +108,7 @@ fn kill9_under_load_loses_no_acknowledged_lease() {
     );
 
     // Every ACKed address is still that client's in the database.
-    let store = LeaseStore::open(&bed.db).expect("open db");
-    let leases: HashMap<Ipv4Addr, _> = store
-        .load()
-        .expect("load")
-        .leases
-        .into_iter()
-        .map(|l| (l.addr, l))
-        .collect();
+    let leases = leases_in(&bed.db).expect("the database");
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

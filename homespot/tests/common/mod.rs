@@ -171,3 +171,37 @@ pub fn client_run(bed: &Bed, args: &[String]) -> Result<String> {
     }
     Ok(text)
 }
+
+/// A one-link topology for perfdhcp's load: a /16 beside the topology's /24 on both ends, so
+/// the pool holds every perfdhcp client; perfdhcp speaks as a relay agent (giaddr = its
+/// address, 10.78.0.2), so it is a configured relay. Returns the topology and homespotd's
+/// config for it, with the lease database `db` and status socket `status`.
+pub fn perfdhcp_bed(db: &std::path::Path, status: &std::path::Path) -> Result<(Topology, String)> {
+    let topo = Topology::new(1)?;
+    let link = topo.links[0].clone();
+    topo.homespot
+        .run(&["ip", "addr", "add", "10.78.0.1/16", "dev", &link.hs_if])?;
+    topo.client
+        .run(&["ip", "addr", "add", "10.78.0.2/16", "dev", &link.client_if])?;
+    let cfg = format!(
+        "[server]\nlease_db = \"{}\"\nstatus_socket = \"{}\"\nrate_per_link = 100000\nrelays = [\"10.78.0.2\"]\n[[link]]\nname = \"load\"\ninterface = \"{}\"\n\
+         address = \"10.78.0.1/16\"\npools = [\"10.78.1.0-10.78.255.254\"]\nlease_time = \"1h\"\n",
+        db.display(),
+        status.display(),
+        link.hs_if
+    );
+    Ok((topo, cfg))
+}
+
+/// Every lease in the database at `db`, by address.
+pub fn leases_in(
+    db: &std::path::Path,
+) -> Result<std::collections::HashMap<std::net::Ipv4Addr, homespot::dhcp::lease::Lease>> {
+    let store = homespot::store::LeaseStore::open(db)?;
+    Ok(store
+        .load()?
+        .leases
+        .into_iter()
+        .map(|l| (l.addr, l))
+        .collect())
+}
