@@ -1,8 +1,10 @@
 //! The lease database's disk fills up (a router's flash full of logs or packages) while
 //! clients ask for leases: homespotd acknowledges no lease it could not write, says so in its
-//! log, keeps running, and acknowledges again once there is room, without a restart (redb
-//! fails every write after one failed write until its file is opened again). Every lease
-//! acknowledged on the wire is in the database afterwards.
+//! log (once, and a few lines of unanswered batches) and in `homespotd status` (the ACKs
+//! `unwritten`, no device shown with a lease it was not given), keeps running, and
+//! acknowledges again once there is room, without a restart (redb fails every write after one
+//! failed write until its file is opened again). Every lease acknowledged on the wire is in
+//! the database afterwards.
 //!
 //! The database's directory is a 2 MiB tmpfs in a mount namespace of the test's own (a
 //! `sleep` holds it), so nothing is mounted where the rest of the machine sees it.
@@ -139,6 +141,27 @@ fn a_full_disk_acknowledges_nothing_it_cannot_keep_and_service_returns_with_room
     );
     assert_eq!(lines("write failed; it is opened again"), 1, "{full_log}");
     assert!(lines("no ACK sent") <= 10, "{full_log}");
+
+    // What the operator sees meanwhile: the ACKs not sent, and no device holding a lease.
+    let status = Command::new(env!("CARGO_BIN_EXE_homespotd"))
+        .args([
+            "status",
+            "--socket",
+            &dir.join("status.sock").display().to_string(),
+        ])
+        .output()
+        .expect("homespotd status");
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    eprintln!("{status}");
+    let dhcp = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("dhcp "))
+        .unwrap_or_default();
+    assert!(
+        dhcp.contains("unwritten=") && !dhcp.contains(" acks="),
+        "{status}"
+    );
+    assert!(status.contains("Devices (0)"), "{status}");
 
     // Room again: a real client gets a lease from the same homespotd within dhclient's 20 s.
     let freed = in_mounts(&holder, &format!("rm {}/filler", db_dir.display()));

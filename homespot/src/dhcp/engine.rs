@@ -108,6 +108,9 @@ pub struct Counters {
     pub offers: u64,
     /// ACKs for REQUESTs sent.
     pub acks: u64,
+    /// ACKs not sent because their lease could not be written (a full or failing disk; the
+    /// caller says so with [`Engine::not_written`]). The client asks again.
+    pub unwritten: u64,
     /// NAKs sent.
     pub naks: u64,
     /// INFORMs answered.
@@ -123,8 +126,8 @@ impl std::fmt::Display for Counters {
         write!(
             f,
             "received={} malformed={} wrong_op={} ignored={} unknown_relay={} refused_relay={} \
-             rate_limited={} exhausted={} offers={} acks={} naks={} informs={} releases={} \
-             declines={}",
+             rate_limited={} exhausted={} offers={} acks={} unwritten={} naks={} informs={} \
+             releases={} declines={}",
             self.received,
             self.malformed,
             self.wrong_op,
@@ -135,6 +138,7 @@ impl std::fmt::Display for Counters {
             self.exhausted,
             self.offers,
             self.acks,
+            self.unwritten,
             self.naks,
             self.informs,
             self.releases,
@@ -208,6 +212,13 @@ impl Engine {
     /// The counters so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// `acks` of the ACKs this engine decided were not sent: their leases could not be written.
+    pub fn not_written(&mut self, acks: u64) {
+        let n = acks.min(self.counters.acks);
+        self.counters.acks -= n;
+        self.counters.unwritten += n;
     }
 
     /// The lease table (read-only), for status and tests.

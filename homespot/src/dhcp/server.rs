@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use dhcproto::v4::MessageType;
 use dhcproto::Encodable;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -158,7 +159,7 @@ pub async fn run(
                 let done = forgotten.is_some();
                 if let Some(l) = forgotten {
                     info!(address = %l.addr, "lease forgotten (admin panel)");
-                    live.lease(&l);
+                    batch.granted.push(l.clone());
                     batch.leases.push(l);
                     if in_flight.is_none() {
                         in_flight = Some(writer.submit(std::mem::take(&mut batch)));
@@ -172,7 +173,11 @@ pub async fn run(
             }
             done = done_rx.recv(), if in_flight.is_some() => {
                 let finished = in_flight.take().unwrap_or_default();
-                finish_batch(&sockets, finished, done, &mut warned).await;
+                let lost = finish_batch(&sockets, finished, done, &mut warned, &live).await;
+                if lost > 0 {
+                    engine.not_written(lost);
+                    live.dhcp_counters(engine.counters(), engine.table().offers_outstanding());
+                }
                 if !batch.leases.is_empty() {
                     in_flight = Some(writer.submit(std::mem::take(&mut batch)));
                 }
@@ -196,18 +201,13 @@ pub async fn run(
     // Finish what was acknowledged in memory: commit and answer, so clients are not left waiting.
     if in_flight.is_some() {
         let done = done_rx.recv().await;
-        finish_batch(
-            &sockets,
-            in_flight.take().unwrap_or_default(),
-            done,
-            &mut warned,
-        )
-        .await;
+        let finished = in_flight.take().unwrap_or_default();
+        engine.not_written(finish_batch(&sockets, finished, done, &mut warned, &live).await);
     }
     if !batch.leases.is_empty() {
         let last = writer.submit(std::mem::take(&mut batch));
         let done = done_rx.recv().await;
-        finish_batch(&sockets, last, done, &mut warned).await;
+        engine.not_written(finish_batch(&sockets, last, done, &mut warned, &live).await);
     }
     Ok(engine.counters().clone())
 }
@@ -279,11 +279,9 @@ async fn handle(
             live.exhausted(*link);
         }
     }
-    if let Some(l) = &out.persist {
-        live.lease(l);
-    }
     match (out.persist, out.reply) {
         (Some(lease), reply) => {
+            batch.granted.push(lease.clone());
             batch.leases.push(lease);
             batch.replies.extend(reply);
         }
@@ -292,14 +290,24 @@ async fn handle(
     }
 }
 
+/// Answers a committed batch, or drops its replies if the commit failed; returns how many
+/// ACKs were dropped.
 async fn finish_batch(
     sockets: &Sockets,
     batch: Batch,
     done: Option<Result<(), StoreError>>,
     warned: &mut Warned,
-) {
+    live: &Live,
+) -> u64 {
+    let acks = || {
+        let ack = |r: &&Reply| r.message.opts().msg_type() == Some(MessageType::Ack);
+        batch.replies.iter().filter(ack).count() as u64
+    };
     match done {
         Some(Ok(())) => {
+            for l in &batch.granted {
+                live.lease(l);
+            }
             for r in &batch.replies {
                 if r.message.yiaddr() != Ipv4Addr::UNSPECIFIED {
                     info!(
@@ -311,6 +319,7 @@ async fn finish_batch(
                 }
                 send(sockets, r).await;
             }
+            0
         }
         Some(Err(e)) => {
             if let Some(earlier_suppressed) = warned.unacked.allow() {
@@ -321,8 +330,12 @@ async fn finish_batch(
                     "lease commit failed; no ACK sent for this batch"
                 );
             }
+            acks()
         }
-        None => error!("lease writer stopped; no ACK sent for this batch"),
+        None => {
+            error!("lease writer stopped; no ACK sent for this batch");
+            acks()
+        }
     }
 }
 
@@ -495,6 +508,8 @@ impl Warned {
 struct Batch {
     leases: Vec<Lease>,
     replies: Vec<Reply>,
+    /// The same leases, for the live view once they are written.
+    granted: Vec<Lease>,
 }
 
 /// The thread that commits batches. One batch at a time, in order.

@@ -681,6 +681,7 @@ impl Live {
                 ("offers", c.offers),
                 ("offers_outstanding", g.offers),
                 ("acks", c.acks),
+                ("unwritten", c.unwritten),
                 ("naks", c.naks),
                 ("informs", c.informs),
                 ("releases", c.releases),
